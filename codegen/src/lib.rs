@@ -1,0 +1,11 @@
+//! qwenc host side: read a Qwen2 checkpoint (Hugging Face safetensors or GGUF), run the f32
+//! reference forward, and (later stages) compress and generate the per-model kernels.
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod gguf;
+
+pub use checkpoint::{TensorMeta, TensorSource};
+pub use config::QwenConfig;
+pub use error::{LoadError, Result};

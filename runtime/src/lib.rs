@@ -1,0 +1,3 @@
+//! qwenc runtime: what every per-model executable links besides its generated kernels.
+
+pub mod tokenizer;
