@@ -4,7 +4,12 @@
 
 use std::path::Path;
 
-use crate::error::Result;
+use qwenc_runtime::tokenizer::TokenizerSpec;
+
+use crate::config::QwenConfig;
+use crate::error::{LoadError, Result};
+use crate::gguf::GgufFile;
+use crate::safetensors_dir::SafetensorsDir;
 
 /// What a loader knows about one tensor without reading its data.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,3 +39,74 @@ pub trait TensorSource: Send + Sync {
     /// The tensor converted (dequantized) to f32, row-major in the Hugging Face shape.
     fn load_f32(&self, name: &str) -> Result<Vec<f32>>;
 }
+
+/// A whole checkpoint: configuration, tokenizer, tensors.
+pub struct Checkpoint {
+    pub config: QwenConfig,
+    pub tokenizer: TokenizerSpec,
+    pub tensors: Box<dyn TensorSource>,
+    /// `hf` or `gguf`, for messages.
+    pub format: &'static str,
+}
+
+impl Checkpoint {
+    /// Open a Hugging Face directory (`config.json`, `tokenizer.json`, `*.safetensors`)
+    /// or a GGUF file.
+    pub fn open(path: &Path) -> Result<Checkpoint> {
+        let meta = std::fs::metadata(path).map_err(|e| LoadError::io(path, e))?;
+        if meta.is_dir() {
+            let config = QwenConfig::from_file(&path.join("config.json"))?;
+            let tok_path = path.join("tokenizer.json");
+            let text = std::fs::read_to_string(&tok_path).map_err(|e| LoadError::io(&tok_path, e))?;
+            let tokenizer = TokenizerSpec::from_tokenizer_json(&text)
+                .map_err(|e| LoadError::format(&tok_path, e.to_string()))?;
+            let tensors = SafetensorsDir::open(path)?;
+            Ok(Checkpoint {
+                config,
+                tokenizer,
+                tensors: Box::new(tensors),
+                format: "hf",
+            })
+        } else {
+            let gguf = GgufFile::open(path)?;
+            Ok(Checkpoint {
+                config: gguf.config()?,
+                tokenizer: gguf.tokenizer_spec()?,
+                tensors: Box::new(gguf),
+                format: "gguf",
+            })
+        }
+    }
+
+    /// Load one tensor as f32, checking its shape; `lm_head.weight` falls back to the
+    /// embedding when the model ties them.
+    pub fn load(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let path = self.tensors.path();
+        let metas = self.tensors.tensors();
+        let meta = match metas.iter().find(|m| m.name == name) {
+            Some(m) => m,
+            None if name == LM_HEAD && self.config.tie_word_embeddings => {
+                return self.load(EMBED, shape);
+            }
+            None => return Err(LoadError::tensor(path, name, "missing from the checkpoint")),
+        };
+        if meta.shape != shape {
+            return Err(LoadError::tensor(
+                path,
+                name,
+                format!("shape {:?} does not match the config, which implies {:?}", meta.shape, shape),
+            ));
+        }
+        self.tensors.load_f32(name)
+    }
+
+    /// Whether the checkpoint stores its own `lm_head.weight` (the dev checkpoint does,
+    /// Qwen2.5-0.5B ties it to the embedding).
+    pub fn has_separate_lm_head(&self) -> bool {
+        self.tensors.tensors().iter().any(|m| m.name == LM_HEAD)
+    }
+}
+
+pub const EMBED: &str = "model.embed_tokens.weight";
+pub const LM_HEAD: &str = "lm_head.weight";
+pub const FINAL_NORM: &str = "model.norm.weight";

@@ -5,7 +5,11 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod gguf;
+pub mod quant;
+pub mod reference;
+pub mod safetensors_dir;
+pub mod synthetic;
 
-pub use checkpoint::{TensorMeta, TensorSource};
+pub use checkpoint::{Checkpoint, TensorMeta, TensorSource};
 pub use config::QwenConfig;
 pub use error::{LoadError, Result};

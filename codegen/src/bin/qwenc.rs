@@ -1,1 +1,199 @@
-fn main() {}
+//! `qwenc`: the host tool. Inspect a checkpoint, tokenize, run the f32 reference.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use qwenc_codegen::reference::ReferenceWeights;
+use qwenc_codegen::Checkpoint;
+use qwenc_runtime::tokenizer::{StreamDecoder, Tokenizer};
+
+#[derive(Parser)]
+#[command(name = "qwenc", version, about = "qwenc: compile Qwen2.5 models into fast CPU executables")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the config, the tensor table and the bytes by storage type.
+    Info {
+        /// A Hugging Face directory or a GGUF file.
+        model: PathBuf,
+    },
+    /// Tokenize text from stdin into a JSON array of ids (or decode one with --decode).
+    Tokenize {
+        model: PathBuf,
+        /// Read a JSON array of ids from stdin and print the text.
+        #[arg(long)]
+        decode: bool,
+    },
+    /// Greedy generation with the f32 reference model (slow, exact: the oracle).
+    Reference {
+        model: PathBuf,
+        prompt: String,
+        /// Number of new tokens.
+        #[arg(short = 'n', long, default_value_t = 32)]
+        max_tokens: usize,
+        /// Print {"prompt_ids":[...],"ids":[...],"text":"..."} instead of streaming text.
+        #[arg(long)]
+        json: bool,
+        /// Do not stop at end-of-sequence tokens.
+        #[arg(long)]
+        ignore_eos: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info { model } => info(&model),
+        Command::Tokenize { model, decode } => tokenize(&model, decode),
+        Command::Reference {
+            model,
+            prompt,
+            max_tokens,
+            json,
+            ignore_eos,
+        } => reference(&model, &prompt, max_tokens, json, ignore_eos),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type AnyResult = Result<(), Box<dyn std::error::Error>>;
+
+fn info(path: &Path) -> AnyResult {
+    let ckpt = Checkpoint::open(path)?;
+    let c = &ckpt.config;
+    println!("model: {} ({})", path.display(), ckpt.format);
+    println!(
+        "config: hidden {} · layers {} · heads {} q / {} kv × {} · ffn {} · vocab {} · context {} · rope θ {} · eps {:e} · tied lm_head {}",
+        c.hidden_size,
+        c.num_hidden_layers,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        c.head_dim,
+        c.intermediate_size,
+        c.vocab_size,
+        c.max_position_embeddings,
+        c.rope_theta,
+        c.rms_norm_eps,
+        c.tie_word_embeddings
+    );
+    println!(
+        "tokenizer: {} vocab entries, {} merges, {} added tokens",
+        ckpt.tokenizer.vocab.len(),
+        ckpt.tokenizer.merges.len(),
+        ckpt.tokenizer.added.len()
+    );
+    let tensors = ckpt.tensors.tensors();
+    println!("\n{:<52} {:>6} {:>16} {:>12}", "tensor", "dtype", "shape", "bytes");
+    let mut by_dtype: std::collections::BTreeMap<String, (usize, u64, usize)> = Default::default();
+    for t in &tensors {
+        println!("{:<52} {:>6} {:>16} {:>12}", t.name, t.dtype, format!("{:?}", t.shape), t.n_bytes);
+        let e = by_dtype.entry(t.dtype.clone()).or_default();
+        e.0 += 1;
+        e.1 += t.n_bytes;
+        e.2 += t.n_elements();
+    }
+    println!("\n{:<8} {:>8} {:>14} {:>14} {:>8}", "dtype", "tensors", "bytes", "params", "bits/w");
+    let (mut all_bytes, mut all_params) = (0u64, 0usize);
+    for (dtype, (count, bytes, params)) in &by_dtype {
+        println!(
+            "{dtype:<8} {count:>8} {bytes:>14} {params:>14} {:>8.3}",
+            *bytes as f64 * 8.0 / *params as f64
+        );
+        all_bytes += bytes;
+        all_params += params;
+    }
+    println!(
+        "{:<8} {:>8} {all_bytes:>14} {all_params:>14} {:>8.3}",
+        "total",
+        tensors.len(),
+        all_bytes as f64 * 8.0 / all_params as f64
+    );
+    Ok(())
+}
+
+fn tokenize(path: &Path, decode: bool) -> AnyResult {
+    let ckpt = Checkpoint::open(path)?;
+    let tokenizer = Tokenizer::from_spec(ckpt.tokenizer)?;
+    let mut input = String::new();
+    std::io::stdin().read_to_string(&mut input)?;
+    if decode {
+        let ids: Vec<u32> = serde_json::from_str(&input)
+            .map_err(|e| format!("--decode expects a JSON array of token ids on stdin: {e}"))?;
+        print!("{}", tokenizer.try_decode(&ids)?);
+    } else {
+        println!("{}", serde_json::to_string(&tokenizer.encode(&input))?);
+    }
+    Ok(())
+}
+
+fn reference(path: &Path, prompt: &str, max_tokens: usize, json: bool, ignore_eos: bool) -> AnyResult {
+    let ckpt = Checkpoint::open(path)?;
+    let tokenizer = Tokenizer::from_spec(ckpt.tokenizer.clone())?;
+    let weights = load_with_progress(&ckpt)?;
+    drop(ckpt);
+
+    let prompt_ids = tokenizer.encode(prompt);
+    let stop = if ignore_eos {
+        Vec::new()
+    } else {
+        weights.config.eos_token_ids.clone()
+    };
+    let start = Instant::now();
+    let mut stream = StreamDecoder::new(&tokenizer);
+    let mut stdout = std::io::stdout().lock();
+    let ids = weights.generate_greedy(&prompt_ids, max_tokens, &stop, &mut |id| {
+        if !json {
+            if let Ok(text) = stream.push(id) {
+                let _: std::io::Result<()> = stdout.write_all(text.as_bytes());
+                let _: std::io::Result<()> = stdout.flush();
+            }
+        }
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    if json {
+        let out = serde_json::json!({
+            "prompt_ids": prompt_ids,
+            "ids": ids,
+            "text": tokenizer.decode(&ids),
+        });
+        println!("{out}");
+    } else {
+        println!();
+        eprintln!(
+            "[reference f32: {} prompt + {} new tokens in {seconds:.2} s, {:.2} tokens/s]",
+            prompt_ids.len(),
+            ids.len(),
+            ids.len() as f64 / seconds
+        );
+    }
+    Ok(())
+}
+
+/// Load the f32 weights with a progress bar over tensors.
+fn load_with_progress(ckpt: &Checkpoint) -> Result<ReferenceWeights, qwenc_codegen::LoadError> {
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("loading {bar:40} {pos}/{len} tensors {elapsed} {msg}")
+            .expect("static template"),
+    );
+    let weights = ReferenceWeights::load(ckpt, &mut |done, total, name| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(name.to_string());
+    });
+    bar.finish_and_clear();
+    weights
+}

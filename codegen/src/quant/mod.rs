@@ -1,0 +1,20 @@
+//! Weight quantization schemes and their exact numeric definitions.
+//!
+//! Every scheme defines `dequantize`, the value a kernel must reproduce; the packers and the
+//! kernels only change the layout, never the numbers.
+//!
+//! | scheme          | stored per weight            | per group / row                 | value                      |
+//! |-----------------|------------------------------|---------------------------------|----------------------------|
+//! | `f32`           | f32                          | —                               | w                          |
+//! | `bf16`          | bf16                         | —                               | w                          |
+//! | `w8`            | i8 q ∈ [-127, 127]           | f32 scale per output row        | scale · q                  |
+//! | `w4g{G}`        | u4 q ∈ [0, 15] (2 per byte)  | f16 scale per G inputs          | scale · (q − 8)            |
+//! | `w4g{G}a`       | u4 q ∈ [0, 15] (2 per byte)  | f16 scale and f16 min per G     | scale · q + min            |
+//!
+//! In `w4` the low nibble of byte `i` holds column `2i`, the high nibble column `2i + 1`.
+
+mod rtn;
+mod scheme;
+
+pub use rtn::{dequantize, quantize_rtn, QuantizedMatrix, QuantizedData};
+pub use scheme::{Scheme, SchemeError};

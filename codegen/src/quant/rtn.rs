@@ -1,0 +1,215 @@
+//! Round-to-nearest quantization and the exact dequantization every kernel must match.
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use super::Scheme;
+
+/// A `[rows, cols]` matrix in one scheme (row-major, rows = outputs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizedMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub scheme: Scheme,
+    pub data: QuantizedData,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum QuantizedData {
+    F32(Vec<f32>),
+    Bf16(Vec<bf16>),
+    /// `q[rows * cols]`, `scales[rows]`.
+    W8 { q: Vec<i8>, scales: Vec<f32> },
+    /// `packed[rows * cols / 2]` (low nibble = even column), `scales[rows * cols / group]`,
+    /// `mins` likewise when asymmetric.
+    W4 {
+        packed: Vec<u8>,
+        scales: Vec<f16>,
+        mins: Option<Vec<f16>>,
+    },
+}
+
+/// Quantize `w` (`[rows, cols]`, row-major) by rounding to nearest. Panics only on a caller
+/// bug (length mismatch, or cols not divisible by the group: check with `Scheme::check_cols`).
+pub fn quantize_rtn(w: &[f32], rows: usize, cols: usize, scheme: Scheme) -> QuantizedMatrix {
+    assert_eq!(w.len(), rows * cols, "matrix length");
+    let data = match scheme {
+        Scheme::F32 => QuantizedData::F32(w.to_vec()),
+        Scheme::Bf16 => QuantizedData::Bf16(w.iter().map(|&x| bf16::from_f32(x)).collect()),
+        Scheme::W8 => {
+            let mut q = vec![0i8; rows * cols];
+            let scales: Vec<f32> = q
+                .par_chunks_mut(cols)
+                .zip(w.par_chunks(cols))
+                .map(|(q, row)| {
+                    let absmax = row.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                    let scale = absmax / 127.0;
+                    let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+                    for (qi, &x) in q.iter_mut().zip(row) {
+                        *qi = (x * inv).round().clamp(-127.0, 127.0) as i8;
+                    }
+                    scale
+                })
+                .collect();
+            QuantizedData::W8 { q, scales }
+        }
+        Scheme::W4 { group, asymmetric } => {
+            scheme.check_cols(cols).expect("caller checked the group size");
+            let groups = rows * cols / group;
+            let mut packed = vec![0u8; rows * cols / 2];
+            let mut scales = vec![f16::ZERO; groups];
+            // Minimums are computed for every group and dropped for the symmetric scheme.
+            let mut mins = vec![f16::ZERO; groups];
+            packed
+                .par_chunks_mut(group / 2)
+                .zip(w.par_chunks(group))
+                .zip(scales.par_iter_mut())
+                .zip(mins.par_iter_mut())
+                .for_each(|(((out, values), scale), min)| {
+                    let q = if asymmetric {
+                        let (lo, hi) = values.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+                        let d = f16::from_f32((hi - lo) / 15.0);
+                        let m = f16::from_f32(lo);
+                        *scale = d;
+                        *min = m;
+                        let inv = if d.to_f32() > 0.0 { 1.0 / d.to_f32() } else { 0.0 };
+                        quantize_group(values, |x| (x - m.to_f32()) * inv)
+                    } else {
+                        // The value of largest magnitude maps to code 0 (= -8): all 16 levels used.
+                        let extreme = values.iter().fold(0.0f32, |e, &x| if x.abs() > e.abs() { x } else { e });
+                        let d = f16::from_f32(extreme / -8.0);
+                        *scale = d;
+                        let inv = if d.to_f32() != 0.0 { 1.0 / d.to_f32() } else { 0.0 };
+                        quantize_group(values, |x| x * inv + 8.0)
+                    };
+                    for (byte, pair) in out.iter_mut().zip(q.chunks(2)) {
+                        *byte = pair[0] | (pair[1] << 4);
+                    }
+                });
+            QuantizedData::W4 {
+                packed,
+                scales,
+                mins: asymmetric.then_some(mins),
+            }
+        }
+    };
+    QuantizedMatrix { rows, cols, scheme, data }
+}
+
+fn quantize_group(values: &[f32], code: impl Fn(f32) -> f32) -> Vec<u8> {
+    values.iter().map(|&x| code(x).round().clamp(0.0, 15.0) as u8).collect()
+}
+
+/// The f32 values a quantized matrix stands for; the definition kernels are tested against.
+pub fn dequantize(m: &QuantizedMatrix) -> Vec<f32> {
+    let cols = m.cols;
+    match &m.data {
+        QuantizedData::F32(v) => v.clone(),
+        QuantizedData::Bf16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        QuantizedData::W8 { q, scales } => q
+            .chunks(cols)
+            .zip(scales)
+            .flat_map(|(row, &s)| row.iter().map(move |&qi| s * qi as f32))
+            .collect(),
+        QuantizedData::W4 { packed, scales, mins } => {
+            let Scheme::W4 { group, .. } = m.scheme else {
+                unreachable!("W4 data always carries a W4 scheme")
+            };
+            let mut out = Vec::with_capacity(m.rows * cols);
+            for (g, bytes) in packed.chunks(group / 2).enumerate() {
+                let d = scales[g].to_f32();
+                for &b in bytes {
+                    for q in [b & 15, b >> 4] {
+                        out.push(match mins {
+                            Some(mins) => d * q as f32 + mins[g].to_f32(),
+                            None => d * (q as f32 - 8.0),
+                        });
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(rows: usize, cols: usize) -> Vec<f32> {
+        (0..rows * cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0 + (i % 3) as f32 * 0.01).collect()
+    }
+
+    fn max_err(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn w8_error_is_at_most_half_a_step() {
+        let w = sample(8, 64);
+        let m = quantize_rtn(&w, 8, 64, Scheme::W8);
+        let QuantizedData::W8 { scales, .. } = &m.data else { panic!() };
+        let back = dequantize(&m);
+        for (r, s) in scales.iter().enumerate() {
+            assert!(max_err(&w[r * 64..][..64], &back[r * 64..][..64]) <= s / 2.0 + 1e-6);
+        }
+    }
+
+    #[test]
+    fn w4_symmetric_uses_the_full_range_and_bounds_the_error() {
+        let w = sample(4, 64);
+        let m = quantize_rtn(&w, 4, 64, Scheme::W4 { group: 32, asymmetric: false });
+        let QuantizedData::W4 { packed, scales, mins } = &m.data else { panic!() };
+        assert!(mins.is_none());
+        assert_eq!((packed.len(), scales.len()), (128, 8));
+        let back = dequantize(&m);
+        for g in 0..8 {
+            let d = scales[g].to_f32().abs();
+            let err = max_err(&w[g * 32..][..32], &back[g * 32..][..32]);
+            // Codes span [-8d, 7d]: half a step inside, at most one step for values of the
+            // opposite sign beyond 7d; plus the f16 rounding of the scale.
+            assert!(err <= d + 8.0 * d * 1e-3, "group {g}: {err} vs step {d}");
+            let inside = w[g * 32..][..32].iter().zip(&back[g * 32..][..32]).filter(|(x, _)| x.abs() <= 7.0 * d);
+            for (x, y) in inside {
+                assert!((x - y).abs() <= d / 2.0 + 8.0 * d * 1e-3, "group {g}: {x} -> {y}");
+            }
+        }
+        // The extreme value of each group is exactly code 0 or reproduced within f16 precision.
+        assert!(packed.iter().any(|b| b & 15 == 0 || b >> 4 == 0));
+    }
+
+    #[test]
+    fn w4_asymmetric_bounds_the_error() {
+        let w: Vec<f32> = sample(2, 128).iter().map(|x| x + 0.7).collect(); // skewed range
+        let m = quantize_rtn(&w, 2, 128, Scheme::W4 { group: 64, asymmetric: true });
+        let QuantizedData::W4 { scales, .. } = &m.data else { panic!() };
+        let back = dequantize(&m);
+        for g in 0..4 {
+            let d = scales[g].to_f32();
+            let err = max_err(&w[g * 64..][..64], &back[g * 64..][..64]);
+            assert!(err <= d / 2.0 + 16.0 * d * 1e-3 + 1e-3, "group {g}: {err} vs step {d}");
+        }
+    }
+
+    #[test]
+    fn nibble_order_is_low_then_high() {
+        // Column 0 = -1 (extreme) and column 1 = 0 in a group scaled so codes are exact.
+        let mut w = vec![0.0f32; 32];
+        w[0] = -1.0;
+        w[3] = 0.5;
+        let m = quantize_rtn(&w, 1, 32, Scheme::W4 { group: 32, asymmetric: false });
+        let QuantizedData::W4 { packed, scales, .. } = &m.data else { panic!() };
+        assert_eq!(scales[0].to_f32(), 0.125); // -1 / -8
+        assert_eq!(packed[0], 0 | (8 << 4)); // col 0 code 0, col 1 code 8 (zero)
+        assert_eq!(packed[1], 8 | (12 << 4)); // col 2 zero, col 3 = 0.5 / 0.125 + 8
+        assert_eq!(dequantize(&m), w);
+    }
+
+    #[test]
+    fn zero_rows_stay_zero() {
+        let w = vec![0.0f32; 64];
+        for scheme in [Scheme::W8, Scheme::W4 { group: 32, asymmetric: false }, Scheme::W4 { group: 32, asymmetric: true }] {
+            assert_eq!(dequantize(&quantize_rtn(&w, 1, 64, scheme)), w, "{scheme}");
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The names users write (`--scheme w4g32`) and what they mean.
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scheme {
+    F32,
+    Bf16,
+    /// int8, symmetric, one scale per output row.
+    W8,
+    /// int4 in groups of `group` inputs; `asymmetric` adds a per-group minimum.
+    W4 { group: usize, asymmetric: bool },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown scheme `{0}` (expected f32, bf16, w8, w4g32, w4g64, w4g128, or w4gNa for asymmetric)")]
+pub struct SchemeError(pub String);
+
+impl Scheme {
+    /// Storage bits per weight, scales and minimums included.
+    pub fn bits_per_weight(self, cols: usize) -> f64 {
+        match self {
+            Scheme::F32 => 32.0,
+            Scheme::Bf16 => 16.0,
+            Scheme::W8 => 8.0 + 32.0 / cols as f64,
+            Scheme::W4 { group, asymmetric } => 4.0 + if asymmetric { 32.0 } else { 16.0 } / group as f64,
+        }
+    }
+
+    /// Whether a matrix with `cols` inputs can use this scheme.
+    pub fn check_cols(self, cols: usize) -> Result<(), String> {
+        match self {
+            Scheme::W4 { group, .. } if cols % group != 0 => {
+                Err(format!("{cols} inputs are not a multiple of the group size {group}"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl FromStr for Scheme {
+    type Err = SchemeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || SchemeError(s.to_string());
+        match s {
+            "f32" => return Ok(Scheme::F32),
+            "bf16" => return Ok(Scheme::Bf16),
+            "w8" => return Ok(Scheme::W8),
+            _ => {}
+        }
+        let rest = s.strip_prefix("w4g").ok_or_else(bad)?;
+        let (digits, asymmetric) = match rest.strip_suffix('a') {
+            Some(d) => (d, true),
+            None => (rest, false),
+        };
+        let group: usize = digits.parse().map_err(|_| bad())?;
+        if !matches!(group, 32 | 64 | 128 | 256) {
+            return Err(bad());
+        }
+        Ok(Scheme::W4 { group, asymmetric })
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scheme::F32 => write!(f, "f32"),
+            Scheme::Bf16 => write!(f, "bf16"),
+            Scheme::W8 => write!(f, "w8"),
+            Scheme::W4 { group, asymmetric } => write!(f, "w4g{group}{}", if *asymmetric { "a" } else { "" }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for name in ["f32", "bf16", "w8", "w4g32", "w4g64", "w4g128", "w4g32a", "w4g128a"] {
+            assert_eq!(name.parse::<Scheme>().unwrap().to_string(), name);
+        }
+        for bad in ["w4", "w4g", "w4g33", "w4gxa", "int8", "", "w4g32b"] {
+            assert_eq!(bad.parse::<Scheme>(), Err(SchemeError(bad.into())));
+        }
+    }
+
+    #[test]
+    fn bits_per_weight() {
+        assert_eq!(Scheme::W4 { group: 32, asymmetric: false }.bits_per_weight(896), 4.5);
+        assert_eq!(Scheme::W4 { group: 32, asymmetric: true }.bits_per_weight(896), 5.0);
+        assert_eq!(Scheme::Bf16.bits_per_weight(896), 16.0);
+    }
+}
