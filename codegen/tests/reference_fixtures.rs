@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::OnceLock;
 
-use qwenc_codegen::reference::{argmax, logsumexp, KvCache, Logits, ReferenceWeights};
+use qwenc_codegen::reference::{argmax, logsumexp, Eos, KvCache, Logits, ReferenceWeights};
 use qwenc_codegen::Checkpoint;
 use qwenc_runtime::tokenizer::{Tokenizer, TokenizerSpec};
 use serde::Deserialize;
@@ -71,8 +71,10 @@ fn logits_match_transformers_at_every_position() {
 #[ignore = "needs the dev checkpoint: scripts/fetch-dev-model.sh"]
 fn greedy_continuations_match_transformers() {
     let (w, _) = model();
+    // The fixtures were generated with min_new_tokens = 32: end-of-sequence is suppressed.
+    let eos = Eos::Suppress(w.config.eos_token_ids.clone());
     for case in fixture().cases {
-        let ids = w.generate_greedy(&case.ids, 32, &[], &mut |_| {}).unwrap();
+        let ids = w.generate_greedy(&case.ids, 32, &eos, &mut |_| {}).unwrap();
         assert_eq!(ids, case.greedy_32, "greedy continuation of {:?}", case.prompt);
     }
 }

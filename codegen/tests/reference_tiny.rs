@@ -1,7 +1,7 @@
 //! The f32 reference forward on the synthetic tiny model: batched and incremental passes
 //! agree, tied and untied heads work, bad input is refused with a named error.
 
-use qwenc_codegen::reference::{argmax, ForwardError, KvCache, Logits, ReferenceWeights};
+use qwenc_codegen::reference::{argmax, Eos, ForwardError, KvCache, Logits, ReferenceWeights};
 use qwenc_codegen::synthetic::{write_tiny_model, SyntheticOptions};
 use qwenc_codegen::Checkpoint;
 
@@ -90,13 +90,18 @@ fn bad_input_is_refused() {
 fn greedy_generation_is_deterministic_and_stops() {
     let w = tiny_weights(false);
     let mut seen = Vec::new();
-    let a = w.generate_greedy(&PROMPT, 12, &[], &mut |t| seen.push(t)).unwrap();
+    let none = Eos::StopAt(vec![]);
+    let a = w.generate_greedy(&PROMPT, 12, &none, &mut |t| seen.push(t)).unwrap();
     assert_eq!(a.len(), 12);
     assert_eq!(a, seen);
-    assert_eq!(a, w.generate_greedy(&PROMPT, 12, &[], &mut |_| {}).unwrap());
+    assert_eq!(a, w.generate_greedy(&PROMPT, 12, &none, &mut |_| {}).unwrap());
     // Stopping at the first generated token.
     let first = a[0];
-    assert_eq!(w.generate_greedy(&PROMPT, 12, &[first], &mut |_| {}).unwrap(), vec![first]);
+    assert_eq!(w.generate_greedy(&PROMPT, 12, &Eos::StopAt(vec![first]), &mut |_| {}).unwrap(), vec![first]);
+    // Suppressing it: it never appears and exactly 12 tokens come out.
+    let b = w.generate_greedy(&PROMPT, 12, &Eos::Suppress(vec![first]), &mut |_| {}).unwrap();
+    assert_eq!(b.len(), 12);
+    assert!(!b.contains(&first));
     let logits = w.forward(&PROMPT, &mut KvCache::new(3), Logits::Last).unwrap();
     assert_eq!(argmax(&logits[0]), first);
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use qwenc_codegen::reference::ReferenceWeights;
+use qwenc_codegen::reference::{Eos, ReferenceWeights};
 use qwenc_codegen::Checkpoint;
 use qwenc_runtime::tokenizer::{StreamDecoder, Tokenizer};
 
@@ -42,7 +42,8 @@ enum Command {
         /// Print {"prompt_ids":[...],"ids":[...],"text":"..."} instead of streaming text.
         #[arg(long)]
         json: bool,
-        /// Do not stop at end-of-sequence tokens.
+        /// Never pick end-of-sequence tokens: generate exactly N tokens (as transformers'
+        /// min_new_tokens, which the fixtures used).
         #[arg(long)]
         ignore_eos: bool,
     },
@@ -147,15 +148,12 @@ fn reference(path: &Path, prompt: &str, max_tokens: usize, json: bool, ignore_eo
     drop(ckpt);
 
     let prompt_ids = tokenizer.encode(prompt);
-    let stop = if ignore_eos {
-        Vec::new()
-    } else {
-        weights.config.eos_token_ids.clone()
-    };
+    let eos_ids = weights.config.eos_token_ids.clone();
+    let eos = if ignore_eos { Eos::Suppress(eos_ids) } else { Eos::StopAt(eos_ids) };
     let start = Instant::now();
     let mut stream = StreamDecoder::new(&tokenizer);
     let mut stdout = std::io::stdout().lock();
-    let ids = weights.generate_greedy(&prompt_ids, max_tokens, &stop, &mut |id| {
+    let ids = weights.generate_greedy(&prompt_ids, max_tokens, &eos, &mut |id| {
         if !json {
             if let Ok(text) = stream.push(id) {
                 let _: std::io::Result<()> = stdout.write_all(text.as_bytes());

@@ -23,14 +23,24 @@ pub fn logsumexp(x: &[f32]) -> f64 {
     max + x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln()
 }
 
+/// What greedy decoding does with end-of-sequence tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Eos {
+    /// Stop after generating any of these.
+    StopAt(Vec<u32>),
+    /// Never pick these, so exactly `max_new` tokens come out (transformers'
+    /// `min_new_tokens = max_new_tokens`, which the fixtures were made with).
+    Suppress(Vec<u32>),
+}
+
 impl ReferenceWeights {
-    /// Greedy continuation of `prompt`: up to `max_new` tokens, stopping after any of `stop`.
-    /// `on_token` sees each new token as it is chosen.
+    /// Greedy continuation of `prompt`: up to `max_new` tokens. `on_token` sees each new token
+    /// as it is chosen.
     pub fn generate_greedy(
         &self,
         prompt: &[u32],
         max_new: usize,
-        stop: &[u32],
+        eos: &Eos,
         on_token: &mut dyn FnMut(u32),
     ) -> Result<Vec<u32>, ForwardError> {
         let mut cache = KvCache::new(self.config.num_hidden_layers);
@@ -40,10 +50,18 @@ impl ReferenceWeights {
         }
         let mut logits = self.forward(prompt, &mut cache, Logits::Last)?;
         loop {
+            if let Eos::Suppress(ids) = eos {
+                for &id in ids {
+                    if let Some(l) = logits[0].get_mut(id as usize) {
+                        *l = f32::NEG_INFINITY;
+                    }
+                }
+            }
             let next = argmax(&logits[0]);
             out.push(next);
             on_token(next);
-            if out.len() >= max_new || stop.contains(&next) {
+            let stop = matches!(eos, Eos::StopAt(ids) if ids.contains(&next));
+            if out.len() >= max_new || stop {
                 return Ok(out);
             }
             logits = self.forward(&[next], &mut cache, Logits::Last)?;
