@@ -1,3 +1,5 @@
 //! qwenc runtime: what every per-model executable links besides its generated kernels.
 
+pub mod chat;
+pub mod model;
 pub mod tokenizer;
