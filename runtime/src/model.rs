@@ -1,0 +1,93 @@
+//! The interface between the runtime and a compiled model: the generated code implements
+//! [`Model`]; the CLI, generation loop, bench and server use only this.
+
+use crate::tokenizer::Tokenizer;
+
+/// What `info` prints and what every JSON report carries.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ModelInfo {
+    /// Where the model came from (the compressed directory's name).
+    pub name: String,
+    /// Quantization scheme per tensor class, e.g. `attn=w4g32 mlp=w4g32 embed=w8 lm_head=w8`.
+    pub scheme: String,
+    /// Kernel backend compiled in: `scalar`, `x86-avx2`, `x86-avx512`, `aarch64-neon`, ...
+    pub backend: String,
+    /// Bytes of packed weights the model reads.
+    pub weight_bytes: u64,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    /// Longest sequence (prompt + generated) the model accepts.
+    pub max_context: usize,
+    /// Generation stops after any of these.
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// Which positions of a forward pass need logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogitsFor {
+    /// Only the last position (generation: the lm_head runs once).
+    Last,
+    /// Every position (scoring).
+    All,
+}
+
+/// Why a forward pass was refused; the session is left unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    #[error("token id {id} at position {pos} is outside the vocabulary (size {vocab})")]
+    TokenOutOfRange { id: u32, pos: usize, vocab: usize },
+    #[error("{needed} positions exceed the context of {max} tokens")]
+    ContextOverflow { needed: usize, max: usize },
+}
+
+/// Keys and values of every layer, f32, laid out `[layer][position][kv_dim]`.
+pub struct KvCache {
+    pub keys: Vec<f32>,
+    pub values: Vec<f32>,
+    /// Positions filled.
+    pub len: usize,
+    pub capacity: usize,
+    pub layer_stride: usize,
+    pub kv_dim: usize,
+}
+
+impl KvCache {
+    pub fn new(num_layers: usize, capacity: usize, kv_dim: usize) -> Self {
+        let layer_stride = capacity * kv_dim;
+        KvCache {
+            keys: vec![0.0; num_layers * layer_stride],
+            values: vec![0.0; num_layers * layer_stride],
+            len: 0,
+            capacity,
+            layer_stride,
+            kv_dim,
+        }
+    }
+
+    /// Keep the first `len` positions (to reuse a shared prefix).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Keys of `layer` for positions `0..upto`: `[upto, kv_dim]`.
+    pub fn layer_keys(&self, layer: usize, upto: usize) -> &[f32] {
+        &self.keys[layer * self.layer_stride..][..upto * self.kv_dim]
+    }
+    pub fn layer_values(&self, layer: usize, upto: usize) -> &[f32] {
+        &self.values[layer * self.layer_stride..][..upto * self.kv_dim]
+    }
+}
+
+/// A compiled model: weights, kernels and tokenizer.
+pub trait Model: Sync {
+    fn info(&self) -> &ModelInfo;
+    fn tokenizer(&self) -> &Tokenizer;
+    /// A KV cache for sequences of up to `capacity` positions (at most `max_context`).
+    fn new_cache(&self, capacity: usize) -> KvCache;
+    /// Run `tokens` at positions `cache.len..`, extend the cache, and return the logits
+    /// `[rows, vocab]` of the requested positions.
+    fn forward(&self, cache: &mut KvCache, tokens: &[u32], logits: LogitsFor) -> Result<Vec<f32>, ForwardError>;
+}
