@@ -5,6 +5,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod gguf;
+pub mod pack;
+pub mod plan;
 pub mod quant;
 pub mod reference;
 pub mod safetensors_dir;

@@ -3,3 +3,4 @@
 pub mod chat;
 pub mod model;
 pub mod tokenizer;
+pub mod weights;
