@@ -1,8 +1,12 @@
 //! qwenc host side: read a Qwen2 checkpoint (Hugging Face safetensors or GGUF), run the f32
 //! reference forward, and (later stages) compress and generate the per-model kernels.
 
+pub mod build_model;
 pub mod checkpoint;
+pub mod compress;
+pub mod compressed;
 pub mod config;
+pub mod emit;
 pub mod error;
 pub mod gguf;
 pub mod pack;

@@ -44,7 +44,7 @@ impl Default for SyntheticOptions {
 pub fn tiny_config(tie_word_embeddings: bool) -> QwenConfig {
     QwenConfig {
         hidden_size: 64,
-        intermediate_size: 160,
+        intermediate_size: 192,
         num_hidden_layers: 3,
         num_attention_heads: 4,
         num_key_value_heads: 2,

@@ -1,6 +1,10 @@
 //! qwenc runtime: what every per-model executable links besides its generated kernels.
 
 pub mod chat;
+pub mod kernel_support;
 pub mod model;
 pub mod tokenizer;
 pub mod weights;
+
+/// Re-exported so generated code needs no dependency of its own.
+pub use rayon;

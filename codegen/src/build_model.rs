@@ -1,0 +1,86 @@
+//! What `build.rs` does, as a library function so that `qwenc build`, tests and the
+//! `generated/` check share it: read a model, plan, pack, generate, write the outputs.
+
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::Checkpoint;
+use crate::emit::{generate, Backend, ModelMeta};
+use crate::error::{LoadError, Result};
+use crate::pack::{pack, weights_hash, Packed, QuantizeOnTheFly};
+use crate::plan::{Plan, Schemes};
+use crate::quant::Scheme;
+
+/// The default scheme: 4-bit groups of 32 in the layers, 8-bit embedding and lm_head.
+pub fn default_schemes() -> Schemes {
+    Schemes {
+        attn: Scheme::W4 { group: 32, asymmetric: false },
+        mlp: Scheme::W4 { group: 32, asymmetric: false },
+        embed: Scheme::W8,
+        lm_head: Scheme::W8,
+    }
+}
+
+/// Parse `QWENC_SCHEME`-style text: one scheme for the layers (`w4g32`), optionally followed
+/// by `,embed=S,lm_head=S,attn=S,mlp=S` overrides. `f32`/`bf16`/`w8` alone apply everywhere.
+pub fn parse_schemes(text: &str) -> std::result::Result<Schemes, String> {
+    let mut parts = text.split(',');
+    let base: Scheme = parts.next().unwrap_or("").trim().parse().map_err(|e| format!("{e}"))?;
+    let mut s = match base {
+        Scheme::W4 { .. } => Schemes { attn: base, mlp: base, ..default_schemes() },
+        _ => Schemes { attn: base, mlp: base, embed: base, lm_head: base },
+    };
+    for part in parts {
+        let (class, scheme) = part.split_once('=').ok_or_else(|| format!("expected class=scheme, got `{part}`"))?;
+        let scheme: Scheme = scheme.trim().parse().map_err(|e| format!("{e}"))?;
+        match class.trim() {
+            "attn" => s.attn = scheme,
+            "mlp" => s.mlp = scheme,
+            "embed" => s.embed = scheme,
+            "lm_head" => s.lm_head = scheme,
+            other => return Err(format!("unknown tensor class `{other}` (attn, mlp, embed, lm_head)")),
+        }
+    }
+    Ok(s)
+}
+
+/// A model compiled to source and packed weights, not yet written anywhere.
+pub struct Compiled {
+    pub plan: Plan,
+    pub packed: Packed,
+    pub files: std::collections::BTreeMap<String, String>,
+    pub tokenizer_json: String,
+    pub meta: ModelMeta,
+}
+
+/// Compile the checkpoint at `model` (HF directory or GGUF) with round-to-nearest schemes.
+pub fn compile_checkpoint(model: &Path, schemes: Schemes, backend: Backend, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<Compiled> {
+    let ckpt = Checkpoint::open(model)?;
+    let tied = ckpt.config.tie_word_embeddings || !ckpt.has_separate_lm_head();
+    let plan = Plan::new(&ckpt.config, schemes, tied).map_err(|e| LoadError::config(model, e))?;
+    let packed = pack(&plan, &QuantizeOnTheFly(&ckpt), progress)?;
+    let name = model.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+    let meta = ModelMeta {
+        name,
+        weights_len: packed.bytes.len() as u64,
+        weights_hash: weights_hash(&packed.bytes),
+    };
+    let files = generate(&plan, &packed, backend, &meta);
+    Ok(Compiled { plan, packed, files, tokenizer_json: ckpt.tokenizer.to_tokenizer_json(), meta })
+}
+
+/// Write `contents` to `path` only when it differs, so that cargo does not rebuild needlessly.
+pub fn write_if_changed(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == contents) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, contents)
+}
+
+/// The directory cargo puts the final binaries in, from a build script's OUT_DIR
+/// (`<target>/<profile>/build/<pkg>-<hash>/out`).
+pub fn artifact_dir(out_dir: &Path) -> PathBuf {
+    out_dir.ancestors().nth(3).map_or_else(|| out_dir.to_path_buf(), Path::to_path_buf)
+}

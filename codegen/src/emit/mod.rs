@@ -1,0 +1,359 @@
+//! The code generator: plan + packed layout + backend in, Rust source out.
+//!
+//! `generate` is a pure function: the same inputs give byte-identical files (everything goes
+//! through `prettyplease`; maps are ordered). Kernel names come from one place,
+//! [`kernel_name`]: `{backend}_matmul_{scheme}_{rows}x{cols}`.
+
+pub mod scalar;
+
+use std::collections::BTreeMap;
+
+use proc_macro2::{Ident, Literal, TokenStream};
+use quote::{format_ident, quote};
+
+use crate::pack::Packed;
+use crate::plan::{FusedMatrix, MatmulShape, Plan};
+use crate::quant::Scheme;
+
+pub const CODEGEN_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Backends the generator can emit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Scalar,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Scalar => scalar::BACKEND,
+        }
+    }
+    pub fn parse(s: &str) -> Result<Backend, String> {
+        match s {
+            "scalar" | "native" => Ok(Backend::Scalar),
+            other => Err(format!("unknown target `{other}` (available: scalar, native)")),
+        }
+    }
+}
+
+/// What the generated file says about where it came from.
+#[derive(Clone, Debug)]
+pub struct ModelMeta {
+    pub name: String,
+    pub weights_len: u64,
+    pub weights_hash: u64,
+}
+
+pub fn lit(n: usize) -> Literal {
+    Literal::usize_unsuffixed(n)
+}
+
+/// The one place kernel names are made.
+pub fn kernel_name(backend: &str, shape: &MatmulShape) -> Ident {
+    format_ident!("{}_matmul_{}_{}x{}", backend.replace('-', "_"), shape.scheme.to_string(), shape.rows, shape.cols)
+}
+
+/// Generate `model.rs` for `plan` with weights laid out as `packed`.
+pub fn generate(plan: &Plan, packed: &Packed, backend: Backend, meta: &ModelMeta) -> BTreeMap<String, String> {
+    let c = &plan.config;
+    let kernels: Vec<TokenStream> = plan
+        .matmul_shapes()
+        .iter()
+        .map(|s| match backend {
+            Backend::Scalar => scalar::matmul(s),
+        })
+        .collect();
+    let embed_row = scalar::embed_row(&plan.embed.shape);
+
+    let consts = constants(plan, backend, meta);
+    let offsets = offsets(plan, packed);
+    let rope = rope_table(c.head_dim, c.rope_theta);
+    let forward = forward(plan, backend);
+
+    let file = quote! {
+        use qwenc_runtime::kernel_support::{par_outputs, Q8Acts, Q8_BLOCK};
+        use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor};
+        use qwenc_runtime::weights::{bf16_to_f32, f16_to_f32, view};
+
+        #consts
+        #rope
+        #offsets
+
+        /// Where one matrix's packed parts start in the weights (unused parts are 0).
+        #[derive(Clone, Copy, Debug)]
+        pub struct MatrixAt {
+            pub w: usize,
+            pub q: usize,
+            pub scale: usize,
+            pub min: usize,
+        }
+
+        #forward
+
+        // ---- Kernels -------------------------------------------------------------------------
+        #embed_row
+        #(#kernels)*
+
+        /// RMSNorm of each row of `x` (`[n, HIDDEN]`) into `out`.
+        fn rms_norm(x: &[f32], weight: &[f32], out: &mut [f32]) {
+            for (row, o) in x.chunks_exact(HIDDEN).zip(out.chunks_exact_mut(HIDDEN)) {
+                let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / HIDDEN as f32;
+                let inv = 1.0 / (mean_sq + RMS_EPS).sqrt();
+                for ((o, &v), &w) in o.iter_mut().zip(row).zip(weight) {
+                    *o = w * (v * inv);
+                }
+            }
+        }
+
+        /// Rotate one head in place (pairs `(i, i + HEAD_DIM / 2)`).
+        fn rope(head: &mut [f32], pos: usize) {
+            for i in 0..HEAD_DIM / 2 {
+                let (sin, cos) = (pos as f32 * ROPE_INV_FREQ[i]).sin_cos();
+                let (a, b) = (head[i], head[i + HEAD_DIM / 2]);
+                head[i] = a * cos - b * sin;
+                head[i + HEAD_DIM / 2] = b * cos + a * sin;
+            }
+        }
+
+        /// Causal grouped-query attention of `n` new queries over the cache of `layer`.
+        fn attention(qkv: &[f32], cache: &KvCache, layer: usize, start: usize, out: &mut [f32]) {
+            use qwenc_runtime::rayon::prelude::*;
+            let scale = 1.0 / (HEAD_DIM as f32).sqrt();
+            let keys = cache.layer_keys(layer, cache.capacity);
+            let values = cache.layer_values(layer, cache.capacity);
+            out.par_chunks_mut(Q_DIM).enumerate().for_each(|(t, out)| {
+                let visible = start + t + 1;
+                let mut scores = vec![0.0f32; visible];
+                for h in 0..N_HEADS {
+                    let kvh = h / (N_HEADS / N_KV_HEADS);
+                    let q = &qkv[t * QKV_ROWS + h * HEAD_DIM..][..HEAD_DIM];
+                    let mut max = f32::NEG_INFINITY;
+                    for (p, s) in scores.iter_mut().enumerate() {
+                        let k = &keys[p * KV_DIM + kvh * HEAD_DIM..][..HEAD_DIM];
+                        *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                        max = max.max(*s);
+                    }
+                    let mut sum = 0.0;
+                    for s in scores.iter_mut() {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    let o = &mut out[h * HEAD_DIM..][..HEAD_DIM];
+                    o.fill(0.0);
+                    for (p, &s) in scores.iter().enumerate() {
+                        let v = &values[p * KV_DIM + kvh * HEAD_DIM..][..HEAD_DIM];
+                        for (oi, &vi) in o.iter_mut().zip(v) {
+                            *oi += (s / sum) * vi;
+                        }
+                    }
+                }
+            });
+        }
+
+        fn silu(x: f32) -> f32 {
+            x / (1.0 + (-x).exp())
+        }
+    };
+    let syntax: syn::File = syn::parse2(file).expect("generated code parses");
+    let header = format!(
+        "// @generated by qwenc-codegen {CODEGEN_VERSION}. Do not edit.\n\
+         // model: {} · weights: {} bytes, hash {:016x} · schemes: {} · backend: {}\n\n",
+        meta.name,
+        meta.weights_len,
+        meta.weights_hash,
+        plan.schemes,
+        backend.name()
+    );
+    let mut files = BTreeMap::new();
+    files.insert("model.rs".to_string(), header + &prettyplease::unparse(&syntax));
+    files
+}
+
+fn constants(plan: &Plan, backend: Backend, meta: &ModelMeta) -> TokenStream {
+    let c = &plan.config;
+    let (hidden, q_dim, kv_dim, head_dim) = (lit(c.hidden_size), lit(c.q_dim()), lit(c.kv_dim()), lit(c.head_dim));
+    let (heads, kv_heads, ffn, vocab) =
+        (lit(c.num_attention_heads), lit(c.num_key_value_heads), lit(c.intermediate_size), lit(c.vocab_size));
+    let (layers, max_ctx) = (lit(c.num_hidden_layers), lit(c.max_position_embeddings));
+    let eps = Literal::f32_suffixed(c.rms_norm_eps);
+    let eos: Vec<Literal> = c.eos_token_ids.iter().map(|&i| Literal::u32_unsuffixed(i)).collect();
+    let n_eos = lit(eos.len());
+    let (wlen, whash) = (Literal::u64_unsuffixed(meta.weights_len), Literal::u64_unsuffixed(meta.weights_hash));
+    let (name, scheme, backend_name) = (&meta.name, plan.schemes.to_string(), backend.name());
+    quote! {
+        pub const MODEL_NAME: &str = #name;
+        pub const SCHEMES: &str = #scheme;
+        pub const BACKEND: &str = #backend_name;
+        pub const HIDDEN: usize = #hidden;
+        pub const Q_DIM: usize = #q_dim;
+        pub const KV_DIM: usize = #kv_dim;
+        pub const HEAD_DIM: usize = #head_dim;
+        pub const N_HEADS: usize = #heads;
+        pub const N_KV_HEADS: usize = #kv_heads;
+        pub const FFN: usize = #ffn;
+        pub const VOCAB: usize = #vocab;
+        pub const LAYERS: usize = #layers;
+        pub const MAX_CONTEXT: usize = #max_ctx;
+        pub const RMS_EPS: f32 = #eps;
+        pub const EOS_TOKEN_IDS: [u32; #n_eos] = [#(#eos),*];
+        /// Rows of the fused q/k/v matrix.
+        pub const QKV_ROWS: usize = Q_DIM + 2 * KV_DIM;
+        pub const WEIGHTS_LEN: u64 = #wlen;
+        pub const WEIGHTS_HASH: u64 = #whash;
+        const _: () = assert!(N_HEADS % N_KV_HEADS == 0 && HIDDEN % Q8_BLOCK == 0 && FFN % Q8_BLOCK == 0);
+    }
+}
+
+/// `1 / θ^(2i / d)` in f32, computed as transformers does, baked in as a table.
+fn rope_table(head_dim: usize, theta: f32) -> TokenStream {
+    let values: Vec<Literal> = (0..head_dim / 2)
+        .map(|i| Literal::f32_suffixed(1.0 / theta.powf((2 * i) as f32 / head_dim as f32)))
+        .collect();
+    let half = lit(head_dim / 2);
+    quote! {
+        const ROPE_INV_FREQ: [f32; #half] = [#(#values),*];
+    }
+}
+
+fn matrix_at(packed: &Packed, m: &FusedMatrix) -> TokenStream {
+    let get = |part: &str| lit(packed.regions.get(&format!("{}.{part}", m.name)).map_or(0, |r| r.offset));
+    let (w, q, scale, min) = (get("w"), get("q"), get("scale"), get("min"));
+    quote! { MatrixAt { w: #w, q: #q, scale: #scale, min: #min } }
+}
+
+fn offsets(plan: &Plan, packed: &Packed) -> TokenStream {
+    let per_layer = |i: usize| -> Vec<TokenStream> { plan.layers.iter().map(|l| matrix_at(packed, &l[i])).collect() };
+    let (qkv, o, gate_up, down) = (per_layer(0), per_layer(1), per_layer(2), per_layer(3));
+    let vector = |suffix: &str| -> Vec<Literal> {
+        (0..plan.config.num_hidden_layers).map(|l| lit(packed.region(&format!("layers.{l}.{suffix}")).offset)).collect()
+    };
+    let (attn_norm, qkv_bias, mlp_norm) = (vector("attn_norm"), vector("qkv_bias"), vector("mlp_norm"));
+    let final_norm = lit(packed.region("final_norm").offset);
+    let embed = matrix_at(packed, &plan.embed);
+    let lm_head = matrix_at(packed, plan.lm_head.as_ref().unwrap_or(&plan.embed));
+    quote! {
+        // ---- Packed weight offsets (bytes) -----------------------------------------------------
+        const QKV: [MatrixAt; LAYERS] = [#(#qkv),*];
+        const O_PROJ: [MatrixAt; LAYERS] = [#(#o),*];
+        const GATE_UP: [MatrixAt; LAYERS] = [#(#gate_up),*];
+        const DOWN: [MatrixAt; LAYERS] = [#(#down),*];
+        const ATTN_NORM: [usize; LAYERS] = [#(#attn_norm),*];
+        const QKV_BIAS: [usize; LAYERS] = [#(#qkv_bias),*];
+        const MLP_NORM: [usize; LAYERS] = [#(#mlp_norm),*];
+        const FINAL_NORM: usize = #final_norm;
+        const EMBED: MatrixAt = #embed;
+        /// The embedding when tied.
+        const LM_HEAD: MatrixAt = #lm_head;
+    }
+}
+
+/// A call of the matmul for `shape`, quantizing the f32 input first for integer schemes.
+fn matmul_call(backend: Backend, shape: &MatmulShape, at: TokenStream, x: TokenStream, y: TokenStream) -> TokenStream {
+    let kernel = kernel_name(backend.name(), shape);
+    let cols = lit(shape.cols);
+    match shape.scheme {
+        Scheme::F32 | Scheme::Bf16 => quote! { #kernel(w, &#at, #x, #y) },
+        Scheme::W8 | Scheme::W4 { .. } => quote! { #kernel(w, &#at, &Q8Acts::quantize(#x, #cols), #y) },
+    }
+}
+
+fn forward(plan: &Plan, backend: Backend) -> TokenStream {
+    let [qkv, o, gate_up, down] = &plan.layers[0];
+    let lm_head = plan.lm_head.as_ref().unwrap_or(&plan.embed);
+    let qkv_call = matmul_call(backend, &qkv.shape, quote!(QKV[l]), quote!(&h), quote!(&mut qkv));
+    let o_call = matmul_call(backend, &o.shape, quote!(O_PROJ[l]), quote!(&attn), quote!(&mut proj));
+    let gate_up_call = matmul_call(backend, &gate_up.shape, quote!(GATE_UP[l]), quote!(&h), quote!(&mut gate_up));
+    let down_call = matmul_call(backend, &down.shape, quote!(DOWN[l]), quote!(&act), quote!(&mut proj));
+    let head_call = matmul_call(backend, &lm_head.shape, quote!(LM_HEAD), quote!(&last), quote!(&mut logits));
+    quote! {
+        /// Run `tokens` at positions `cache.len..`, extend the cache, return logits `[rows, VOCAB]`.
+        pub fn forward(w: &[u8], cache: &mut KvCache, tokens: &[u32], logits_for: LogitsFor) -> Result<Vec<f32>, ForwardError> {
+            let start = cache.len;
+            let n = tokens.len();
+            if start + n > cache.capacity.min(MAX_CONTEXT) {
+                return Err(ForwardError::ContextOverflow { needed: start + n, max: cache.capacity.min(MAX_CONTEXT) });
+            }
+            if let Some((i, &id)) = tokens.iter().enumerate().find(|(_, &id)| id as usize >= VOCAB) {
+                return Err(ForwardError::TokenOutOfRange { id, pos: start + i, vocab: VOCAB });
+            }
+            if n == 0 {
+                return Ok(Vec::new());
+            }
+
+            // ---- Embedding ----------------------------------------------------------------------
+            let mut x = vec![0.0f32; n * HIDDEN]; // [n, HIDDEN] residual stream
+            for (t, &id) in tokens.iter().enumerate() {
+                embed_row(w, &EMBED, id as usize, &mut x[t * HIDDEN..][..HIDDEN]);
+            }
+            let mut h = vec![0.0f32; n * HIDDEN]; // [n, HIDDEN] normalized
+            let mut qkv = vec![0.0f32; n * QKV_ROWS]; // [n, Q_DIM + 2 KV_DIM]
+            let mut attn = vec![0.0f32; n * Q_DIM]; // [n, Q_DIM]
+            let mut proj = vec![0.0f32; n * HIDDEN]; // [n, HIDDEN]
+            let mut gate_up = vec![0.0f32; n * 2 * FFN]; // [n, 2 FFN]
+            let mut act = vec![0.0f32; n * FFN]; // [n, FFN]
+
+            for l in 0..LAYERS {
+                // ---- Attention block ------------------------------------------------------------
+                // 1. Pre-attention RMSNorm.
+                rms_norm(&x, view(w, ATTN_NORM[l], HIDDEN), &mut h);
+                // 2. Fused q/k/v projection plus bias.
+                #qkv_call;
+                let bias: &[f32] = view(w, QKV_BIAS[l], QKV_ROWS);
+                for row in qkv.chunks_exact_mut(QKV_ROWS) {
+                    for (v, b) in row.iter_mut().zip(bias) {
+                        *v += b;
+                    }
+                }
+                // 3. RoPE on q and k; k and v into the cache.
+                for t in 0..n {
+                    let pos = start + t;
+                    let row = &mut qkv[t * QKV_ROWS..][..QKV_ROWS];
+                    for head in row[..Q_DIM + KV_DIM].chunks_exact_mut(HEAD_DIM) {
+                        rope(head, pos);
+                    }
+                    let at = l * cache.layer_stride + pos * KV_DIM;
+                    cache.keys[at..at + KV_DIM].copy_from_slice(&row[Q_DIM..Q_DIM + KV_DIM]);
+                    cache.values[at..at + KV_DIM].copy_from_slice(&row[Q_DIM + KV_DIM..]);
+                }
+                // 4. Causal attention over the cache.
+                attention(&qkv, cache, l, start, &mut attn);
+                // 5. Output projection and residual.
+                #o_call;
+                for (xi, p) in x.iter_mut().zip(&proj) {
+                    *xi += p;
+                }
+
+                // ---- MLP block ------------------------------------------------------------------
+                // 6. Post-attention RMSNorm.
+                rms_norm(&x, view(w, MLP_NORM[l], HIDDEN), &mut h);
+                // 7. Fused gate/up projection, SiLU(gate) · up.
+                #gate_up_call;
+                for (a, gu) in act.chunks_exact_mut(FFN).zip(gate_up.chunks_exact(2 * FFN)) {
+                    let (gate, up) = gu.split_at(FFN);
+                    for ((a, &g), &u) in a.iter_mut().zip(gate).zip(up) {
+                        *a = silu(g) * u;
+                    }
+                }
+                // 8. Down projection and residual.
+                #down_call;
+                for (xi, p) in x.iter_mut().zip(&proj) {
+                    *xi += p;
+                }
+            }
+            cache.len = start + n;
+
+            // ---- Final norm and lm_head (only the rows that need logits) -------------------------
+            let first = match logits_for {
+                LogitsFor::Last => n - 1,
+                LogitsFor::All => 0,
+            };
+            let rows = n - first;
+            let mut last = vec![0.0f32; rows * HIDDEN]; // [rows, HIDDEN]
+            rms_norm(&x[first * HIDDEN..], view(w, FINAL_NORM, HIDDEN), &mut last);
+            let mut logits = vec![0.0f32; rows * VOCAB]; // [rows, VOCAB]
+            #head_call;
+            Ok(logits)
+        }
+    }
+}

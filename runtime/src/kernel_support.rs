@@ -1,0 +1,106 @@
+//! Shape-independent helpers that generated kernels call: parallel output loops and int8
+//! activation quantization. The shapes themselves are constants in the generated code.
+
+use rayon::prelude::*;
+
+/// Fill `y` (`[n, rows]`, row-major by token) with `f(row, token)`, splitting rows across the
+/// thread pool. Each weight row is visited once for all `n` tokens (prefill reuses it).
+pub fn par_outputs(y: &mut [f32], n: usize, rows: usize, f: impl Fn(usize, usize) -> f32 + Sync) {
+    debug_assert_eq!(y.len(), n * rows);
+    // Enough chunks for load balance, few enough that scheduling stays cheap.
+    let chunk = (rows / (4 * rayon::current_num_threads())).clamp(8, 1024);
+    if n == 1 {
+        y.par_chunks_mut(chunk).enumerate().for_each(|(c, out)| {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = f(c * chunk + i, 0);
+            }
+        });
+        return;
+    }
+    // Column-major scratch [rows, n], then one transpose.
+    let mut cols = vec![0.0f32; rows * n];
+    cols.par_chunks_mut(chunk * n).enumerate().for_each(|(c, out)| {
+        for (i, col) in out.chunks_mut(n).enumerate() {
+            let r = c * chunk + i;
+            for (t, o) in col.iter_mut().enumerate() {
+                *o = f(r, t);
+            }
+        }
+    });
+    for r in 0..rows {
+        for t in 0..n {
+            y[t * rows + r] = cols[r * n + t];
+        }
+    }
+}
+
+/// Activations quantized to int8 in blocks of [`Q8_BLOCK`] values per token: the input of
+/// the `w8` and `w4` kernels. value ≈ scale[block] · q.
+pub struct Q8Acts {
+    pub q: Vec<i8>,
+    /// One per block: max |x| / 127.
+    pub scale: Vec<f32>,
+    /// One per block: Σ q (for zero-point and offset corrections).
+    pub sum: Vec<i32>,
+    pub cols: usize,
+}
+
+pub const Q8_BLOCK: usize = 32;
+
+impl Q8Acts {
+    /// Quantize `x` (`[n, cols]`, cols a multiple of 32) block by block, rounding to nearest.
+    pub fn quantize(x: &[f32], cols: usize) -> Q8Acts {
+        debug_assert_eq!(cols % Q8_BLOCK, 0);
+        let blocks = x.len() / Q8_BLOCK;
+        let mut acts = Q8Acts { q: vec![0; x.len()], scale: vec![0.0; blocks], sum: vec![0; blocks], cols };
+        for (b, block) in x.chunks_exact(Q8_BLOCK).enumerate() {
+            let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let scale = amax / 127.0;
+            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+            let mut sum = 0i32;
+            for (q, &v) in acts.q[b * Q8_BLOCK..][..Q8_BLOCK].iter_mut().zip(block) {
+                *q = (v * inv).round() as i8;
+                sum += *q as i32;
+            }
+            acts.scale[b] = scale;
+            acts.sum[b] = sum;
+        }
+        acts
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.q.len() / self.cols
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn par_outputs_fills_row_major_by_token() {
+        for n in [1, 3] {
+            let rows = 100;
+            let mut y = vec![0.0; n * rows];
+            par_outputs(&mut y, n, rows, |r, t| (r * 1000 + t) as f32);
+            for t in 0..n {
+                for r in 0..rows {
+                    assert_eq!(y[t * rows + r], (r * 1000 + t) as f32);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantization_error_is_half_a_step() {
+        let x: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin() * (1 + i / 32) as f32).collect();
+        let a = Q8Acts::quantize(&x, 64);
+        for (i, &v) in x.iter().enumerate() {
+            let b = i / 32;
+            assert!((a.scale[b] * a.q[i] as f32 - v).abs() <= a.scale[b] / 2.0 + 1e-6);
+        }
+        assert_eq!(a.sum[0], a.q[..32].iter().map(|&q| q as i32).sum::<i32>());
+        let zero = Q8Acts::quantize(&[0.0; 32], 32);
+        assert_eq!((zero.scale[0], zero.sum[0]), (0.0, 0));
+    }
+}

@@ -1,0 +1,161 @@
+//! The compiled tiny model, in every scheme, against the f32 reference forward pass run on
+//! the same weights after quantization (dequantized back to f32). For `f32` and `bf16` the
+//! only difference is summation order; the integer schemes also quantize activations to int8
+//! in blocks of 32, which the tolerance below accounts for.
+
+use std::path::PathBuf;
+
+use qwenc::tiny_variants;
+use qwenc_codegen::build_model::parse_schemes;
+use qwenc_codegen::quant::{dequantize, quantize_rtn, Scheme};
+use qwenc_codegen::reference::{argmax, KvCache as RefCache, Logits, ReferenceWeights};
+use qwenc_codegen::synthetic::{write_tiny_model, SyntheticOptions};
+use qwenc_codegen::Checkpoint;
+use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor};
+use qwenc_runtime::weights::Weights;
+
+type Forward = fn(&[u8], &mut KvCache, &[u32], LogitsFor) -> Result<Vec<f32>, ForwardError>;
+
+struct Variant {
+    schemes: &'static str,
+    forward: Forward,
+    weights: Weights,
+    layers: usize,
+    kv_dim: usize,
+}
+
+fn weights_file(ident: &str, len: u64, hash: u64) -> Weights {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_qwen"));
+    Weights::open(&exe.with_file_name(format!("qwen-{ident}.weights")), len, hash).unwrap()
+}
+
+macro_rules! variant {
+    ($module:ident, $schemes:literal) => {{
+        use tiny_variants::$module as m;
+        Variant {
+            schemes: $schemes,
+            forward: m::forward,
+            weights: weights_file(stringify!($module), m::WEIGHTS_LEN, m::WEIGHTS_HASH),
+            layers: m::LAYERS,
+            kv_dim: m::KV_DIM,
+        }
+    }};
+}
+
+fn variants() -> Vec<Variant> {
+    vec![
+        variant!(f32, "f32"),
+        variant!(bf16, "bf16"),
+        variant!(w8, "w8"),
+        variant!(w4g32, "w4g32"),
+        variant!(w4g64a, "w4g64a"),
+        variant!(w4g32_embed_w4g32a_lm_head_bf16, "w4g32,embed=w4g32a,lm_head=bf16"),
+    ]
+}
+
+/// The reference model with every matrix replaced by its quantized-then-dequantized value.
+fn reference_for(schemes: &str) -> ReferenceWeights {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_model(dir.path(), &SyntheticOptions::default()).unwrap();
+    let ckpt = Checkpoint::open(dir.path()).unwrap();
+    let mut w = ReferenceWeights::load(&ckpt, &mut |_, _, _| {}).unwrap();
+    let s = parse_schemes(schemes).unwrap();
+    let c = w.config.clone();
+    let round = |m: &mut Vec<f32>, rows: usize, cols: usize, scheme: Scheme| {
+        *m = dequantize(&quantize_rtn(m, rows, cols, scheme));
+    };
+    for layer in &mut w.layers {
+        round(&mut layer.q_proj, c.q_dim(), c.hidden_size, s.attn);
+        round(&mut layer.k_proj, c.kv_dim(), c.hidden_size, s.attn);
+        round(&mut layer.v_proj, c.kv_dim(), c.hidden_size, s.attn);
+        round(&mut layer.o_proj, c.hidden_size, c.q_dim(), s.attn);
+        round(&mut layer.gate_proj, c.intermediate_size, c.hidden_size, s.mlp);
+        round(&mut layer.up_proj, c.intermediate_size, c.hidden_size, s.mlp);
+        round(&mut layer.down_proj, c.hidden_size, c.intermediate_size, s.mlp);
+    }
+    round(&mut w.embed, c.vocab_size, c.hidden_size, s.embed);
+    round(w.lm_head.as_mut().unwrap(), c.vocab_size, c.hidden_size, s.lm_head);
+    w
+}
+
+const PROMPT: [u32; 12] = [72, 101, 108, 108, 111, 256, 300, 7, 311, 44, 44, 2];
+
+fn integer_scheme(schemes: &str) -> bool {
+    let s = parse_schemes(schemes).unwrap();
+    [s.attn, s.mlp, s.lm_head].iter().any(|x| matches!(x, Scheme::W8 | Scheme::W4 { .. }))
+}
+
+#[test]
+fn every_scheme_matches_the_reference_on_its_own_weights() {
+    for v in variants() {
+        let reference = reference_for(v.schemes);
+        let want = reference.forward(&PROMPT, &mut RefCache::new(v.layers), Logits::All).unwrap();
+        let mut cache = KvCache::new(v.layers, 64, v.kv_dim);
+        let got = (v.forward)(v.weights.bytes(), &mut cache, &PROMPT, LogitsFor::All).unwrap();
+        assert_eq!(cache.len, PROMPT.len());
+        let vocab = want[0].len();
+        // f32/bf16: summation order only. Integer schemes: int8 activations (half a step of
+        // max|x|/127 per block of 32) on top, measured at ~1% of the logit scale here.
+        let tolerance = if integer_scheme(v.schemes) { 0.05 } else { 1e-4 };
+        let mut worst = 0.0f32;
+        let mut top1_same = 0;
+        for (t, want) in want.iter().enumerate() {
+            let got = &got[t * vocab..][..vocab];
+            let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            for (a, b) in got.iter().zip(want) {
+                worst = worst.max((a - b).abs() / scale);
+            }
+            top1_same += (argmax(got) == argmax(want)) as usize;
+        }
+        eprintln!("{:<34} worst |Δlogit| / max|logit| = {worst:.2e}, top-1 {top1_same}/{}", v.schemes, PROMPT.len());
+        assert!(worst <= tolerance, "{}: {worst} > {tolerance}", v.schemes);
+        if !integer_scheme(v.schemes) {
+            assert_eq!(top1_same, PROMPT.len(), "{}", v.schemes);
+        }
+    }
+}
+
+#[test]
+fn token_by_token_equals_one_batch() {
+    for v in variants() {
+        let mut cache = KvCache::new(v.layers, 64, v.kv_dim);
+        let batch = (v.forward)(v.weights.bytes(), &mut cache, &PROMPT, LogitsFor::All).unwrap();
+        let vocab = batch.len() / PROMPT.len();
+        let mut cache = KvCache::new(v.layers, 64, v.kv_dim);
+        for (t, &id) in PROMPT.iter().enumerate() {
+            let step = (v.forward)(v.weights.bytes(), &mut cache, &[id], LogitsFor::Last).unwrap();
+            for (a, b) in step.iter().zip(&batch[t * vocab..][..vocab]) {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{} position {t}: {a} vs {b}", v.schemes);
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_refused_and_leaves_the_cache_alone() {
+    let v = &variants()[3];
+    let mut cache = KvCache::new(v.layers, 8, v.kv_dim);
+    let err = (v.forward)(v.weights.bytes(), &mut cache, &[1, 2, 320], LogitsFor::Last).unwrap_err();
+    assert_eq!(err, ForwardError::TokenOutOfRange { id: 320, pos: 2, vocab: 320 });
+    let err = (v.forward)(v.weights.bytes(), &mut cache, &[1; 9], LogitsFor::Last).unwrap_err();
+    assert_eq!(err, ForwardError::ContextOverflow { needed: 9, max: 8 });
+    assert_eq!(cache.len, 0);
+    assert!((v.forward)(v.weights.bytes(), &mut cache, &[], LogitsFor::Last).unwrap().is_empty());
+}
+
+#[test]
+fn a_foreign_weights_file_is_refused() {
+    use tiny_variants::w8 as m;
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_qwen"));
+    // The f32 variant's file, claimed to be the w8 one: wrong size.
+    let err = Weights::open(&exe.with_file_name("qwen-f32.weights"), m::WEIGHTS_LEN, m::WEIGHTS_HASH).err().unwrap();
+    assert!(err.to_string().contains("bytes, this executable was built for"), "{err}");
+    // Same size, different content.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.weights");
+    let mut bytes = std::fs::read(exe.with_file_name("qwen-w8.weights")).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let err = Weights::open(&path, m::WEIGHTS_LEN, m::WEIGHTS_HASH).err().unwrap();
+    assert!(err.to_string().contains("content hash"), "{err}");
+}
