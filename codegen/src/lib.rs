@@ -3,8 +3,6 @@
 
 pub mod build_model;
 pub mod checkpoint;
-pub mod compress;
-pub mod compressed;
 pub mod config;
 pub mod emit;
 pub mod error;
