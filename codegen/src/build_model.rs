@@ -84,3 +84,21 @@ pub fn write_if_changed(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 pub fn artifact_dir(out_dir: &Path) -> PathBuf {
     out_dir.ancestors().nth(3).map_or_else(|| out_dir.to_path_buf(), Path::to_path_buf)
 }
+
+/// The review copy in `generated/`: the code for the Qwen2.5-0.5B shapes with the default
+/// schemes, per backend. It depends on shapes and schemes only; the weights (and so their
+/// hash, shown as 0 here) belong to a concrete build.
+pub fn review_files(config_json: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+    let config = crate::config::QwenConfig::from_file(config_json)?;
+    let plan = Plan::new(&config, default_schemes(), config.tie_word_embeddings)
+        .map_err(|e| LoadError::config(config_json, e))?;
+    let layout = crate::pack::layout(&plan);
+    let meta = ModelMeta { name: "Qwen2.5-0.5B (review copy)".into(), weights_len: layout.packed_len() as u64, weights_hash: 0 };
+    let mut files = std::collections::BTreeMap::new();
+    for backend in [Backend::Scalar] {
+        for (name, code) in generate(&plan, &layout, backend, &meta) {
+            files.insert(format!("{}/{name}", backend.name()), code);
+        }
+    }
+    Ok(files)
+}

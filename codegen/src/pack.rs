@@ -55,16 +55,57 @@ pub struct Packed {
 }
 
 impl Packed {
-    fn push(&mut self, name: String, data: &[u8]) {
-        let offset = self.bytes.len().next_multiple_of(ALIGN);
-        self.bytes.resize(offset, 0);
-        self.bytes.extend_from_slice(data);
-        self.regions.insert(name, Region { offset, len: data.len() });
+    /// Bytes the packed weights take (the end of the last region).
+    pub fn packed_len(&self) -> usize {
+        self.regions.values().map(|r| r.offset + r.len).max().unwrap_or(0)
     }
 
     pub fn region(&self, name: &str) -> Region {
         *self.regions.get(name).unwrap_or_else(|| panic!("no packed region `{name}`"))
     }
+
+    fn write(&mut self, name: &str, data: &[u8]) {
+        let r = self.region(name);
+        assert_eq!(r.len, data.len(), "packed size of `{name}` disagrees with the layout");
+        self.bytes[r.offset..r.offset + r.len].copy_from_slice(data);
+    }
+}
+
+/// The packed parts of one matrix in `scheme` and their byte sizes.
+fn matrix_parts(rows: usize, cols: usize, scheme: Scheme) -> Vec<(&'static str, usize)> {
+    match scheme {
+        Scheme::F32 => vec![("w", rows * cols * 4)],
+        Scheme::Bf16 => vec![("w", rows * cols * 2)],
+        Scheme::W8 => vec![("q", rows * cols), ("scale", rows * 4)],
+        Scheme::W4 { group, asymmetric } => {
+            let mut parts = vec![("q", rows * cols / 2), ("scale", rows * cols / group * 2)];
+            if asymmetric {
+                parts.push(("min", rows * cols / group * 2));
+            }
+            parts
+        }
+    }
+}
+
+/// Where every packed part of the plan goes (depends on shapes and schemes only, not on
+/// weight values): the generated code's offsets come from here. `bytes` is left empty.
+pub fn layout(plan: &Plan) -> Packed {
+    let mut regions = BTreeMap::new();
+    let mut end = 0usize;
+    let mut place = |name: String, len: usize| {
+        let offset = end.next_multiple_of(ALIGN);
+        regions.insert(name, Region { offset, len });
+        end = offset + len;
+    };
+    for m in plan.matrices() {
+        for (part, len) in matrix_parts(m.shape.rows, m.shape.cols, m.shape.scheme) {
+            place(format!("{}.{part}", m.name), len);
+        }
+    }
+    for (name, parts) in plan.vectors() {
+        place(name, parts.iter().map(|p| vector_len(plan, p)).sum::<usize>() * 4);
+    }
+    Packed { bytes: Vec::new(), regions }
 }
 
 /// Stack same-scheme matrices along rows.
@@ -103,7 +144,8 @@ fn le_bytes<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u
 
 /// Pack every weight of the plan. `progress(done, total, name)` is called per matrix.
 pub fn pack(plan: &Plan, source: &dyn WeightSource, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<Packed> {
-    let mut packed = Packed::default();
+    let mut packed = layout(plan);
+    packed.bytes = vec![0; packed.packed_len()];
     let matrices: Vec<_> = plan.matrices().collect();
     let total = matrices.len() + 1;
     for (i, m) in matrices.iter().enumerate() {
@@ -111,25 +153,23 @@ pub fn pack(plan: &Plan, source: &dyn WeightSource, progress: &mut dyn FnMut(usi
         let parts = m
             .parts
             .iter()
-            .map(|name| {
-                let rows = part_rows(plan, name);
-                source.matrix(name, rows, m.shape.cols, m.shape.scheme)
-            })
+            .map(|name| source.matrix(name, part_rows(plan, name), m.shape.cols, m.shape.scheme))
             .collect::<Result<Vec<_>>>()?;
         let q = stack(parts);
         debug_assert_eq!(q.rows, m.shape.rows);
+        let name = |part: &str| format!("{}.{part}", m.name);
         match &q.data {
-            QuantizedData::F32(w) => packed.push(format!("{}.w", m.name), &le_bytes(w, f32::to_le_bytes)),
-            QuantizedData::Bf16(w) => packed.push(format!("{}.w", m.name), &le_bytes(w, |x| x.to_le_bytes())),
+            QuantizedData::F32(w) => packed.write(&name("w"), &le_bytes(w, f32::to_le_bytes)),
+            QuantizedData::Bf16(w) => packed.write(&name("w"), &le_bytes(w, |x| x.to_le_bytes())),
             QuantizedData::W8 { q, scales } => {
-                packed.push(format!("{}.q", m.name), &le_bytes(q, i8::to_le_bytes));
-                packed.push(format!("{}.scale", m.name), &le_bytes(scales, f32::to_le_bytes));
+                packed.write(&name("q"), &le_bytes(q, i8::to_le_bytes));
+                packed.write(&name("scale"), &le_bytes(scales, f32::to_le_bytes));
             }
             QuantizedData::W4 { packed: codes, scales, mins } => {
-                packed.push(format!("{}.q", m.name), codes);
-                packed.push(format!("{}.scale", m.name), &le_bytes(scales, |x| x.to_le_bytes()));
+                packed.write(&name("q"), codes);
+                packed.write(&name("scale"), &le_bytes(scales, |x| x.to_le_bytes()));
                 if let Some(mins) = mins {
-                    packed.push(format!("{}.min", m.name), &le_bytes(mins, |x| x.to_le_bytes()));
+                    packed.write(&name("min"), &le_bytes(mins, |x| x.to_le_bytes()));
                 }
             }
         }
@@ -140,7 +180,7 @@ pub fn pack(plan: &Plan, source: &dyn WeightSource, progress: &mut dyn FnMut(usi
         for part in &parts {
             values.extend(source.vector(part, vector_len(plan, part))?);
         }
-        packed.push(name, &le_bytes(&values, f32::to_le_bytes));
+        packed.write(&name, &le_bytes(&values, f32::to_le_bytes));
     }
     progress(total, total, "");
     Ok(packed)
