@@ -3,6 +3,8 @@
 
 pub mod build_model;
 pub mod checkpoint;
+pub mod compress;
+pub mod compressed;
 pub mod config;
 pub mod emit;
 pub mod error;

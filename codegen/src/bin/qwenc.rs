@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use qwenc_codegen::compress::{CompressOptions, CompressPlan, Rtn, SchemeArgs};
+use qwenc_codegen::quant::Scheme;
 use qwenc_codegen::reference::{Eos, ReferenceWeights};
 use qwenc_codegen::Checkpoint;
 use qwenc_runtime::tokenizer::{StreamDecoder, Tokenizer};
@@ -47,6 +49,33 @@ enum Command {
         #[arg(long)]
         ignore_eos: bool,
     },
+    /// Quantize a checkpoint into a compressed model directory (the compiler's input).
+    Compress {
+        /// A Hugging Face directory or a GGUF file.
+        source: PathBuf,
+        /// Output directory (config.json, tokenizer.json, manifest.json, model.safetensors).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// Default scheme of every matrix: f32, bf16, w8, w4g{32,64,128,256}, w4g{N}a (asymmetric).
+        /// Embedding and lm_head default to w8 unless this is f32, bf16 or w8.
+        #[arg(long, value_name = "S")]
+        scheme: Option<Scheme>,
+        /// Scheme of the attention projections (q/k/v/o).
+        #[arg(long, value_name = "S")]
+        attn: Option<Scheme>,
+        /// Scheme of the MLP projections (gate/up/down).
+        #[arg(long, value_name = "S")]
+        mlp: Option<Scheme>,
+        /// Scheme of the token embedding (a tied model stores it once, in the --lm-head scheme).
+        #[arg(long, value_name = "S")]
+        embed: Option<Scheme>,
+        /// Scheme of the output projection.
+        #[arg(long = "lm-head", value_name = "S")]
+        lm_head: Option<Scheme>,
+        /// Write into an existing non-empty directory.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +90,25 @@ fn main() -> ExitCode {
             json,
             ignore_eos,
         } => reference(&model, &prompt, max_tokens, json, ignore_eos),
+        Command::Compress {
+            source,
+            output,
+            scheme,
+            attn,
+            mlp,
+            embed,
+            lm_head,
+            force,
+        } => {
+            let schemes = SchemeArgs {
+                scheme,
+                attn,
+                mlp,
+                embed,
+                lm_head,
+            };
+            compress(&source, &output, CompressOptions { schemes, force })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -194,4 +242,66 @@ fn load_with_progress(ckpt: &Checkpoint) -> Result<ReferenceWeights, qwenc_codeg
     });
     bar.finish_and_clear();
     weights
+}
+
+fn compress(source: &Path, output: &Path, options: CompressOptions) -> AnyResult {
+    let start = Instant::now();
+    let plan = CompressPlan::new(source, output, &options)?;
+    for warning in &plan.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let bar = ProgressBar::new(plan.tensors.len() as u64).with_style(
+        ProgressStyle::with_template("compressing {bar:40} {pos}/{len} tensors {elapsed} {msg}")
+            .expect("static template"),
+    );
+    let report = plan.run(&Rtn, &mut |done, _total, name| {
+        bar.set_position(done as u64);
+        bar.set_message(name.to_string());
+    });
+    bar.finish_and_clear();
+    let report = report?;
+    let m = &report.manifest;
+    println!(
+        "compressed {} ({}) into {} in {:.1} s{}",
+        source.display(),
+        m.source.format,
+        report.out_dir.display(),
+        start.elapsed().as_secs_f64(),
+        if m.tied_embeddings {
+            " (tied embeddings: stored once)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "\n{:<14} {:<8} {:>8} {:>14} {:>14} {:>8}",
+        "class", "scheme", "tensors", "params", "bytes", "bits/w"
+    );
+    for c in m.class_totals() {
+        println!(
+            "{:<14} {:<8} {:>8} {:>14} {:>14} {:>8.3}",
+            c.class.label(),
+            c.scheme.map_or("f32".to_string(), |s| s.to_string()),
+            c.tensors,
+            c.params,
+            c.bytes,
+            c.bits_per_weight()
+        );
+    }
+    println!(
+        "{:<14} {:<8} {:>8} {:>14} {:>14} {:>8.3}",
+        "total",
+        "",
+        m.tensors.len(),
+        m.totals.params,
+        m.totals.bytes,
+        m.totals.bits_per_weight
+    );
+    println!(
+        "\nmodel.safetensors {} bytes · directory {} bytes ({:.1} MiB)",
+        report.safetensors_bytes,
+        report.dir_bytes,
+        report.dir_bytes as f64 / (1 << 20) as f64
+    );
+    Ok(())
 }
