@@ -1,8 +1,13 @@
 //! qwenc runtime: what every per-model executable links besides its generated kernels.
 
 pub mod chat;
+pub mod cli;
+pub mod generate;
 pub mod kernel_support;
 pub mod model;
+pub mod sampler;
+pub mod testing;
+pub mod threads;
 pub mod tokenizer;
 pub mod weights;
 

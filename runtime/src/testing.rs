@@ -1,0 +1,317 @@
+//! A fake [`Model`] for tests of the generation loop, the sampler and the CLI, without a
+//! compiled model.
+//!
+//! The tokenizer is real: a byte-level vocabulary (256 byte tokens, a few merges) and the
+//! three ChatML special tokens. The "model" has one layer with `kv_dim = 1`, and it stores
+//! each token id in the key slot of its position, so the cache holds the sequence and the
+//! logits can depend on all of it ([`FakeModel::cached_tokens`] reads it back). It honours
+//! the cache length, the cache capacity and `max_context` as a compiled model does.
+//!
+//! Logits for the token after a sequence whose last token is `t` at position `p`:
+//! deterministic noise in `[-1, 1)` from `(t, p, id)`, plus a peak of +8 on one printable
+//! token chosen from `(t, p)`; so greedy decoding follows a fixed table. Options:
+//! - [`with_eos_at`](FakeModel::with_eos_at): once the sequence has `len` tokens the peak
+//!   moves to `<|endoftext|>` (the eos);
+//! - [`with_reply`](FakeModel::with_reply): after `<|im_start|>assistant\n` the peaks spell
+//!   the given ids, then `<|im_end|>`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::model::{ForwardError, KvCache, LogitsFor, Model, ModelInfo};
+use crate::tokenizer::{byte_level_alphabet, AddedToken, PreTokenizer, Tokenizer, TokenizerSpec};
+
+/// Merges of the fake vocabulary (ids 256.. in this order).
+const MERGES: [(&str, &str); 14] = [
+    ("Ġ", "t"),
+    ("h", "e"),
+    ("Ġt", "he"),
+    ("i", "n"),
+    ("e", "r"),
+    ("a", "n"),
+    ("o", "n"),
+    ("Ġ", "a"),
+    ("Ġ", "s"),
+    ("r", "e"),
+    ("l", "l"),
+    ("Ġ", "w"),
+    ("o", "r"),
+    ("Ġw", "or"),
+];
+
+/// `<|endoftext|>`: the fake model's eos.
+pub const ENDOFTEXT: u32 = 256 + MERGES.len() as u32;
+/// `<|im_start|>`.
+pub const IM_START: u32 = ENDOFTEXT + 1;
+/// `<|im_end|>`.
+pub const IM_END: u32 = ENDOFTEXT + 2;
+/// Size of the fake vocabulary.
+pub const VOCAB_SIZE: usize = IM_END as usize + 1;
+
+/// The fake model's tokenizer: bytes, a few merges, and the three ChatML special tokens.
+pub fn tokenizer_spec() -> TokenizerSpec {
+    let mut vocab: Vec<(String, u32)> = byte_level_alphabet()
+        .iter()
+        .enumerate()
+        .map(|(b, c)| (c.to_string(), b as u32))
+        .collect();
+    let mut merges = Vec::new();
+    for (a, b) in MERGES {
+        vocab.push((format!("{a}{b}"), vocab.len() as u32));
+        merges.push((a.to_string(), b.to_string()));
+    }
+    let added = [
+        (ENDOFTEXT, "<|endoftext|>"),
+        (IM_START, "<|im_start|>"),
+        (IM_END, "<|im_end|>"),
+    ]
+    .into_iter()
+    .map(|(id, content)| AddedToken {
+        id,
+        content: content.to_string(),
+        special: true,
+    })
+    .collect();
+    TokenizerSpec {
+        vocab,
+        merges,
+        added,
+        pre_tokenizer: PreTokenizer::Qwen2,
+        nfc: true,
+    }
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A deterministic stand-in for a compiled model (see the module documentation).
+pub struct FakeModel {
+    info: ModelInfo,
+    tokenizer: Tokenizer,
+    /// Ids the table peaks on: printable ASCII bytes and the merges.
+    printable: Vec<u32>,
+    eos_at: Option<usize>,
+    reply: Option<Vec<u32>>,
+    /// `<|im_start|>assistant\n` as ids.
+    assistant_marker: Vec<u32>,
+    forward_calls: AtomicUsize,
+    forwarded_tokens: AtomicUsize,
+}
+
+impl Default for FakeModel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeModel {
+    /// A fake model with a context of 256 tokens and `<|endoftext|>` as its eos.
+    pub fn new() -> FakeModel {
+        let tokenizer = Tokenizer::from_spec(tokenizer_spec()).expect("the fake spec is valid");
+        let assistant_marker = tokenizer.encode("<|im_start|>assistant\n");
+        let printable = (b' ' as u32..=b'~' as u32).chain(256..ENDOFTEXT).collect();
+        FakeModel {
+            info: ModelInfo {
+                name: "fake".to_string(),
+                scheme: "f32".to_string(),
+                backend: "fake".to_string(),
+                weight_bytes: 0,
+                vocab_size: VOCAB_SIZE,
+                hidden_size: 8,
+                num_layers: 1,
+                num_kv_heads: 1,
+                head_dim: 1,
+                max_context: 256,
+                eos_token_ids: vec![ENDOFTEXT],
+            },
+            tokenizer,
+            printable,
+            eos_at: None,
+            reply: None,
+            assistant_marker,
+            forward_calls: AtomicUsize::new(0),
+            forwarded_tokens: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn with_max_context(mut self, max_context: usize) -> Self {
+        self.info.max_context = max_context;
+        self
+    }
+
+    /// Replaces the eos ids of [`ModelInfo`] (the logits still peak on `<|endoftext|>`).
+    pub fn with_eos_ids(mut self, ids: Vec<u32>) -> Self {
+        self.info.eos_token_ids = ids;
+        self
+    }
+
+    /// Once the sequence holds `len` tokens, the most likely next token is `<|endoftext|>`.
+    pub fn with_eos_at(mut self, len: usize) -> Self {
+        self.eos_at = Some(len);
+        self
+    }
+
+    /// After each `<|im_start|>assistant\n`, the most likely tokens are `ids`, then `<|im_end|>`.
+    pub fn with_reply(mut self, ids: Vec<u32>) -> Self {
+        self.reply = Some(ids);
+        self
+    }
+
+    /// [`with_reply`](Self::with_reply) with the tokens of `text`.
+    pub fn with_reply_text(self, text: &str) -> Self {
+        let ids = self.tokenizer.encode(text);
+        self.with_reply(ids)
+    }
+
+    /// Number of `forward` calls that did work (refused calls are not counted).
+    pub fn forward_calls(&self) -> usize {
+        self.forward_calls.load(Ordering::Relaxed)
+    }
+
+    /// Number of tokens run through `forward` in all.
+    pub fn forwarded_tokens(&self) -> usize {
+        self.forwarded_tokens.load(Ordering::Relaxed)
+    }
+
+    /// The token ids a cache made by this model holds, positions `0..cache.len`.
+    pub fn cached_tokens(cache: &KvCache) -> Vec<u32> {
+        cache.keys[..cache.len].iter().map(|&k| k as u32).collect()
+    }
+
+    /// The logits for the token after `seq` (not empty).
+    pub fn logits_after(&self, seq: &[u32]) -> Vec<f32> {
+        let p = seq.len() - 1;
+        let t = seq[p];
+        let key = (t as u64) << 32 | p as u64;
+        let mut logits: Vec<f32> = (0..VOCAB_SIZE as u64)
+            .map(|v| {
+                let h = mix(key.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ mix(v + 1));
+                (h >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect();
+        let peak = self.peak_after(seq);
+        logits[peak as usize] += 8.0;
+        logits
+    }
+
+    /// The greedy choice after `seq`.
+    pub fn peak_after(&self, seq: &[u32]) -> u32 {
+        let p = seq.len() - 1;
+        if let Some(reply) = &self.reply {
+            let m = self.assistant_marker.len();
+            if let Some(start) = (0..seq.len().saturating_sub(m - 1))
+                .rev()
+                .find(|&s| seq[s..s + m] == self.assistant_marker[..])
+            {
+                let k = p + 1 - (start + m);
+                return reply.get(k).copied().unwrap_or(IM_END);
+            }
+        }
+        if self.eos_at.is_some_and(|len| seq.len() >= len) {
+            return ENDOFTEXT;
+        }
+        let key = (seq[p] as u64) << 32 | p as u64;
+        self.printable[(mix(key ^ 0x5151) % self.printable.len() as u64) as usize]
+    }
+}
+
+impl Model for FakeModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    fn new_cache(&self, capacity: usize) -> KvCache {
+        KvCache::new(1, capacity.min(self.info.max_context), 1)
+    }
+
+    fn forward(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: LogitsFor,
+    ) -> Result<Vec<f32>, ForwardError> {
+        for (i, &id) in tokens.iter().enumerate() {
+            if id as usize >= VOCAB_SIZE {
+                return Err(ForwardError::TokenOutOfRange {
+                    id,
+                    pos: cache.len + i,
+                    vocab: VOCAB_SIZE,
+                });
+            }
+        }
+        let needed = cache.len + tokens.len();
+        let max = cache.capacity.min(self.info.max_context);
+        if needed > max {
+            return Err(ForwardError::ContextOverflow { needed, max });
+        }
+        self.forward_calls.fetch_add(1, Ordering::Relaxed);
+        self.forwarded_tokens
+            .fetch_add(tokens.len(), Ordering::Relaxed);
+        let start = cache.len;
+        for (i, &id) in tokens.iter().enumerate() {
+            cache.keys[start + i] = id as f32;
+            cache.values[start + i] = (start + i) as f32;
+        }
+        cache.len = needed;
+        let seq = Self::cached_tokens(cache);
+        let rows: Vec<usize> = match logits {
+            LogitsFor::Last if tokens.is_empty() => vec![],
+            LogitsFor::Last => vec![needed],
+            LogitsFor::All => (start + 1..=needed).collect(),
+        };
+        Ok(rows
+            .into_iter()
+            .flat_map(|end| self.logits_after(&seq[..end]))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizer_and_specials() {
+        let m = FakeModel::new();
+        let t = m.tokenizer();
+        assert_eq!(t.token_to_id("<|im_end|>"), Some(IM_END));
+        let ids = t.encode("the world<|endoftext|>");
+        assert_eq!(t.decode(&ids), "the world<|endoftext|>");
+        assert_eq!(*ids.last().unwrap(), ENDOFTEXT);
+        assert!(ids.len() < 10, "{ids:?}");
+    }
+
+    #[test]
+    fn forward_fills_the_cache_and_honours_limits() {
+        let m = FakeModel::new().with_max_context(8);
+        let mut cache = m.new_cache(100);
+        assert_eq!(cache.capacity, 8);
+        let all = m.forward(&mut cache, &[1, 2, 3], LogitsFor::All).unwrap();
+        assert_eq!(all.len(), 3 * VOCAB_SIZE);
+        assert_eq!(all[2 * VOCAB_SIZE..], m.logits_after(&[1, 2, 3])[..]);
+        let last = m.forward(&mut cache, &[4], LogitsFor::Last).unwrap();
+        assert_eq!(last, m.logits_after(&[1, 2, 3, 4]));
+        assert_eq!(FakeModel::cached_tokens(&cache), [1, 2, 3, 4]);
+        assert_eq!(
+            m.forward(&mut cache, &[1; 5], LogitsFor::Last),
+            Err(ForwardError::ContextOverflow { needed: 9, max: 8 })
+        );
+        assert_eq!(
+            m.forward(&mut cache, &[1, 9999], LogitsFor::Last),
+            Err(ForwardError::TokenOutOfRange {
+                id: 9999,
+                pos: 5,
+                vocab: VOCAB_SIZE
+            })
+        );
+        assert_eq!(cache.len, 4);
+        assert_eq!(m.forward_calls(), 2);
+        assert_eq!(crate::sampler::argmax(&last), m.peak_after(&[1, 2, 3, 4]));
+    }
+}
