@@ -59,24 +59,40 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     write_if_changed(&out_dir.join("tokenizer.json"), compiled.tokenizer_json.as_bytes())?;
     write_if_changed(&artifact_dir(&out_dir).join("qwen.weights"), &compiled.packed.bytes)?;
 
-    // The tiny model is also compiled in every scheme, so that tests run each kernel through
-    // a whole forward pass against the f32 reference.
+    // Variants: the same model compiled in other schemes, for tests that run every kernel
+    // through a whole forward pass (`QWENC_VARIANTS="f32;w8;w4g32"`; the tiny model always
+    // gets a set). Each becomes a module of `variants.rs` with its own weights file.
     println!("cargo::rustc-check-cfg=cfg(qwenc_tiny)");
-    if std::env::var_os("QWENC_MODEL").is_none() {
+    let tiny = std::env::var_os("QWENC_MODEL").is_none();
+    if tiny {
         println!("cargo:rustc-cfg=qwenc_tiny");
-        let mut modules = String::new();
-        for variant in TINY_VARIANTS {
-            let compiled = compile_checkpoint(&model, parse_schemes(variant)?, backend, &mut |_, _, _| {})?;
-            let ident = variant.replace([',', '='], "_");
-            let file = format!("model_{ident}.rs");
-            write_if_changed(&out_dir.join(&file), compiled.files["model.rs"].as_bytes())?;
-            write_if_changed(&artifact_dir(&out_dir).join(format!("qwen-{ident}.weights")), &compiled.packed.bytes)?;
-            modules += &format!(
-                "/// The tiny model with schemes `{variant}`.\npub mod {ident} {{\n    include!(concat!(env!(\"OUT_DIR\"), \"/{file}\"));\n}}\n"
-            );
-        }
-        write_if_changed(&out_dir.join("variants.rs"), modules.as_bytes())?;
     }
+    let variants: Vec<String> = match std::env::var("QWENC_VARIANTS") {
+        Ok(list) => list.split(';').map(str::trim).filter(|v| !v.is_empty()).map(String::from).collect(),
+        Err(_) if tiny => TINY_VARIANTS.iter().map(|v| v.to_string()).collect(),
+        Err(_) => Vec::new(),
+    };
+    println!("cargo:rerun-if-env-changed=QWENC_VARIANTS");
+    let mut modules = String::new();
+    let mut registry = String::new();
+    for variant in &variants {
+        let schemes = parse_schemes(variant).map_err(|e| format!("QWENC_VARIANTS `{variant}`: {e}"))?;
+        let compiled = compile_checkpoint(&model, schemes, backend, &mut |_, _, _| {})?;
+        let ident = format!("v_{}", variant.replace([',', '='], "_"));
+        let file = format!("model_{ident}.rs");
+        write_if_changed(&out_dir.join(&file), compiled.files["model.rs"].as_bytes())?;
+        write_if_changed(&artifact_dir(&out_dir).join(format!("qwen-{ident}.weights")), &compiled.packed.bytes)?;
+        modules += &format!(
+            "/// The model with schemes `{variant}`.\npub mod {ident} {{\n    include!(concat!(env!(\"OUT_DIR\"), \"/{file}\"));\n}}\n"
+        );
+        registry += &format!(
+            "    Variant {{ schemes: {variant:?}, weights_file: \"qwen-{ident}.weights\", model_name: {ident}::MODEL_NAME, \
+             weights_len: {ident}::WEIGHTS_LEN, weights_hash: {ident}::WEIGHTS_HASH, layers: {ident}::LAYERS, \
+             kv_dim: {ident}::KV_DIM, vocab: {ident}::VOCAB, forward: {ident}::forward }},\n"
+        );
+    }
+    modules += &format!("\n/// Every variant compiled into this build.\npub const ALL: &[Variant] = &[\n{registry}];\n");
+    write_if_changed(&out_dir.join("variants.rs"), modules.as_bytes())?;
     Ok(())
 }
 

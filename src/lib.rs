@@ -11,11 +11,38 @@ pub mod generated {
     include!(concat!(env!("OUT_DIR"), "/model.rs"));
 }
 
-/// The tiny synthetic model compiled in every scheme (built only without `QWENC_MODEL`).
-#[cfg(qwenc_tiny)]
+/// The same model compiled in other schemes, for tests (`QWENC_VARIANTS`; the tiny model
+/// always has a set): see build.rs.
 #[allow(clippy::all, dead_code, unused_imports)]
-pub mod tiny_variants {
+pub mod variants {
+    use super::*;
     include!(concat!(env!("OUT_DIR"), "/variants.rs"));
+}
+
+/// One compiled variant: its generated `forward` and the weights file it needs.
+pub struct Variant {
+    pub schemes: &'static str,
+    /// File name next to the executable.
+    pub weights_file: &'static str,
+    pub model_name: &'static str,
+    pub weights_len: u64,
+    pub weights_hash: u64,
+    pub layers: usize,
+    pub kv_dim: usize,
+    pub vocab: usize,
+    pub forward: fn(&[u8], &mut KvCache, &[u32], LogitsFor) -> Result<Vec<f32>, ForwardError>,
+}
+
+impl Variant {
+    /// The variant with exactly these schemes, if this build has it.
+    pub fn find(schemes: &str) -> Option<&'static Variant> {
+        variants::ALL.iter().find(|v| v.schemes == schemes)
+    }
+
+    /// Open its weights file next to `executable` (e.g. `env!("CARGO_BIN_EXE_qwen")`).
+    pub fn open_weights(&self, executable: &std::path::Path) -> Result<Weights, qwenc_runtime::weights::WeightsError> {
+        Weights::open(&executable.with_file_name(self.weights_file), self.weights_len, self.weights_hash)
+    }
 }
 
 const TOKENIZER_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/tokenizer.json"));

@@ -1,15 +1,10 @@
-//! `qwen`: one compiled model and the runtime's command line.
+//! `qwen`: one compiled model and the runtime's command line (generate, chat, info, ...).
 
 use std::process::ExitCode;
 
-use qwenc_runtime::model::Model;
-
 fn main() -> ExitCode {
     match qwenc::CompiledModel::load() {
-        Ok(model) => {
-            println!("{:?}", model.info());
-            ExitCode::SUCCESS
-        }
+        Ok(model) => qwenc_runtime::cli::main_with(&model),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

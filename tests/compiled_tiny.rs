@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 
-use qwenc::tiny_variants;
 use qwenc_codegen::build_model::parse_schemes;
 use qwenc_codegen::quant::{dequantize, quantize_rtn, Scheme};
 use qwenc_codegen::reference::{argmax, KvCache as RefCache, Logits, ReferenceWeights};
@@ -14,43 +13,27 @@ use qwenc_codegen::Checkpoint;
 use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor};
 use qwenc_runtime::weights::Weights;
 
-type Forward = fn(&[u8], &mut KvCache, &[u32], LogitsFor) -> Result<Vec<f32>, ForwardError>;
-
 struct Variant {
     schemes: &'static str,
-    forward: Forward,
+    forward: fn(&[u8], &mut KvCache, &[u32], LogitsFor) -> Result<Vec<f32>, ForwardError>,
     weights: Weights,
     layers: usize,
     kv_dim: usize,
 }
 
-fn weights_file(ident: &str, len: u64, hash: u64) -> Weights {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_qwen"));
-    Weights::open(&exe.with_file_name(format!("qwen-{ident}.weights")), len, hash).unwrap()
-}
-
-macro_rules! variant {
-    ($module:ident, $schemes:literal) => {{
-        use tiny_variants::$module as m;
-        Variant {
-            schemes: $schemes,
-            forward: m::forward,
-            weights: weights_file(stringify!($module), m::WEIGHTS_LEN, m::WEIGHTS_HASH),
-            layers: m::LAYERS,
-            kv_dim: m::KV_DIM,
-        }
-    }};
-}
-
 fn variants() -> Vec<Variant> {
-    vec![
-        variant!(f32, "f32"),
-        variant!(bf16, "bf16"),
-        variant!(w8, "w8"),
-        variant!(w4g32, "w4g32"),
-        variant!(w4g64a, "w4g64a"),
-        variant!(w4g32_embed_w4g32a_lm_head_bf16, "w4g32,embed=w4g32a,lm_head=bf16"),
-    ]
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_qwen"));
+    let all = qwenc::variants::ALL;
+    assert_eq!(all.len(), 6, "the tiny build compiles six variants (build.rs TINY_VARIANTS)");
+    all.iter()
+        .map(|v| Variant {
+            schemes: v.schemes,
+            forward: v.forward,
+            weights: v.open_weights(&exe).unwrap(),
+            layers: v.layers,
+            kv_dim: v.kv_dim,
+        })
+        .collect()
 }
 
 /// The reference model with every matrix replaced by its quantized-then-dequantized value.
@@ -133,7 +116,7 @@ fn token_by_token_equals_one_batch() {
 
 #[test]
 fn bad_input_is_refused_and_leaves_the_cache_alone() {
-    let v = &variants()[3];
+    let v = variants().into_iter().find(|v| v.schemes == "w4g32").unwrap();
     let mut cache = KvCache::new(v.layers, 8, v.kv_dim);
     let err = (v.forward)(v.weights.bytes(), &mut cache, &[1, 2, 320], LogitsFor::Last).unwrap_err();
     assert_eq!(err, ForwardError::TokenOutOfRange { id: 320, pos: 2, vocab: 320 });
@@ -145,17 +128,18 @@ fn bad_input_is_refused_and_leaves_the_cache_alone() {
 
 #[test]
 fn a_foreign_weights_file_is_refused() {
-    use tiny_variants::w8 as m;
+    let m = qwenc::Variant::find("w8").unwrap();
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_qwen"));
     // The f32 variant's file, claimed to be the w8 one: wrong size.
-    let err = Weights::open(&exe.with_file_name("qwen-f32.weights"), m::WEIGHTS_LEN, m::WEIGHTS_HASH).err().unwrap();
+    let f32_file = exe.with_file_name(qwenc::Variant::find("f32").unwrap().weights_file);
+    let err = Weights::open(&f32_file, m.weights_len, m.weights_hash).err().unwrap();
     assert!(err.to_string().contains("bytes, this executable was built for"), "{err}");
     // Same size, different content.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.weights");
-    let mut bytes = std::fs::read(exe.with_file_name("qwen-w8.weights")).unwrap();
+    let mut bytes = std::fs::read(exe.with_file_name(m.weights_file)).unwrap();
     bytes[100] ^= 1;
     std::fs::write(&path, bytes).unwrap();
-    let err = Weights::open(&path, m::WEIGHTS_LEN, m::WEIGHTS_HASH).err().unwrap();
+    let err = Weights::open(&path, m.weights_len, m.weights_hash).err().unwrap();
     assert!(err.to_string().contains("content hash"), "{err}");
 }

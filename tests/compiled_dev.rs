@@ -1,0 +1,164 @@
+//! The dev checkpoint compiled in three schemes (f32, w8, w4g32) against Hugging Face
+//! transformers' logits (`shared/fixtures/reference_logits.json`).
+//!
+//! Needs a build of the dev model with its variants, which `scripts/test.sh` makes:
+//! `QWENC_MODEL=models/qwen2.5-coder-0.5b-instruct.gguf QWENC_VARIANTS="f32;w8;w4g32"
+//!  cargo test --release --target-dir target/dev-model --test compiled_dev -- --include-ignored`
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use qwenc::Variant;
+use qwenc_runtime::model::{KvCache, LogitsFor};
+use qwenc_runtime::weights::Weights;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Fixture {
+    cases: Vec<Case>,
+}
+#[derive(Deserialize)]
+struct Case {
+    prompt: String,
+    ids: Vec<u32>,
+    positions: Vec<Position>,
+    greedy_32: Vec<u32>,
+}
+#[derive(Deserialize)]
+struct Position {
+    logsumexp: f64,
+    top_ids: Vec<u32>,
+    top_logits: Vec<f32>,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let shared = std::env::var_os("QWENC_SHARED")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+        let path = shared.join("fixtures/reference_logits.json");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap()
+    })
+}
+
+const HOW: &str = "this build has no dev-checkpoint variants: run scripts/test.sh, or \
+    QWENC_MODEL=models/qwen2.5-coder-0.5b-instruct.gguf QWENC_VARIANTS=\"f32;w8;w4g32\" \
+    cargo test --release --target-dir target/dev-model --test compiled_dev -- --include-ignored";
+
+fn variant(schemes: &str) -> (&'static Variant, Weights) {
+    let v = Variant::find(schemes).unwrap_or_else(|| panic!("{HOW}"));
+    assert_eq!(v.model_name, "qwen2.5-coder-0.5b-instruct.gguf", "{HOW}");
+    let weights = v.open_weights(&PathBuf::from(env!("CARGO_BIN_EXE_qwen"))).unwrap();
+    (v, weights)
+}
+
+/// Logits `[positions, vocab]` of every prompt position.
+fn all_logits(v: &Variant, w: &Weights, ids: &[u32]) -> Vec<Vec<f32>> {
+    let mut cache = KvCache::new(v.layers, ids.len(), v.kv_dim);
+    let flat = (v.forward)(w.bytes(), &mut cache, ids, LogitsFor::All).unwrap();
+    flat.chunks(v.vocab).map(<[f32]>::to_vec).collect()
+}
+
+/// Greedy continuation with end-of-sequence suppressed (the fixtures' min_new_tokens = 32).
+fn greedy(v: &Variant, w: &Weights, prompt: &[u32], n: usize) -> Vec<u32> {
+    const EOS: [u32; 2] = [151643, 151645];
+    let mut cache = KvCache::new(v.layers, prompt.len() + n, v.kv_dim);
+    let mut logits = (v.forward)(w.bytes(), &mut cache, prompt, LogitsFor::Last).unwrap();
+    let mut out = Vec::new();
+    loop {
+        for id in EOS {
+            logits[id as usize] = f32::NEG_INFINITY;
+        }
+        let next = argmax(&logits);
+        out.push(next);
+        if out.len() == n {
+            return out;
+        }
+        logits = (v.forward)(w.bytes(), &mut cache, &[next], LogitsFor::Last).unwrap();
+    }
+}
+
+fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn log_softmax(x: &[f32]) -> Vec<f64> {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max + x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+    x.iter().map(|&v| v as f64 - lse).collect()
+}
+
+/// KL(p ‖ q) over the full vocabulary, from logits.
+fn kl(p: &[f32], q: &[f32]) -> f64 {
+    let (lp, lq) = (log_softmax(p), log_softmax(q));
+    lp.iter().zip(&lq).map(|(a, b)| a.exp() * (a - b)).sum()
+}
+
+#[test]
+#[ignore = "needs the dev checkpoint compiled with variants: scripts/test.sh"]
+fn f32_build_meets_the_foundation_tolerances() {
+    let (v, w) = variant("f32");
+    for case in &fixture().cases {
+        let logits = all_logits(v, &w, &case.ids);
+        for (t, (row, want)) in logits.iter().zip(&case.positions).enumerate() {
+            assert_eq!(argmax(row), want.top_ids[0], "top-1 of {:?} at {t}", case.prompt);
+            for (&id, &value) in want.top_ids.iter().zip(&want.top_logits) {
+                assert!((row[id as usize] - value).abs() <= 1e-2, "{:?} position {t} id {id}", case.prompt);
+            }
+            let lse = log_softmax(row);
+            let got_lse = row[0] as f64 - lse[0];
+            assert!((got_lse - want.logsumexp).abs() <= 1e-2, "{:?} position {t}: logsumexp", case.prompt);
+        }
+        assert_eq!(greedy(v, &w, &case.ids, 32), case.greedy_32, "greedy continuation of {:?}", case.prompt);
+    }
+}
+
+/// Top-1 agreement with transformers and mean KL from the f32 build over all fixture positions.
+fn agreement(schemes: &str) -> (usize, usize, f64, f64) {
+    let (f, fw) = variant("f32");
+    let (v, w) = variant(schemes);
+    let (mut same, mut total, mut kl_sum, mut kl_max) = (0, 0, 0.0, 0.0f64);
+    for case in &fixture().cases {
+        let reference = all_logits(f, &fw, &case.ids);
+        let logits = all_logits(v, &w, &case.ids);
+        for ((row, want), r) in logits.iter().zip(&case.positions).zip(&reference) {
+            same += (argmax(row) == want.top_ids[0]) as usize;
+            total += 1;
+            let k = kl(r, row);
+            kl_sum += k;
+            kl_max = kl_max.max(k);
+        }
+    }
+    eprintln!(
+        "{schemes}: top-1 agreement {same}/{total} = {:.1}%, mean KL {:.4}, max KL {kl_max:.4}",
+        100.0 * same as f64 / total as f64,
+        kl_sum / total as f64
+    );
+    (same, total, kl_sum / total as f64, kl_max)
+}
+
+#[test]
+#[ignore = "needs the dev checkpoint compiled with variants: scripts/test.sh"]
+fn w8_build_agrees_on_98_percent_and_most_continuations() {
+    let (same, total, _, _) = agreement("w8");
+    assert!(same as f64 >= 0.98 * total as f64, "w8 top-1 agreement {same}/{total}");
+    let (v, w) = variant("w8");
+    let identical = fixture().cases.iter().filter(|c| greedy(v, &w, &c.ids, 32) == c.greedy_32).count();
+    eprintln!("w8: {identical}/5 greedy continuations identical");
+    assert!(identical >= 4, "w8: only {identical}/5 greedy continuations identical");
+}
+
+#[test]
+#[ignore = "needs the dev checkpoint compiled with variants: scripts/test.sh"]
+fn w4g32_build_agrees_on_90_percent() {
+    let (same, total, _, _) = agreement("w4g32");
+    assert!(same as f64 >= 0.90 * total as f64, "w4g32 top-1 agreement {same}/{total}");
+}
