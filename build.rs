@@ -1,6 +1,7 @@
 //! Compile one model into the `qwen` executable.
 //!
-//! `QWENC_MODEL=DIR` (an HF directory or a GGUF file) selects the model; without it the tiny
+//! `QWENC_MODEL=PATH` (a directory from `qwenc compress`, an HF directory or a GGUF file)
+//! selects the model; without it the tiny
 //! synthetic model is built, so `cargo build` and `cargo test` always work. `QWENC_SCHEME`
 //! (default `w4g32`, with w8 embedding and lm_head) and `QWENC_TARGET` (default `native`)
 //! choose the scheme and the kernel backend. Outputs: `$OUT_DIR/model.rs` (included by
@@ -9,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use qwenc_codegen::build_model::{artifact_dir, compile_checkpoint, default_schemes, parse_schemes, write_if_changed};
+use qwenc_codegen::build_model::{artifact_dir, compile_checkpoint, compile_model, parse_schemes, write_if_changed};
 use qwenc_codegen::emit::Backend;
 use qwenc_codegen::synthetic::{write_tiny_model, SyntheticOptions};
 
@@ -47,12 +48,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let schemes = match std::env::var("QWENC_SCHEME") {
-        Ok(text) => parse_schemes(&text).map_err(|e| format!("QWENC_SCHEME: {e}"))?,
-        Err(_) => default_schemes(),
+        Ok(text) => Some(parse_schemes(&text).map_err(|e| format!("QWENC_SCHEME: {e}"))?),
+        Err(_) => None,
     };
     let backend = Backend::parse(&std::env::var("QWENC_TARGET").unwrap_or_else(|_| "native".into()))?;
 
-    let compiled = compile_checkpoint(&model, schemes, backend, &mut |_, _, _| {})?;
+    let compiled = compile_model(&model, schemes, backend, &mut |_, _, _| {})?;
     for (name, code) in &compiled.files {
         write_if_changed(&out_dir.join(name), code.as_bytes())?;
     }

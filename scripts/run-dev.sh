@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The main job on the dev checkpoint: fetch it, build the host tool, and generate with it.
-# Prints the continuation and the tokens/s.
+# The main job on the dev checkpoint: fetch it, compress it (w4g32 layers, w8 embedding and
+# lm_head), compile it into the `qwen` executable, and generate. Prints the text and tokens/s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model=models/qwen2.5-coder-0.5b-instruct.gguf
-bash scripts/fetch-dev-model.sh "$model"
-cargo build --release --locked --bin qwenc
+gguf=models/qwen2.5-coder-0.5b-instruct.gguf
+compressed=models/dev-w4g32
 prompt="${1:-def is_prime(n):}"
-# The f32 reference for now; the compiled executable replaces it when `qwenc build` lands.
-target/release/qwenc info "$model" | head -3
-target/release/qwenc reference "$model" "$prompt" -n 32
+
+bash scripts/fetch-dev-model.sh "$gguf"
+cargo build --release --locked --bin qwenc
+target/release/qwenc compress "$gguf" -o "$compressed" --scheme w4g32 --force
+target/release/qwenc build "$compressed" -o target/qwen-dev
+target/qwen-dev info
+target/qwen-dev generate "$prompt" --max-tokens 64

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# The project's test command (README, CI): fetch the dev checkpoint if it is not there yet,
-# then run every test, including the ones on the real checkpoint (marked #[ignore] so that a
-# plain `cargo test` stays quick and says what it skipped).
+# The project's test command (README, CI).
+# 1. Fetch the dev checkpoint if it is not there yet.
+# 2. Every test of the workspace, including those on the real checkpoint (marked #[ignore] so
+#    that a plain `cargo test` stays quick and says what it skipped).
+# 3. The dev checkpoint compiled into executables in four schemes, against transformers'
+#    logits (its own target dir, so the default tiny build is not rebuilt back and forth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch-dev-model.sh
 cargo test --workspace --locked -- --include-ignored
+QWENC_MODEL="$PWD/models/qwen2.5-coder-0.5b-instruct.gguf" QWENC_VARIANTS="f32;w8;w4g32;w4g32a" \
+  cargo test --release --locked --features dev-model --target-dir target/dev-model --test compiled_dev -- --nocapture

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::Checkpoint;
+use crate::compressed::CompressedModel;
 use crate::emit::{generate, Backend, ModelMeta};
 use crate::error::{LoadError, Result};
 use crate::pack::{pack, weights_hash, Packed, QuantizeOnTheFly};
@@ -52,20 +53,41 @@ pub struct Compiled {
     pub meta: ModelMeta,
 }
 
+/// Compile the model at `path`: a compressed directory from `qwenc compress` (its schemes are
+/// fixed: `schemes` must be `None` or equal), or an HF directory / GGUF file quantized on the
+/// fly with round-to-nearest `schemes` (default [`default_schemes`]).
+pub fn compile_model(path: &Path, schemes: Option<Schemes>, backend: Backend, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<Compiled> {
+    if !path.join("manifest.json").exists() {
+        return compile_checkpoint(path, schemes.unwrap_or_else(default_schemes), backend, progress);
+    }
+    let model = CompressedModel::open(path)?;
+    let s = &model.manifest.schemes;
+    let stored = Schemes { attn: s.attn, mlp: s.mlp, embed: s.embed, lm_head: s.lm_head };
+    if let Some(wanted) = schemes.filter(|w| *w != stored) {
+        return Err(LoadError::config(
+            path,
+            format!("this directory was compressed with `{stored}`, not `{wanted}`: compress again, or leave the scheme unset"),
+        ));
+    }
+    let plan = Plan::new(&model.config, stored, model.tied_embeddings()).map_err(|e| LoadError::config(path, e))?;
+    let packed = pack(&plan, &model, progress)?;
+    finish(path, plan, packed, backend, model.tokenizer.to_tokenizer_json())
+}
+
 /// Compile the checkpoint at `model` (HF directory or GGUF) with round-to-nearest schemes.
 pub fn compile_checkpoint(model: &Path, schemes: Schemes, backend: Backend, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<Compiled> {
     let ckpt = Checkpoint::open(model)?;
     let tied = ckpt.config.tie_word_embeddings || !ckpt.has_separate_lm_head();
     let plan = Plan::new(&ckpt.config, schemes, tied).map_err(|e| LoadError::config(model, e))?;
     let packed = pack(&plan, &QuantizeOnTheFly(&ckpt), progress)?;
-    let name = model.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
-    let meta = ModelMeta {
-        name,
-        weights_len: packed.bytes.len() as u64,
-        weights_hash: weights_hash(&packed.bytes),
-    };
+    finish(model, plan, packed, backend, ckpt.tokenizer.to_tokenizer_json())
+}
+
+fn finish(path: &Path, plan: Plan, packed: Packed, backend: Backend, tokenizer_json: String) -> Result<Compiled> {
+    let name = path.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+    let meta = ModelMeta { name, weights_len: packed.bytes.len() as u64, weights_hash: weights_hash(&packed.bytes) };
     let files = generate(&plan, &packed, backend, &meta);
-    Ok(Compiled { plan, packed, files, tokenizer_json: ckpt.tokenizer.to_tokenizer_json(), meta })
+    Ok(Compiled { plan, packed, files, tokenizer_json, meta })
 }
 
 /// Write `contents` to `path` only when it differs, so that cargo does not rebuild needlessly.

@@ -76,6 +76,25 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Compile a model into the per-model executable `qwen` (and its `.weights` file).
+    /// Runs `cargo build --release` in the qwenc source tree with QWENC_MODEL set.
+    Build {
+        /// A directory from `qwenc compress`, an HF directory or a GGUF file.
+        model: PathBuf,
+        /// Where to put the executable; the weights go to `<output>.weights`.
+        #[arg(short, long, default_value = "qwen")]
+        output: PathBuf,
+        /// Kernel backend: `native` (what the build target supports) or `scalar`.
+        #[arg(long, default_value = "native")]
+        target: String,
+        /// Schemes for an HF directory or GGUF compiled directly (QWENC_SCHEME syntax:
+        /// `w4g32`, `w8`, `w4g32,embed=w8,lm_head=w8`). A compressed directory keeps its own.
+        #[arg(long)]
+        scheme: Option<String>,
+        /// Cross-compile for this Rust target triple (e.g. aarch64-unknown-linux-gnu).
+        #[arg(long)]
+        triple: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -109,6 +128,13 @@ fn main() -> ExitCode {
             };
             compress(&source, &output, CompressOptions { schemes, force })
         }
+        Command::Build {
+            model,
+            output,
+            target,
+            scheme,
+            triple,
+        } => build(&model, &output, &target, scheme.as_deref(), triple.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -302,6 +328,49 @@ fn compress(source: &Path, output: &Path, options: CompressOptions) -> AnyResult
         report.safetensors_bytes,
         report.dir_bytes,
         report.dir_bytes as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}
+
+/// `QWENC_MODEL=... cargo build --release --bin qwen` in the source tree, then copy the
+/// executable and its weights to `output`.
+fn build(model: &Path, output: &Path, target: &str, scheme: Option<&str>, triple: Option<&str>) -> AnyResult {
+    let model = std::fs::canonicalize(model).map_err(|e| format!("{}: {e}", model.display()))?;
+    let source_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cargo = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo
+        .current_dir(&source_tree)
+        .args(["build", "--release", "--bin", "qwen"])
+        .env("QWENC_MODEL", &model)
+        .env("QWENC_TARGET", target);
+    if let Some(scheme) = scheme {
+        cargo.env("QWENC_SCHEME", scheme);
+    }
+    if let Some(triple) = triple {
+        cargo.args(["--target", triple]);
+    }
+    let started = Instant::now();
+    let status = cargo.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo build failed ({status})").into());
+    }
+    let mut built = source_tree.join("target");
+    if let Some(triple) = triple {
+        built.push(triple);
+    }
+    built.push("release");
+    let mut weights_out = output.as_os_str().to_owned();
+    weights_out.push(".weights");
+    std::fs::copy(built.join("qwen"), output)?;
+    std::fs::copy(built.join("qwen.weights"), &weights_out)?;
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "built {} ({:.1} MB) + {} ({:.1} MB) in {:.0} s",
+        output.display(),
+        size(output) as f64 / 1e6,
+        Path::new(&weights_out).display(),
+        size(Path::new(&weights_out)) as f64 / 1e6,
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }
