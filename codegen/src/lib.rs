@@ -14,6 +14,7 @@ pub mod plan;
 pub mod quant;
 pub mod reference;
 pub mod safetensors_dir;
+pub mod safetensors_header;
 pub mod synthetic;
 
 pub use checkpoint::{Checkpoint, TensorMeta, TensorSource};

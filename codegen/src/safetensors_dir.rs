@@ -1,8 +1,8 @@
 //! Hugging Face checkpoint directories: `config.json`, `tokenizer.json` and one or more
 //! `*.safetensors` files (sharded through `model.safetensors.index.json`), memory-mapped.
 //!
-//! The safetensors header is validated here rather than by the `safetensors` crate so that
-//! every problem names the file and the tensor (the crate's errors often name neither).
+//! The safetensors header is validated by `safetensors_header` rather than by the
+//! `safetensors` crate so that every problem names the file and the tensor.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -11,11 +11,10 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use serde_json::Value;
 
+use crate::safetensors_header;
+
 use crate::checkpoint::{TensorMeta, TensorSource};
 use crate::error::{LoadError, Result};
-
-/// Headers larger than this are refused (the format's own limit is 100 MB).
-const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Dtype {
@@ -182,87 +181,12 @@ fn shard_files(index: &Path) -> Result<Vec<String>> {
     Ok(files)
 }
 
-/// Validate a safetensors header against the file's size; returns entries with absolute ranges.
+/// The checked header of one file, as entries with absolute ranges.
 fn parse_header(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Entry)>> {
-    if bytes.len() < 8 {
-        return Err(LoadError::format(
-            path,
-            format!("file is {} bytes, too short for a safetensors header", bytes.len()),
-        ));
-    }
-    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-    if header_len > MAX_HEADER_BYTES {
-        return Err(LoadError::format(path, format!("header length {header_len} exceeds the 100 MB limit")));
-    }
-    let data_start = 8 + header_len as usize;
-    if data_start > bytes.len() {
-        return Err(LoadError::format(
-            path,
-            format!("header length {header_len} runs past the end of the {}-byte file (truncated?)", bytes.len()),
-        ));
-    }
-    let header = std::str::from_utf8(&bytes[8..data_start])
-        .map_err(|_| LoadError::format(path, "header is not UTF-8"))?;
-    let json: Value = serde_json::from_str(header.trim_end_matches(' '))
-        .map_err(|e| LoadError::format(path, format!("header is not valid JSON: {e}")))?;
-    let object = json
-        .as_object()
-        .ok_or_else(|| LoadError::format(path, "header is not a JSON object"))?;
-    let data_len = bytes.len() - data_start;
-
-    let mut entries = Vec::new();
-    for (name, info) in object {
-        if name == "__metadata__" {
-            continue;
-        }
-        let bad = |problem: String| LoadError::tensor(path, name, problem);
-        let dtype_name = info
-            .get("dtype")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("missing `dtype`".into()))?;
-        let dtype = Dtype::parse(dtype_name).ok_or_else(|| {
-            bad(format!("unsupported dtype `{dtype_name}` (qwenc reads F32, F16 and BF16)"))
-        })?;
-        let shape: Vec<usize> = info
-            .get("shape")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad("missing `shape`".into()))?
-            .iter()
-            .map(|d| d.as_u64().map(|d| d as usize))
-            .collect::<Option<_>>()
-            .ok_or_else(|| bad("shape has a non-integer dimension".into()))?;
-        let offsets: Vec<u64> = info
-            .get("data_offsets")
-            .and_then(Value::as_array)
-            .filter(|a| a.len() == 2)
-            .and_then(|a| a.iter().map(Value::as_u64).collect())
-            .ok_or_else(|| bad("`data_offsets` must be two integers".into()))?;
-        let (begin, end) = (offsets[0], offsets[1]);
-        if begin > end || end > data_len as u64 {
-            return Err(bad(format!(
-                "data offsets [{begin}, {end}) lie outside the {data_len}-byte data section (truncated file?)"
-            )));
-        }
-        let expected = shape
-            .iter()
-            .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
-        if (end - begin) as usize != expected {
-            return Err(bad(format!(
-                "shape {shape:?} of {dtype_name} needs {expected} bytes but data_offsets span {}",
-                end - begin
-            )));
-        }
-        entries.push((
-            name.clone(),
-            Entry {
-                file: 0,
-                dtype,
-                shape,
-                start: data_start + begin as usize,
-                end: data_start + end as usize,
-            },
-        ));
-    }
-    Ok(entries)
+    let parse = |name: &str| Dtype::parse(name).map(|d| (d, d.size()));
+    let (entries, _) = safetensors_header::parse_header(path, bytes, parse, "qwenc reads F32, F16 and BF16")?;
+    Ok(entries
+        .into_iter()
+        .map(|e| (e.name, Entry { file: 0, dtype: e.dtype, shape: e.shape, start: e.start, end: e.end }))
+        .collect())
 }

@@ -97,8 +97,10 @@ fn check_error_bound(name: &str, w: &[f32], m: &QuantizedMatrix) {
             for (g, d) in scales.iter().enumerate() {
                 let d = d.to_f32().abs();
                 let bound = match mins {
-                    // Half a step, plus the f16 rounding of scale and minimum at the clamped ends.
-                    Some(mins) => d / 2.0 + 16.0 * d * 1e-3 + mins[g].to_f32().abs() * 1e-3 + 1e-6,
+                    // The least-squares fit may clip an outlier at either end to lower the
+                    // group's total error (quant::rtn tests that it never raises it): a few
+                    // steps at most.
+                    Some(mins) => 4.0 * d + mins[g].to_f32().abs() * 1e-3 + 1e-6,
                     // Codes span [-8d, 7d]: up to one step for the opposite extreme.
                     None => d + 8.0 * d * 1e-3 + 1e-7,
                 };

@@ -11,7 +11,6 @@ use std::sync::OnceLock;
 use half::{bf16, f16};
 use memmap2::Mmap;
 use qwenc_runtime::tokenizer::TokenizerSpec;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{
@@ -23,9 +22,6 @@ use crate::config::QwenConfig;
 use crate::error::{LoadError, Result};
 use crate::quant::{QuantizedData, QuantizedMatrix, Scheme};
 use crate::reference::ReferenceWeights;
-
-/// Headers larger than this are refused (the format's own limit is 100 MB).
-const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// One tensor of the safetensors file, with its absolute byte range in the map.
 #[derive(Clone, Debug)]
@@ -406,87 +402,14 @@ fn check_parts(path: &Path, m: &Manifest, parts: &BTreeMap<String, StoredPart>) 
     Ok(())
 }
 
-/// Validate a safetensors header against the file's size; returns the tensors with absolute
-/// ranges and the data section's length.
+/// The checked header: the tensors with absolute ranges and the data section's length.
 fn parse_header(path: &Path, bytes: &[u8]) -> Result<(BTreeMap<String, StoredPart>, usize)> {
-    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("caller checked 8 bytes"));
-    if header_len > MAX_HEADER_BYTES {
-        return Err(LoadError::format(
-            path,
-            format!("header length {header_len} exceeds the 100 MB limit"),
-        ));
-    }
-    let data_start = 8 + header_len as usize;
-    if data_start > bytes.len() {
-        return Err(LoadError::format(
-            path,
-            format!(
-                "header length {header_len} runs past the end of the {}-byte file (truncated?)",
-                bytes.len()
-            ),
-        ));
-    }
-    let header = std::str::from_utf8(&bytes[8..data_start])
-        .map_err(|_| LoadError::format(path, "header is not UTF-8"))?;
-    let json: Value = serde_json::from_str(header.trim_end_matches(' '))
-        .map_err(|e| LoadError::format(path, format!("header is not valid JSON: {e}")))?;
-    let object = json
-        .as_object()
-        .ok_or_else(|| LoadError::format(path, "header is not a JSON object"))?;
-    let data_len = bytes.len() - data_start;
-
-    let mut parts = BTreeMap::new();
-    for (name, info) in object {
-        if name == "__metadata__" {
-            continue;
-        }
-        let bad = |problem: String| LoadError::tensor(path, name, problem);
-        let dtype_name = info
-            .get("dtype")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("missing `dtype`".into()))?;
-        let dtype = StoredDtype::parse(dtype_name).ok_or_else(|| {
-            bad(format!("unsupported dtype `{dtype_name}` (compressed models use F32, F16, BF16, I8 and U8)"))
-        })?;
-        let shape: Vec<usize> = info
-            .get("shape")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad("missing `shape`".into()))?
-            .iter()
-            .map(|d| d.as_u64().map(|d| d as usize))
-            .collect::<Option<_>>()
-            .ok_or_else(|| bad("shape has a non-integer dimension".into()))?;
-        let offsets: Vec<u64> = info
-            .get("data_offsets")
-            .and_then(Value::as_array)
-            .filter(|a| a.len() == 2)
-            .and_then(|a| a.iter().map(Value::as_u64).collect())
-            .ok_or_else(|| bad("`data_offsets` must be two integers".into()))?;
-        let (begin, end) = (offsets[0], offsets[1]);
-        if begin > end || end > data_len as u64 {
-            return Err(bad(format!(
-                "data offsets [{begin}, {end}) lie outside the {data_len}-byte data section (truncated file?)"
-            )));
-        }
-        let expected = shape
-            .iter()
-            .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
-        if (end - begin) as usize != expected {
-            return Err(bad(format!(
-                "shape {shape:?} of {dtype_name} needs {expected} bytes but data_offsets span {}",
-                end - begin
-            )));
-        }
-        parts.insert(
-            name.clone(),
-            StoredPart {
-                dtype,
-                shape,
-                start: data_start + begin as usize,
-                end: data_start + end as usize,
-            },
-        );
-    }
+    let parse = |name: &str| StoredDtype::parse(name).map(|d| (d, d.size()));
+    let supported = "compressed models use F32, F16, BF16, I8 and U8";
+    let (entries, data_len) = crate::safetensors_header::parse_header(path, bytes, parse, supported)?;
+    let parts = entries
+        .into_iter()
+        .map(|e| (e.name, StoredPart { dtype: e.dtype, shape: e.shape, start: e.start, end: e.end }))
+        .collect();
     Ok((parts, data_len))
 }
