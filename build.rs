@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use qwenc_codegen::build_model::{artifact_dir, compile_checkpoint, compile_model, parse_schemes, write_if_changed};
+use qwenc_codegen::build_model::{artifact_dir, compile_checkpoint, compile_model, parse_schemes, parse_variant, variant_ident, write_if_changed};
 use qwenc_codegen::emit::Backend;
 use qwenc_codegen::synthetic::{write_tiny_model, SyntheticOptions};
 
@@ -51,7 +51,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Ok(text) => Some(parse_schemes(&text).map_err(|e| format!("QWENC_SCHEME: {e}"))?),
         Err(_) => None,
     };
-    let backend = Backend::parse(&std::env::var("QWENC_TARGET").unwrap_or_else(|_| "native".into()))?;
+    let target_arch = std::env::var("CARGO_CFG_TARGET_ARCH")?;
+    let backend = Backend::parse(&std::env::var("QWENC_TARGET").unwrap_or_else(|_| "native".into()), &target_arch)?;
 
     let compiled = compile_model(&model, schemes, backend, &mut |_, _, _| {})?;
     for (name, code) in &compiled.files {
@@ -67,6 +68,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let tiny = std::env::var_os("QWENC_MODEL").is_none();
     if tiny {
         println!("cargo:rustc-cfg=qwenc_tiny");
+        // x86 kernel tests (tests/kernels_x86.rs): the tiled AVX2 / AVX-512 kernels, their
+        // plain-Rust twins and the scalar kernels on a few shapes, included by that test alone.
+        let kernels = qwenc_codegen::emit::kernel_tests::kernel_test_module();
+        write_if_changed(&out_dir.join("kernel_tests.rs"), kernels.as_bytes())?;
     }
     let variants: Vec<String> = match std::env::var("QWENC_VARIANTS") {
         Ok(list) => list.split(';').map(str::trim).filter(|v| !v.is_empty()).map(String::from).collect(),
@@ -77,9 +82,23 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut modules = String::new();
     let mut registry = String::new();
     for variant in &variants {
-        let schemes = parse_schemes(variant).map_err(|e| format!("QWENC_VARIANTS `{variant}`: {e}"))?;
-        let compiled = compile_checkpoint(&model, schemes, backend, &mut |_, _, _| {})?;
-        let ident = format!("v_{}", variant.replace([',', '='], "_"));
+        let spec = parse_variant(variant).map_err(|e| format!("QWENC_VARIANTS `{variant}`: {e}"))?;
+        let variant_backend = match &spec.backend {
+            Some(name) => Backend::parse(name, &target_arch)?,
+            None => backend,
+        };
+        let source = if spec.tied {
+            if !tiny {
+                return Err(format!("QWENC_VARIANTS `{variant}`: +tied is for the tiny model only").into());
+            }
+            let dir = out_dir.join("tiny-model-tied");
+            write_tiny_model(&dir, &SyntheticOptions { tie_word_embeddings: true, ..Default::default() })?;
+            dir
+        } else {
+            model.clone()
+        };
+        let compiled = compile_checkpoint(&source, spec.schemes, variant_backend, &mut |_, _, _| {})?;
+        let ident = variant_ident(variant);
         let file = format!("model_{ident}.rs");
         write_if_changed(&out_dir.join(&file), compiled.files["model.rs"].as_bytes())?;
         write_if_changed(&artifact_dir(&out_dir).join(format!("qwen-{ident}.weights")), &compiled.packed.bytes)?;
@@ -89,7 +108,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         registry += &format!(
             "    Variant {{ schemes: {variant:?}, weights_file: \"qwen-{ident}.weights\", model_name: {ident}::MODEL_NAME, \
              weights_len: {ident}::WEIGHTS_LEN, weights_hash: {ident}::WEIGHTS_HASH, layers: {ident}::LAYERS, \
-             kv_dim: {ident}::KV_DIM, vocab: {ident}::VOCAB, forward: {ident}::forward }},\n"
+             kv_dim: {ident}::KV_DIM, vocab: {ident}::VOCAB, backend: {ident}::BACKEND, \
+             check_cpu: {ident}::check_cpu, forward: {ident}::forward }},\n"
         );
     }
     modules += &format!("\n/// Every variant compiled into this build.\npub const ALL: &[Variant] = &[\n{registry}];\n");
@@ -97,5 +117,19 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Scheme sets the tiny model is compiled with for tests (module names: `,`/`=` → `_`).
-const TINY_VARIANTS: [&str; 6] = ["f32", "bf16", "w8", "w4g32", "w4g64a", "w4g32,embed=w4g32a,lm_head=bf16"];
+/// Variants the tiny model is compiled with for tests: every scheme on the native backend,
+/// tied embeddings (the lm_head layout serves the lookup), and the other backends.
+const TINY_VARIANTS: [&str; 12] = [
+    "f32",
+    "bf16",
+    "w8",
+    "w4g32",
+    "w4g64a",
+    "w4g32,embed=w4g32a,lm_head=bf16",
+    "w4g32+tied",
+    "w8+tied",
+    "w4g32a+tied@scalar",
+    "w4g32@scalar",
+    "w8@x86-avx2",
+    "w4g32a+tied@x86-avx2",
+];

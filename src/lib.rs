@@ -30,6 +30,10 @@ pub struct Variant {
     pub layers: usize,
     pub kv_dim: usize,
     pub vocab: usize,
+    /// The kernel backend it was compiled for.
+    pub backend: &'static str,
+    /// Whether this CPU runs that backend (Err says what is missing).
+    pub check_cpu: fn() -> Result<(), String>,
     pub forward: fn(&[u8], &mut KvCache, &[u32], LogitsFor) -> Result<Vec<f32>, ForwardError>,
 }
 
@@ -57,12 +61,14 @@ impl CompiledModel {
     /// Open and verify the weights file (`QWEN_WEIGHTS`, else `<executable>.weights`) and
     /// build the tokenizer.
     pub fn load() -> Result<CompiledModel, Box<dyn std::error::Error>> {
+        generated::check_cpu()?;
         let weights = Weights::open_default(generated::WEIGHTS_LEN, generated::WEIGHTS_HASH)?;
         Self::with_weights(weights)
     }
 
     pub fn with_weights(weights: Weights) -> Result<CompiledModel, Box<dyn std::error::Error>> {
         use generated as g;
+        g::check_cpu()?;
         let tokenizer = Tokenizer::from_spec(TokenizerSpec::from_tokenizer_json(TOKENIZER_JSON)?)?;
         let info = ModelInfo {
             name: g::MODEL_NAME.to_string(),

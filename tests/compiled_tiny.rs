@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use qwenc_codegen::build_model::parse_schemes;
+use qwenc_codegen::build_model::parse_variant;
 use qwenc_codegen::quant::{dequantize, quantize_rtn, Scheme};
 use qwenc_codegen::reference::{argmax, KvCache as RefCache, Logits, ReferenceWeights};
 use qwenc_codegen::synthetic::{write_tiny_model, SyntheticOptions};
@@ -15,6 +15,7 @@ use qwenc_runtime::weights::Weights;
 
 struct Variant {
     schemes: &'static str,
+    backend: &'static str,
     forward: fn(&[u8], &mut KvCache, &[u32], LogitsFor) -> Result<Vec<f32>, ForwardError>,
     weights: Weights,
     layers: usize,
@@ -24,10 +25,18 @@ struct Variant {
 fn variants() -> Vec<Variant> {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_qwen"));
     let all = qwenc::variants::ALL;
-    assert_eq!(all.len(), 6, "the tiny build compiles six variants (build.rs TINY_VARIANTS)");
+    assert_eq!(all.len(), 12, "the tiny build compiles twelve variants (build.rs TINY_VARIANTS)");
     all.iter()
+        .filter(|v| match (v.check_cpu)() {
+            Ok(()) => true,
+            Err(why) => {
+                eprintln!("SKIPPED variant {} ({}): {why}", v.schemes, v.backend);
+                false
+            }
+        })
         .map(|v| Variant {
             schemes: v.schemes,
+            backend: v.backend,
             forward: v.forward,
             weights: v.open_weights(&exe).unwrap(),
             layers: v.layers,
@@ -37,12 +46,13 @@ fn variants() -> Vec<Variant> {
 }
 
 /// The reference model with every matrix replaced by its quantized-then-dequantized value.
-fn reference_for(schemes: &str) -> ReferenceWeights {
+fn reference_for(variant: &str) -> ReferenceWeights {
+    let spec = parse_variant(variant).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    write_tiny_model(dir.path(), &SyntheticOptions::default()).unwrap();
+    write_tiny_model(dir.path(), &SyntheticOptions { tie_word_embeddings: spec.tied, ..Default::default() }).unwrap();
     let ckpt = Checkpoint::open(dir.path()).unwrap();
     let mut w = ReferenceWeights::load(&ckpt, &mut |_, _, _| {}).unwrap();
-    let s = parse_schemes(schemes).unwrap();
+    let s = spec.schemes;
     let c = w.config.clone();
     let round = |m: &mut Vec<f32>, rows: usize, cols: usize, scheme: Scheme| {
         *m = dequantize(&quantize_rtn(m, rows, cols, scheme));
@@ -56,15 +66,21 @@ fn reference_for(schemes: &str) -> ReferenceWeights {
         round(&mut layer.up_proj, c.intermediate_size, c.hidden_size, s.mlp);
         round(&mut layer.down_proj, c.hidden_size, c.intermediate_size, s.mlp);
     }
-    round(&mut w.embed, c.vocab_size, c.hidden_size, s.embed);
-    round(w.lm_head.as_mut().unwrap(), c.vocab_size, c.hidden_size, s.lm_head);
+    match w.lm_head.as_mut() {
+        Some(head) => {
+            round(&mut w.embed, c.vocab_size, c.hidden_size, s.embed);
+            round(head, c.vocab_size, c.hidden_size, s.lm_head);
+        }
+        // Tied: one matrix, in the lm_head's scheme.
+        None => round(&mut w.embed, c.vocab_size, c.hidden_size, s.lm_head),
+    }
     w
 }
 
 const PROMPT: [u32; 12] = [72, 101, 108, 108, 111, 256, 300, 7, 311, 44, 44, 2];
 
-fn integer_scheme(schemes: &str) -> bool {
-    let s = parse_schemes(schemes).unwrap();
+fn integer_scheme(variant: &str) -> bool {
+    let s = parse_variant(variant).unwrap().schemes;
     [s.attn, s.mlp, s.lm_head].iter().any(|x| matches!(x, Scheme::W8 | Scheme::W4 { .. }))
 }
 
@@ -90,7 +106,7 @@ fn every_scheme_matches_the_reference_on_its_own_weights() {
             }
             top1_same += (argmax(got) == argmax(want)) as usize;
         }
-        eprintln!("{:<34} worst |Δlogit| / max|logit| = {worst:.2e}, top-1 {top1_same}/{}", v.schemes, PROMPT.len());
+        eprintln!("{:<28} {:<11} worst |Δlogit| / max|logit| = {worst:.2e}, top-1 {top1_same}/{}", v.schemes, v.backend, PROMPT.len());
         assert!(worst <= tolerance, "{}: {worst} > {tolerance}", v.schemes);
         if !integer_scheme(v.schemes) {
             assert_eq!(top1_same, PROMPT.len(), "{}", v.schemes);

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint::Checkpoint;
 use crate::compressed::CompressedModel;
+use crate::emit::x86::X86Isa;
 use crate::emit::{generate, Backend, ModelMeta};
 use crate::error::{LoadError, Result};
 use crate::pack::{pack, weights_hash, Packed, QuantizeOnTheFly};
@@ -70,7 +71,7 @@ pub fn compile_model(path: &Path, schemes: Option<Schemes>, backend: Backend, pr
         ));
     }
     let plan = Plan::new(&model.config, stored, model.tied_embeddings()).map_err(|e| LoadError::config(path, e))?;
-    let packed = pack(&plan, &model, progress)?;
+    let packed = pack(&plan, &model, backend, progress)?;
     finish(path, plan, packed, backend, model.tokenizer.to_tokenizer_json())
 }
 
@@ -79,7 +80,7 @@ pub fn compile_checkpoint(model: &Path, schemes: Schemes, backend: Backend, prog
     let ckpt = Checkpoint::open(model)?;
     let tied = ckpt.config.tie_word_embeddings || !ckpt.has_separate_lm_head();
     let plan = Plan::new(&ckpt.config, schemes, tied).map_err(|e| LoadError::config(model, e))?;
-    let packed = pack(&plan, &QuantizeOnTheFly(&ckpt), progress)?;
+    let packed = pack(&plan, &QuantizeOnTheFly(&ckpt), backend, progress)?;
     finish(model, plan, packed, backend, ckpt.tokenizer.to_tokenizer_json())
 }
 
@@ -114,13 +115,45 @@ pub fn review_files(config_json: &Path) -> Result<std::collections::BTreeMap<Str
     let config = crate::config::QwenConfig::from_file(config_json)?;
     let plan = Plan::new(&config, default_schemes(), config.tie_word_embeddings)
         .map_err(|e| LoadError::config(config_json, e))?;
-    let layout = crate::pack::layout(&plan);
-    let meta = ModelMeta { name: "Qwen2.5-0.5B (review copy)".into(), weights_len: layout.packed_len() as u64, weights_hash: 0 };
     let mut files = std::collections::BTreeMap::new();
-    for backend in [Backend::Scalar] {
+    let backends = [Backend::Scalar, Backend::X86(X86Isa::Avx2), Backend::X86(X86Isa::Avx512Vnni)];
+    for backend in backends {
+        let layout = crate::pack::layout(&plan, backend);
+        let meta = ModelMeta { name: "Qwen2.5-0.5B (review copy)".into(), weights_len: layout.packed_len() as u64, weights_hash: 0 };
         for (name, code) in generate(&plan, &layout, backend, &meta) {
             files.insert(format!("{}/{name}", backend.name()), code);
         }
     }
     Ok(files)
+}
+
+/// One test variant of a build (`QWENC_VARIANTS` entry): `SCHEMES[+tied][@BACKEND]`, e.g.
+/// `w4g32`, `w8+tied` (the tiny model with a tied embedding), `w4g32@x86-avx2`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VariantSpec {
+    pub schemes: Schemes,
+    pub tied: bool,
+    /// `None`: the build's own backend.
+    pub backend: Option<String>,
+}
+
+pub fn parse_variant(text: &str) -> std::result::Result<VariantSpec, String> {
+    let (rest, backend) = match text.split_once('@') {
+        Some((rest, backend)) => (rest, Some(backend.to_string())),
+        None => (text, None),
+    };
+    let (schemes, tied) = match rest.strip_suffix("+tied") {
+        Some(s) => (s, true),
+        None => (rest, false),
+    };
+    Ok(VariantSpec { schemes: parse_schemes(schemes)?, tied, backend })
+}
+
+/// A Rust identifier for a variant's module and weights file.
+pub fn variant_ident(text: &str) -> String {
+    let mut ident = String::from("v_");
+    for c in text.chars() {
+        ident.push(if c.is_ascii_alphanumeric() { c } else { '_' });
+    }
+    ident
 }

@@ -2,7 +2,7 @@
 //! exactly the layout the emitted kernels read (no repacking at run time). Each region starts
 //! on a 64-byte boundary so kernels can use aligned loads.
 //!
-//! Scalar layout (the reference layout; SIMD backends add their own):
+//! Scalar layout (the reference layout; tiled backends use `emit::tiled`'s, same part names):
 //! - `f32`:  `{m}.w` f32 `[rows, cols]`
 //! - `bf16`: `{m}.w` bf16 bits `[rows, cols]`
 //! - `w8`:   `{m}.q` i8 `[rows, cols]`, `{m}.scale` f32 `[rows]`
@@ -13,8 +13,9 @@
 use std::collections::BTreeMap;
 
 use crate::checkpoint::Checkpoint;
+use crate::emit::{tiled, Backend};
 use crate::error::Result;
-use crate::plan::Plan;
+use crate::plan::{FusedMatrix, Plan};
 use crate::quant::{quantize_rtn, QuantizedData, QuantizedMatrix, Scheme};
 
 pub const ALIGN: usize = 64;
@@ -89,7 +90,7 @@ fn matrix_parts(rows: usize, cols: usize, scheme: Scheme) -> Vec<(&'static str, 
 
 /// Where every packed part of the plan goes (depends on shapes and schemes only, not on
 /// weight values): the generated code's offsets come from here. `bytes` is left empty.
-pub fn layout(plan: &Plan) -> Packed {
+pub fn layout(plan: &Plan, backend: Backend) -> Packed {
     let mut regions = BTreeMap::new();
     let mut end = 0usize;
     let mut place = |name: String, len: usize| {
@@ -98,7 +99,12 @@ pub fn layout(plan: &Plan) -> Packed {
         end = offset + len;
     };
     for m in plan.matrices() {
-        for (part, len) in matrix_parts(m.shape.rows, m.shape.cols, m.shape.scheme) {
+        let (rows, cols, scheme) = (m.shape.rows, m.shape.cols, m.shape.scheme);
+        let parts = match tile_rows(plan, m, backend) {
+            Some(nr) => tiled::part_sizes(rows, cols, scheme, nr),
+            None => matrix_parts(rows, cols, scheme),
+        };
+        for (part, len) in parts {
             place(format!("{}.{part}", m.name), len);
         }
     }
@@ -143,8 +149,8 @@ fn le_bytes<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u
 }
 
 /// Pack every weight of the plan. `progress(done, total, name)` is called per matrix.
-pub fn pack(plan: &Plan, source: &dyn WeightSource, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<Packed> {
-    let mut packed = layout(plan);
+pub fn pack(plan: &Plan, source: &dyn WeightSource, backend: Backend, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<Packed> {
+    let mut packed = layout(plan, backend);
     packed.bytes = vec![0; packed.packed_len()];
     let matrices: Vec<_> = plan.matrices().collect();
     let total = matrices.len() + 1;
@@ -158,6 +164,12 @@ pub fn pack(plan: &Plan, source: &dyn WeightSource, progress: &mut dyn FnMut(usi
         let q = stack(parts);
         debug_assert_eq!(q.rows, m.shape.rows);
         let name = |part: &str| format!("{}.{part}", m.name);
+        if let Some(nr) = tile_rows(plan, m, backend) {
+            for (part, bytes) in tiled::pack_parts(&q, nr) {
+                packed.write(&name(part), &bytes);
+            }
+            continue;
+        }
         match &q.data {
             QuantizedData::F32(w) => packed.write(&name("w"), &le_bytes(w, f32::to_le_bytes)),
             QuantizedData::Bf16(w) => packed.write(&name("w"), &le_bytes(w, |x| x.to_le_bytes())),
@@ -184,6 +196,17 @@ pub fn pack(plan: &Plan, source: &dyn WeightSource, progress: &mut dyn FnMut(usi
     }
     progress(total, total, "");
     Ok(packed)
+}
+
+/// Rows per tile of `m` under `backend`, or None for the scalar layout. An untied embedding
+/// is only gathered from, never multiplied: it keeps the scalar layout.
+pub fn tile_rows(plan: &Plan, m: &FusedMatrix, backend: Backend) -> Option<usize> {
+    let gathered_only = std::ptr::eq(m, &plan.embed) && plan.lm_head.is_some();
+    if gathered_only {
+        None
+    } else {
+        backend.tile_rows()
+    }
 }
 
 /// Rows of one Hugging Face matrix that goes into a fused matrix.

@@ -684,6 +684,10 @@ pub struct MatrixAt {
     pub scale: usize,
     pub min: usize,
 }
+/// The scalar backend runs everywhere.
+pub fn check_cpu() -> Result<(), String> {
+    Ok(())
+}
 /// Run `tokens` at positions `cache.len..`, extend the cache, return logits `[rows, VOCAB]`.
 pub fn forward(
     w: &[u8],

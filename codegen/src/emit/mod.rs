@@ -4,7 +4,11 @@
 //! through `prettyplease`; maps are ordered). Kernel names come from one place,
 //! [`kernel_name`]: `{backend}_matmul_{scheme}_{rows}x{cols}`.
 
+mod embed;
+pub mod kernel_tests;
 pub mod scalar;
+pub mod tiled;
+pub mod x86;
 
 use std::collections::BTreeMap;
 
@@ -12,6 +16,7 @@ use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use crate::pack::Packed;
+use x86::X86Isa;
 use crate::plan::{FusedMatrix, MatmulShape, Plan};
 use crate::quant::Scheme;
 
@@ -20,20 +25,119 @@ pub const CODEGEN_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Backends the generator can emit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
+    /// Portable Rust: the reference for every other backend.
     Scalar,
+    /// x86_64 SIMD for the integer schemes (tiled layout); float schemes run scalar kernels.
+    X86(X86Isa),
 }
 
 impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Backend::Scalar => scalar::BACKEND,
+            Backend::X86(isa) => isa.name(),
         }
     }
-    pub fn parse(s: &str) -> Result<Backend, String> {
+
+    /// `QWENC_TARGET`: `scalar`, `x86-avx2`, `x86-avx512`, or `native` (the best backend the
+    /// build machine supports for `target_arch`, the arch being compiled for).
+    pub fn parse(s: &str, target_arch: &str) -> Result<Backend, String> {
         match s {
-            "scalar" | "native" => Ok(Backend::Scalar),
-            other => Err(format!("unknown target `{other}` (available: scalar, native)")),
+            "scalar" => Ok(Backend::Scalar),
+            "native" => Ok(Backend::native(target_arch)),
+            other => X86Isa::ALL
+                .into_iter()
+                .find(|isa| isa.name() == other)
+                .map(Backend::X86)
+                .ok_or_else(|| format!("unknown target `{other}` (available: native, scalar, x86-avx2, x86-avx512)")),
         }
+    }
+
+    /// The best backend this machine runs, when it is also the machine compiled for.
+    pub fn native(target_arch: &str) -> Backend {
+        #[cfg(target_arch = "x86_64")]
+        if target_arch == "x86_64" {
+            for isa in [X86Isa::Avx512Vnni, X86Isa::Avx2] {
+                if isa.target_features().iter().all(|f| host_has_feature(f)) {
+                    return Backend::X86(isa);
+                }
+            }
+        }
+        let _ = target_arch;
+        Backend::Scalar
+    }
+
+    /// Rows per tile of the packed integer matrices, for tiled backends.
+    pub fn tile_rows(self) -> Option<usize> {
+        match self {
+            Backend::Scalar => None,
+            Backend::X86(isa) => Some(tiled::tile_rows(isa)),
+        }
+    }
+
+    /// The backend whose kernel runs a matmul in `scheme` (tiled backends hand float schemes
+    /// to the scalar kernels).
+    fn kernel_backend(self, scheme: Scheme) -> Backend {
+        match (self, scheme) {
+            (Backend::X86(_), Scheme::F32 | Scheme::Bf16) => Backend::Scalar,
+            _ => self,
+        }
+    }
+
+    /// The matmul kernel for `shape`.
+    fn matmul(self, shape: &MatmulShape) -> TokenStream {
+        match self.kernel_backend(shape.scheme) {
+            Backend::Scalar => scalar::matmul(shape),
+            Backend::X86(isa) => tiled::matmul(isa, shape),
+        }
+    }
+
+    /// `pub fn check_cpu() -> Result<(), String>`: the start-up check that this CPU runs the
+    /// kernels compiled in.
+    fn cpu_check(self) -> TokenStream {
+        match self {
+            Backend::Scalar => quote! {
+                /// The scalar backend runs everywhere.
+                pub fn check_cpu() -> Result<(), String> {
+                    Ok(())
+                }
+            },
+            Backend::X86(isa) => {
+                let features = isa.target_features().iter().map(|f| quote! { std::arch::is_x86_feature_detected!(#f) });
+                let check = quote! { let ok = #(#features)&&*; };
+                let message = format!(
+                    "this executable was compiled for {} ({}), which this CPU lacks: rebuild with QWENC_TARGET=x86-avx2 or QWENC_TARGET=scalar",
+                    isa.name(),
+                    isa.target_features().join(", ")
+                );
+                quote! {
+                    /// Whether this CPU has every instruction the kernels use.
+                    #[cfg(target_arch = "x86_64")]
+                    pub fn check_cpu() -> Result<(), String> {
+                        #check
+                        if ok { Ok(()) } else { Err(#message.to_string()) }
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    pub fn check_cpu() -> Result<(), String> {
+                        Err(#message.to_string())
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn host_has_feature(feature: &str) -> bool {
+    match feature {
+        "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+        "fma" => std::arch::is_x86_feature_detected!("fma"),
+        "f16c" => std::arch::is_x86_feature_detected!("f16c"),
+        "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+        "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
+        "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
+        "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
+        _ => false,
     }
 }
 
@@ -57,14 +161,13 @@ pub fn kernel_name(backend: &str, shape: &MatmulShape) -> Ident {
 /// Generate `model.rs` for `plan` with weights laid out as `packed`.
 pub fn generate(plan: &Plan, packed: &Packed, backend: Backend, meta: &ModelMeta) -> BTreeMap<String, String> {
     let c = &plan.config;
-    let kernels: Vec<TokenStream> = plan
-        .matmul_shapes()
-        .iter()
-        .map(|s| match backend {
-            Backend::Scalar => scalar::matmul(s),
-        })
-        .collect();
-    let embed_row = scalar::embed_row(&plan.embed.shape);
+    let kernels: Vec<TokenStream> = plan.matmul_shapes().iter().map(|s| backend.matmul(s)).collect();
+    // A tied embedding is the lm_head matrix, in the lm_head kernel's layout.
+    let embed_row = match crate::pack::tile_rows(plan, &plan.embed, backend.kernel_backend(plan.embed.shape.scheme)) {
+        Some(nr) => embed::tiled(&plan.embed.shape, nr),
+        None => scalar::embed_row(&plan.embed.shape),
+    };
+    let cpu_check = backend.cpu_check();
 
     let consts = constants(plan, backend, meta);
     let offsets = offsets(plan, packed);
@@ -88,6 +191,8 @@ pub fn generate(plan: &Plan, packed: &Packed, backend: Backend, meta: &ModelMeta
             pub scale: usize,
             pub min: usize,
         }
+
+        #cpu_check
 
         #forward
 
@@ -250,7 +355,7 @@ fn offsets(plan: &Plan, packed: &Packed) -> TokenStream {
 
 /// A call of the matmul for `shape`, quantizing the f32 input first for integer schemes.
 fn matmul_call(backend: Backend, shape: &MatmulShape, at: TokenStream, x: TokenStream, y: TokenStream) -> TokenStream {
-    let kernel = kernel_name(backend.name(), shape);
+    let kernel = kernel_name(backend.kernel_backend(shape.scheme).name(), shape);
     let cols = lit(shape.cols);
     match shape.scheme {
         Scheme::F32 | Scheme::Bf16 => quote! { #kernel(w, &#at, #x, #y) },

@@ -1,0 +1,139 @@
+//! A Rust module of kernels for the kernel tests (`tests/kernels_x86.rs`): for each integer
+//! scheme and a few shapes, the scalar kernel, the tiled twins (`twin8`, `twin16`) and the
+//! x86 SIMD kernels (`avx2`, `avx512`), each module with a uniform lookup
+//! `kernel(rows, cols, scheme) -> Option<Kernel>`, plus a `MatrixAt` like the generated one so the
+//! file compiles on its own inside any module of a crate that depends on `qwenc_runtime`.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use super::x86::X86Isa;
+use super::{kernel_name, lit, scalar, tiled};
+use crate::plan::MatmulShape;
+use crate::quant::Scheme;
+
+/// The integer schemes under test.
+pub const TEST_SCHEMES: [&str; 5] = ["w8", "w4g32", "w4g64", "w4g128a", "w4g32a"];
+
+/// Shapes under test: tiny, rows not a multiple of any tile (13), and two real Qwen2.5-0.5B
+/// shapes (qkv: 1152×896, down: 896×4864). A scheme is skipped where its group does not
+/// divide the columns.
+pub const TEST_SHAPES: [(usize, usize); 4] = [(8, 64), (13, 96), (1152, 896), (896, 4864)];
+
+/// Every (shape, scheme) the module has kernels for.
+pub fn test_shapes() -> Vec<MatmulShape> {
+    let mut shapes = Vec::new();
+    for (rows, cols) in TEST_SHAPES {
+        for scheme in TEST_SCHEMES {
+            let scheme: Scheme = scheme.parse().expect("valid scheme name");
+            if scheme.check_cols(cols).is_ok() {
+                shapes.push(MatmulShape { rows, cols, scheme });
+            }
+        }
+    }
+    shapes
+}
+
+/// The module's source, formatted.
+pub fn kernel_test_module() -> String {
+    let shapes = test_shapes();
+    let module = |name: &str, backend: &str, cfg: TokenStream, kernels: Vec<TokenStream>| {
+        let name = format_ident!("{name}");
+        let arms = shapes.iter().map(|s| {
+            let (r, c, scheme) = (lit(s.rows), lit(s.cols), s.scheme.to_string());
+            let k = kernel_name(backend, s);
+            quote! { (#r, #c, #scheme) => Some(#k as Kernel), }
+        });
+        quote! {
+            #cfg
+            #[allow(dead_code, unused_imports, clippy::all)]
+            pub mod #name {
+                use super::*;
+                #(#kernels)*
+                /// This module's kernel for `rows × cols` in `scheme`, if emitted.
+                pub fn kernel(rows: usize, cols: usize, scheme: &str) -> Option<Kernel> {
+                    match (rows, cols, scheme) {
+                        #(#arms)*
+                        _ => None,
+                    }
+                }
+            }
+        }
+    };
+    let x86_cfg = quote! { #[cfg(target_arch = "x86_64")] };
+    let mut modules = vec![module(
+        "scalar",
+        scalar::BACKEND,
+        quote! {},
+        shapes.iter().map(scalar::matmul).collect(),
+    )];
+    for isa in X86Isa::ALL {
+        let nr = tiled::tile_rows(isa);
+        let twin: Vec<_> = shapes.iter().map(|s| tiled::matmul_twin(nr, s)).collect();
+        modules.push(module(
+            &format!("twin{nr}"),
+            &format!("twin{nr}"),
+            quote! {},
+            twin,
+        ));
+        let simd: Vec<_> = shapes.iter().map(|s| tiled::matmul(isa, s)).collect();
+        modules.push(module(isa.short_name(), isa.name(), x86_cfg.clone(), simd));
+    }
+    let shape_list = shapes.iter().map(|s| {
+        let (r, c, scheme) = (lit(s.rows), lit(s.cols), s.scheme.to_string());
+        quote! { (#r, #c, #scheme) }
+    });
+    let (avx2_nr, avx512_nr) = (
+        lit(tiled::tile_rows(X86Isa::Avx2)),
+        lit(tiled::tile_rows(X86Isa::Avx512Vnni)),
+    );
+    let (avx2_twin, avx512_twin) = (format!("twin{avx2_nr}"), format!("twin{avx512_nr}"));
+    let file = quote! {
+        #[allow(unused_imports)]
+        use qwenc_runtime::kernel_support::{par_outputs, Q8Acts, Q8_BLOCK};
+        #[allow(unused_imports)]
+        use qwenc_runtime::weights::{bf16_to_f32, f16_to_f32, view};
+
+        /// Where one matrix's packed parts start (as in the generated `model.rs`).
+        #[derive(Clone, Copy, Debug, Default)]
+        pub struct MatrixAt {
+            pub w: usize,
+            pub q: usize,
+            pub scale: usize,
+            pub min: usize,
+        }
+
+        /// The signature of every integer kernel.
+        pub type Kernel = fn(&[u8], &MatrixAt, &Q8Acts, &mut [f32]);
+
+        /// `(rows, cols, scheme)` of every kernel in each module.
+        pub const SHAPES: &[(usize, usize, &str)] = &[#(#shape_list),*];
+
+        /// Rows per tile of the AVX2 and AVX-512 layouts, and the twin module of each.
+        pub const AVX2_NR: usize = #avx2_nr;
+        pub const AVX512_NR: usize = #avx512_nr;
+        pub const AVX2_TWIN: &str = #avx2_twin;
+        pub const AVX512_TWIN: &str = #avx512_twin;
+
+        /// The kernel of `module` (`scalar`, `twin8`, `twin16`, `avx2`, `avx512`).
+        pub fn kernel(module: &str, rows: usize, cols: usize, scheme: &str) -> Option<Kernel> {
+            match module {
+                "scalar" => scalar::kernel(rows, cols, scheme),
+                "twin8" => twin8::kernel(rows, cols, scheme),
+                "twin16" => twin16::kernel(rows, cols, scheme),
+                #[cfg(target_arch = "x86_64")]
+                "avx2" => avx2::kernel(rows, cols, scheme),
+                #[cfg(target_arch = "x86_64")]
+                "avx512" => avx512::kernel(rows, cols, scheme),
+                _ => None,
+            }
+        }
+
+        #(#modules)*
+    };
+    let syntax: syn::File = syn::parse2(file).expect("kernel test module parses");
+    format!(
+        "// @generated by qwenc-codegen (emit::kernel_tests). Do not edit.\n\n{}",
+        prettyplease::unparse(&syntax)
+    )
+}

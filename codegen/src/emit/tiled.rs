@@ -1,0 +1,830 @@
+//! Tiled integer kernels: the packed layout the SIMD backends read, its packer, the kernel
+//! body (written once, generic over an ISA's [`TilePrims`]) and the plain-Rust *twin* that
+//! reads the same layout and defines, operation for operation, what the SIMD kernels compute.
+//!
+//! # Layout (`nr` = rows per tile: 16 for AVX-512, 8 for AVX2)
+//!
+//! Rows are grouped in `T = ceil(rows / nr)` tiles; the last tile is padded with rows of zero
+//! codes and zero scales (their outputs are computed and never stored). Within a tile,
+//! columns go in blocks of 32 (the activation block), and each block is a run of *steps*: one
+//! vector of `nr` i32 lanes, lane `r` = 4 consecutive bytes of row `r`, so one load feeds one
+//! u8×s8 → i32 dot instruction against 4 activation bytes broadcast to every lane.
+//!
+//! - `w4g{G}[a]` `q`: `[T][cols/32][4][nr][4]` bytes (16·nr per tile-block). Byte `j` of
+//!   lane `r` in vector `k` holds column `32b + 8k + j` in its low nibble and `32b + 8k + 4 + j`
+//!   in its high nibble: `and 0x0F` and `srli 4; and 0x0F` give two u8 step vectors (columns
+//!   `8k..8k+4` and `8k+4..8k+8`) without any shuffle. Codes are the scheme's u4 `q`.
+//! - `w4g{G}[a]` `scale` (and `min`): f16 bits `[T][cols/G][nr]`: one vector load + F16C
+//!   conversion per tile and group.
+//! - `w8` `q`: `[T][cols/32][8][nr][4]` bytes, step `k` = columns `32b + 4k..32b + 4k + 4`,
+//!   stored as `q + 128` (u8, 1..=255; padding 128 = zero) so VNNI's u8×s8 applies directly
+//!   (the kernel subtracts `128·Σx` per block; AVX2 recovers `q` with `xor 0x80`).
+//! - `w8` `scale`: f32 `[T][nr]`.
+//! - `f32`, `bf16`: the scalar layout (`w`); the x86 backends run the scalar kernels for them.
+//!
+//! Why this layout: decode (n = 1) is bound by reading the weights once, so every byte is
+//! read by exactly one full-width aligned vector load, in address order, and turned into dot
+//! operands with at most an and/shift (w4) — no gathers, shuffles or per-row horizontal sums:
+//! the lanes of the accumulator *are* the outputs of `nr` rows. Tiles are independent, so
+//! threads split them; within a tile the codes of one block (256 B for AVX-512 w4) are reused
+//! for every token of a prefill pass (`mr` tokens per pass, each loaded code vector feeding
+//! `mr` dot instructions), and a tile's codes (≤ 40 KiB) stay in L1/L2 while all tokens of a
+//! [`token_block`] pass over it.
+//!
+//! # Arithmetic (the twin does exactly this, so SIMD and twin agree bit for bit)
+//!
+//! Per row `r`, token `t`, 32-column block `b` with activation scale `sa` and `s = Σ x`:
+//! - integer: `dot = Σ code·x` (i32, exact); symmetric w4 `dot −= 8·s`; w8 codes are `q`.
+//! - `w4g{G}`:  `acc = fma(dot as f32, d·sa, acc)`, `d` = the group's scale.
+//! - `w4g{G}a`: then also `acc = fma(m, sa·(s as f32), acc)`, `m` = the group's minimum.
+//! - `w8`:      `acc = fma(dot as f32, sa, acc)`, and at the end `y = acc·scale[r]`.
+//!
+//! Blocks are accumulated in column order from `acc = 0`. This equals the scalar kernel's
+//! value up to float rounding order (`d·(dot·sa)` there, `dot·(d·sa)` fused here).
+
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote};
+
+use super::x86::X86Isa;
+use super::{kernel_name, lit};
+use crate::plan::MatmulShape;
+use crate::quant::{QuantizedData, QuantizedMatrix, Scheme};
+
+/// Columns per activation block (= `qwenc_runtime::kernel_support::Q8_BLOCK`).
+pub const BLOCK: usize = 32;
+
+/// Which integer dot product a step is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DotKind {
+    /// u8 codes in 0..=15 (w4, after unpacking a nibble).
+    U4,
+    /// w8 codes stored as q + 128, turned into operands by [`TilePrims::w8_signed`] and
+    /// [`TilePrims::w8_unsigned`].
+    W8,
+}
+
+/// The primitives of one ISA. Every vector method returns the tokens of one expression; the
+/// kernel body ([`matmul_with`]) is the only place they are combined. An integer vector has
+/// `nr()` i32 lanes (or 4·`nr()` bytes), a float vector `nr()` f32 lanes.
+pub trait TilePrims: Sync {
+    /// Backend name, for [`kernel_name`].
+    fn name(&self) -> &'static str;
+    /// Rows per tile (= i32 lanes per vector).
+    fn nr(&self) -> usize;
+    /// Tokens per prefill pass (accumulators kept in registers at once).
+    fn mr(&self) -> usize;
+    /// Integer accumulators per token and block (1, or 2 to halve the dependency chain).
+    fn int_accs(&self) -> usize;
+    /// The offset of [`DotKind::W8`] dots: they compute Σ (q + bias)·x.
+    fn w8_bias(&self) -> i32;
+    /// `#[cfg(...)]` put on every emitted item of this ISA.
+    fn cfg(&self) -> TokenStream;
+    /// The `use` of the intrinsics, at the top of each kernel.
+    fn arch_import(&self) -> TokenStream;
+    /// `#[target_feature(enable = ...)]` of the inner functions.
+    fn target_feature(&self) -> TokenStream;
+    /// A `bool` expression: the CPU has the features.
+    fn detect(&self) -> TokenStream;
+    /// The features, for messages.
+    fn features(&self) -> String;
+
+    fn ivec(&self) -> TokenStream;
+    fn fvec(&self) -> TokenStream;
+    /// Unaligned load of one integer vector from a `*const u8`.
+    fn load_i(&self, ptr: TokenStream) -> TokenStream;
+    fn splat_i8(&self, v: i8) -> TokenStream;
+    fn splat_i32(&self, e: TokenStream) -> TokenStream;
+    /// The 4 activation bytes at `ptr: *const i8` in every i32 lane.
+    fn bcast_x4(&self, ptr: TokenStream) -> TokenStream {
+        // A byte-array deref: a plain 4-byte load (no `read_unaligned` call and no debug
+        // precondition checks in test builds).
+        self.splat_i32(quote! { i32::from_le_bytes(*(#ptr as *const [u8; 4])) })
+    }
+    fn and_i(&self, a: TokenStream, b: TokenStream) -> TokenStream;
+    /// Shift every 16-bit lane right by 4.
+    fn srli16_4(&self, a: TokenStream) -> TokenStream;
+    fn sub_i32(&self, a: TokenStream, b: TokenStream) -> TokenStream;
+    /// A zero accumulator for one block of `kind` dots (its lane type is the ISA's business).
+    fn acc_zero(&self, kind: DotKind) -> TokenStream;
+    /// From one loaded w8 code vector `v`: a signed operand, if the ISA's dot needs one.
+    fn w8_signed(&self, v: TokenStream) -> Option<TokenStream>;
+    /// The unsigned operand of a w8 dot, from `v` and the signed operand (if any).
+    fn w8_unsigned(&self, v: TokenStream, s: Option<TokenStream>) -> TokenStream;
+    /// `acc` plus the 4-wide dot products of unsigned `u` and signed activations `x`.
+    fn dot(
+        &self,
+        kind: DotKind,
+        acc: TokenStream,
+        u: TokenStream,
+        s: Option<TokenStream>,
+        x: TokenStream,
+    ) -> TokenStream;
+    /// The accumulators of one block summed to i32 lanes.
+    fn acc_sum(&self, kind: DotKind, accs: &[TokenStream]) -> TokenStream;
+    fn zero_f(&self) -> TokenStream;
+    fn splat_f32(&self, e: TokenStream) -> TokenStream;
+    /// i32 → f32, round to nearest even (as `as f32`).
+    fn cvt_f32(&self, a: TokenStream) -> TokenStream;
+    fn mul_f(&self, a: TokenStream, b: TokenStream) -> TokenStream;
+    /// `a·b + c`, fused (as `f32::mul_add`).
+    fn fma_f(&self, a: TokenStream, b: TokenStream, c: TokenStream) -> TokenStream;
+    /// `nr` f32 from `*const f32`.
+    fn load_f32(&self, ptr: TokenStream) -> TokenStream;
+    /// `nr` f16 bits from `*const u16`, converted exactly to f32.
+    fn load_f16(&self, ptr: TokenStream) -> TokenStream;
+    fn store_f32(&self, ptr: TokenStream, v: TokenStream) -> TokenStream;
+}
+
+/// Rows per tile of `isa`.
+pub fn tile_rows(isa: X86Isa) -> usize {
+    isa.prims().nr()
+}
+
+/// Tokens per sweep of the SIMD kernel over its tiles for `cols` inputs: a multiple of the
+/// pass size whose activations fit in 256 KiB (longer prompts sweep the weights again).
+pub fn token_block(p: &dyn TilePrims, cols: usize) -> usize {
+    (256 * 1024 / cols / p.mr() * p.mr()).max(p.mr())
+}
+
+/// Code bytes of one 32-column block of one tile.
+fn block_bytes(scheme: Scheme, nr: usize) -> usize {
+    match scheme {
+        Scheme::W8 => BLOCK * nr,
+        Scheme::W4 { .. } => BLOCK / 2 * nr,
+        _ => unreachable!("integer schemes only"),
+    }
+}
+
+/// The packed parts of a `rows × cols` matrix in `scheme` for tiles of `nr` rows, with their
+/// byte sizes, in packing order (same names as the scalar layout).
+pub fn part_sizes(
+    rows: usize,
+    cols: usize,
+    scheme: Scheme,
+    nr: usize,
+) -> Vec<(&'static str, usize)> {
+    let padded = rows.div_ceil(nr) * nr;
+    match scheme {
+        Scheme::F32 => vec![("w", rows * cols * 4)],
+        Scheme::Bf16 => vec![("w", rows * cols * 2)],
+        Scheme::W8 => {
+            assert_eq!(cols % BLOCK, 0, "w8 needs cols a multiple of {BLOCK}");
+            vec![("q", padded * cols), ("scale", padded * 4)]
+        }
+        Scheme::W4 { group, asymmetric } => {
+            assert_eq!(
+                cols % group,
+                0,
+                "w4g{group} needs cols a multiple of the group"
+            );
+            let mut parts = vec![
+                ("q", padded * cols / 2),
+                ("scale", padded * cols / group * 2),
+            ];
+            if asymmetric {
+                parts.push(("min", padded * cols / group * 2));
+            }
+            parts
+        }
+    }
+}
+
+/// The bytes of every part of `m` in the tiled layout for `nr`-row tiles (names and sizes as
+/// [`part_sizes`]). `f32` and `bf16` keep the scalar layout.
+pub fn pack_parts(m: &QuantizedMatrix, nr: usize) -> Vec<(&'static str, Vec<u8>)> {
+    let (rows, cols) = (m.rows, m.cols);
+    let tiles = rows.div_ceil(nr);
+    let blocks = cols / BLOCK;
+    let parts = match &m.data {
+        QuantizedData::F32(w) => vec![("w", w.iter().flat_map(|v| v.to_le_bytes()).collect())],
+        QuantizedData::Bf16(w) => vec![("w", w.iter().flat_map(|v| v.to_le_bytes()).collect())],
+        QuantizedData::W8 { q, scales } => {
+            let mut codes = vec![128u8; tiles * nr * cols];
+            let mut scale = vec![0u8; tiles * nr * 4];
+            for r in 0..rows {
+                let (tile, lane) = (r / nr, r % nr);
+                for b in 0..blocks {
+                    let block = (tile * blocks + b) * BLOCK * nr;
+                    for k in 0..8 {
+                        for j in 0..4 {
+                            let c = b * BLOCK + 4 * k + j;
+                            codes[block + k * 4 * nr + lane * 4 + j] =
+                                (q[r * cols + c] as i32 + 128) as u8;
+                        }
+                    }
+                }
+                scale[r * 4..][..4].copy_from_slice(&scales[r].to_le_bytes());
+            }
+            vec![("q", codes), ("scale", scale)]
+        }
+        QuantizedData::W4 {
+            packed,
+            scales,
+            mins,
+        } => {
+            let Scheme::W4 { group, .. } = m.scheme else {
+                unreachable!("W4 data carries a W4 scheme")
+            };
+            let groups = cols / group;
+            let code = |r: usize, c: usize| (packed[(r * cols + c) / 2] >> (4 * (c % 2))) & 15;
+            let mut codes = vec![0u8; tiles * nr * cols / 2];
+            for r in 0..rows {
+                let (tile, lane) = (r / nr, r % nr);
+                for b in 0..blocks {
+                    let block = (tile * blocks + b) * BLOCK / 2 * nr;
+                    for k in 0..4 {
+                        for j in 0..4 {
+                            let c = b * BLOCK + 8 * k + j;
+                            codes[block + k * 4 * nr + lane * 4 + j] =
+                                code(r, c) | code(r, c + 4) << 4;
+                        }
+                    }
+                }
+            }
+            let per_group = |values: &[half::f16]| {
+                let mut out = vec![0u8; tiles * groups * nr * 2];
+                for r in 0..rows {
+                    let (tile, lane) = (r / nr, r % nr);
+                    for g in 0..groups {
+                        let at = ((tile * groups + g) * nr + lane) * 2;
+                        out[at..at + 2].copy_from_slice(&values[r * groups + g].to_le_bytes());
+                    }
+                }
+                out
+            };
+            let mut parts = vec![("q", codes), ("scale", per_group(scales))];
+            if let Some(mins) = mins {
+                parts.push(("min", per_group(mins)));
+            }
+            parts
+        }
+    };
+    debug_assert_eq!(
+        parts.iter().map(|(n, b)| (*n, b.len())).collect::<Vec<_>>(),
+        part_sizes(rows, cols, m.scheme, nr)
+    );
+    parts
+}
+
+/// The SIMD kernel for `shape` on `isa`: `pub fn NAME(w: &[u8], at: &MatrixAt, x: &Q8Acts,
+/// y: &mut [f32])`, NAME from [`kernel_name`].
+pub fn matmul(isa: X86Isa, shape: &MatmulShape) -> TokenStream {
+    matmul_with(isa.prims(), shape)
+}
+
+/// What the body needs to know about the scheme.
+struct SchemeInfo {
+    kind: DotKind,
+    /// `None` for w8 (a per-row f32 scale instead of per-group f16 scales).
+    group: Option<usize>,
+    asymmetric: bool,
+}
+
+fn scheme_info(scheme: Scheme) -> SchemeInfo {
+    match scheme {
+        Scheme::W8 => SchemeInfo {
+            kind: DotKind::W8,
+            group: None,
+            asymmetric: false,
+        },
+        Scheme::W4 { group, asymmetric } => SchemeInfo {
+            kind: DotKind::U4,
+            group: Some(group),
+            asymmetric,
+        },
+        other => {
+            panic!("the tiled kernels are for integer schemes; {other} uses the scalar kernel")
+        }
+    }
+}
+
+/// The kernel body, once, over the primitives `p`.
+pub fn matmul_with(p: &dyn TilePrims, shape: &MatmulShape) -> TokenStream {
+    let info = scheme_info(shape.scheme);
+    let name = kernel_name(p.name(), shape);
+    let (nr, mr) = (p.nr(), p.mr());
+    let tiles = shape.rows.div_ceil(nr);
+    let (rows_l, cols_l, nr_l, mr_l, tiles_l) = (
+        lit(shape.rows),
+        lit(shape.cols),
+        lit(nr),
+        lit(mr),
+        lit(tiles),
+    );
+    let block_bytes_l = lit(block_bytes(shape.scheme, nr));
+    let token_block = lit(token_block(p, shape.cols));
+    let (cfg, arch, tf, detect) = (p.cfg(), p.arch_import(), p.target_feature(), p.detect());
+    let doc = format!(
+        " `y[n, {}] = x[n, {}] · Wᵀ`, W in `{}`, tiled layout of {nr} rows ({}: {}).",
+        shape.rows,
+        shape.cols,
+        shape.scheme,
+        p.name(),
+        p.features()
+    );
+    let missing = format!(
+        "{name} needs the CPU features {} (this CPU lacks one)",
+        p.features()
+    );
+
+    // Scheme-dependent constants, weight views, and the weight pointers passed down.
+    let (consts, views, params, args, advance, view_ptrs) = match info.group {
+        Some(group) => {
+            let group = lit(group);
+            let consts = quote! {
+                const GROUP: usize = #group;
+                const GROUPS: usize = COLS / GROUP;
+                const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
+            };
+            let (mut views, mut params, mut args, mut advance, mut ptrs) = (
+                quote! { let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR); },
+                quote! { scales: *const u16, },
+                quote! { scales, },
+                quote! { let scales = scales.add(tile * GROUPS * NR); },
+                quote! { scales.as_ptr(), },
+            );
+            if info.asymmetric {
+                views.extend(quote! { let mins: &[u16] = view(w, at.min, TILES * GROUPS * NR); });
+                params.extend(quote! { mins: *const u16, });
+                args.extend(quote! { mins, });
+                advance.extend(quote! { let mins = mins.add(tile * GROUPS * NR); });
+                ptrs.extend(quote! { mins.as_ptr(), });
+            }
+            (consts, views, params, args, advance, ptrs)
+        }
+        None => (
+            quote! {},
+            quote! { let scales: &[f32] = view(w, at.scale, TILES * NR); },
+            quote! { scales: *const f32, },
+            quote! { scales, },
+            quote! { let scales = scales.add(tile * NR); },
+            quote! { scales.as_ptr(), },
+        ),
+    };
+
+    let passes: Vec<TokenStream> = (1..=mr).map(|m| token_pass(p, &info, m, &params)).collect();
+    let pass = |m: usize| format_ident!("tokens_{m}");
+    let full = pass(mr);
+    let call_args = quote! { codes, #args xq.add(t * COLS), xs.add(t * BLOCKS), xsum.add(t * BLOCKS), o.add(t * NR) };
+    let rest_arms: Vec<TokenStream> = (1..mr)
+        .map(|m| {
+            let (f, m) = (pass(m), lit(m));
+            quote! { #m => #f(#call_args), }
+        })
+        .collect();
+
+    quote! {
+        #cfg
+        #[doc = #doc]
+        pub fn #name(w: &[u8], at: &MatrixAt, x: &Q8Acts, y: &mut [f32]) {
+            #arch
+            use qwenc_runtime::rayon::prelude::*;
+            const ROWS: usize = #rows_l;
+            const COLS: usize = #cols_l;
+            /// Rows per tile, tokens per pass, tiles (the last one padded).
+            const NR: usize = #nr_l;
+            const MR: usize = #mr_l;
+            const TILES: usize = #tiles_l;
+            const BLOCKS: usize = COLS / Q8_BLOCK;
+            /// Code bytes of one tile and block, and of one tile.
+            const BLOCK_BYTES: usize = #block_bytes_l;
+            const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+            /// Tokens per sweep over the tiles: at most 256 KiB of activations.
+            const TOKEN_BLOCK: usize = #token_block;
+            #consts
+            assert!(#detect, #missing);
+            let n = x.tokens();
+            assert!(
+                x.cols == COLS && x.q.len() == n * COLS && x.scale.len() == n * BLOCKS && x.sum.len() == n * BLOCKS && y.len() == n * ROWS,
+                "shape mismatch"
+            );
+            if n == 0 {
+                return;
+            }
+            let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+            #views
+            // Outputs per tile as [n][NR]: y itself for one token and whole tiles, else a
+            // scratch copied out below (dropping the padded rows).
+            let direct = n == 1 && ROWS % NR == 0;
+            let mut scratch = Vec::new();
+            let out: &mut [f32] = if direct {
+                &mut *y
+            } else {
+                scratch.resize(TILES * n * NR, 0.0f32);
+                &mut scratch
+            };
+            let chunk = (TILES / (4 * qwenc_runtime::rayon::current_num_threads())).max(1);
+            out.par_chunks_mut(chunk * n * NR).enumerate().for_each(|(c, out)| {
+                // SAFETY: the CPU has the features (asserted above), and `tiles` reads only
+                // inside the views and `x`, whose lengths were checked against the shape.
+                unsafe { tiles(codes.as_ptr(), #view_ptrs x, n, c * chunk, out) }
+            });
+            if !direct {
+                for tile in 0..TILES {
+                    let live = NR.min(ROWS - tile * NR);
+                    for t in 0..n {
+                        y[t * ROWS + tile * NR..][..live].copy_from_slice(&scratch[(tile * n + t) * NR..][..live]);
+                    }
+                }
+            }
+
+            /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
+            /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.
+            #tf
+            unsafe fn tiles(codes: *const u8, #params x: &Q8Acts, n: usize, first: usize, out: &mut [f32]) {
+                unsafe {
+                    let (xq, xs, xsum) = (x.q.as_ptr(), x.scale.as_ptr(), x.sum.as_ptr());
+                    let mut t0 = 0;
+                    while t0 < n {
+                        let t1 = (t0 + TOKEN_BLOCK).min(n);
+                        for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
+                            let tile = first + i;
+                            let codes = codes.add(tile * TILE_BYTES);
+                            #advance
+                            let o = slab.as_mut_ptr();
+                            let mut t = t0;
+                            while t + MR <= t1 {
+                                #full(#call_args);
+                                t += MR;
+                            }
+                            match t1 - t {
+                                0 => {}
+                                #(#rest_arms)*
+                                _ => unreachable!(),
+                            }
+                        }
+                        t0 = t1;
+                    }
+                }
+            }
+
+            #(#passes)*
+        }
+    }
+}
+
+/// `tokens_{m}`: one tile × `m` tokens, all blocks; token `j`'s outputs to `out + j·NR`.
+fn token_pass(p: &dyn TilePrims, info: &SchemeInfo, m: usize, params: &TokenStream) -> TokenStream {
+    let nr = p.nr();
+    let tf = p.target_feature();
+    let fname = format_ident!("tokens_{m}");
+    let (ivec, fvec) = (p.ivec(), p.fvec());
+    let kind = info.kind;
+    let accs = p.int_accs();
+    let f: Vec<Ident> = (0..m).map(|j| format_ident!("f{j}")).collect();
+    let acc = |j: usize, a: usize| format_ident!("a{j}_{a}");
+    let id = |i: Ident| quote!(#i);
+
+    // The integer part of one block: accumulators, steps, and the corrected dot per token.
+    let mut block = TokenStream::new();
+    for j in 0..m {
+        for a in 0..accs {
+            let (name, zero) = (acc(j, a), p.acc_zero(kind));
+            block.extend(quote! { let mut #name: #ivec = #zero; });
+        }
+    }
+    // (code operand, sign operand, activation byte offset in the block) per step, in order.
+    let mut steps: Vec<(TokenStream, Option<TokenStream>, usize)> = Vec::new();
+    match kind {
+        DotKind::U4 => {
+            let mask = quote!(nibble);
+            for k in 0..4 {
+                let (v, lo, hi) = (
+                    format_ident!("v{k}"),
+                    format_ident!("lo{k}"),
+                    format_ident!("hi{k}"),
+                );
+                let kl = lit(k);
+                let load = p.load_i(quote! { c.add(#kl * 4 * NR) });
+                let lo_e = p.and_i(id(v.clone()), mask.clone());
+                let hi_e = p.and_i(p.srli16_4(id(v.clone())), mask.clone());
+                block.extend(quote! {
+                    let #v: #ivec = #load;
+                    let #lo: #ivec = #lo_e;
+                    let #hi: #ivec = #hi_e;
+                });
+                steps.push((id(lo), None, 8 * k));
+                steps.push((id(hi), None, 8 * k + 4));
+            }
+        }
+        DotKind::W8 => {
+            for k in 0..8 {
+                let (v, u, s) = (
+                    format_ident!("v{k}"),
+                    format_ident!("u{k}"),
+                    format_ident!("s{k}"),
+                );
+                let kl = lit(k);
+                let load = p.load_i(quote! { c.add(#kl * 4 * NR) });
+                block.extend(quote! { let #v: #ivec = #load; });
+                let s = p.w8_signed(id(v.clone())).map(|s_e| {
+                    block.extend(quote! { let #s: #ivec = #s_e; });
+                    id(s)
+                });
+                let u_e = p.w8_unsigned(id(v), s.clone());
+                block.extend(quote! { let #u: #ivec = #u_e; });
+                steps.push((id(u), s, 4 * k));
+            }
+        }
+    }
+    // Token-inner: every loaded step vector serves all m tokens before the next load.
+    for (step, (u, s, off)) in steps.iter().enumerate() {
+        for j in 0..m {
+            let a = acc(j, step % accs);
+            let (jl, offl) = (lit(j), lit(*off));
+            let x = p.bcast_x4(quote! { xb.add(#jl * COLS + #offl) });
+            let dot = p.dot(kind, id(a.clone()), u.clone(), s.clone(), x);
+            block.extend(quote! { #a = #dot; });
+        }
+    }
+    let correction: i32 = match kind {
+        DotKind::U4 if !info.asymmetric => 8,
+        DotKind::U4 => 0,
+        DotKind::W8 => p.w8_bias(),
+    };
+    for (j, fj) in f.iter().enumerate() {
+        let jl = lit(j);
+        let dot = format_ident!("dot{j}");
+        let sum = p.acc_sum(kind, &(0..accs).map(|a| id(acc(j, a))).collect::<Vec<_>>());
+        block.extend(quote! {
+            let #dot: #ivec = #sum;
+            let sa = *xs.add(#jl * BLOCKS + b);
+        });
+        if correction != 0 {
+            let correction = proc_macro2::Literal::i32_unsuffixed(correction);
+            let bias = p.splat_i32(quote! { #correction * *xsum.add(#jl * BLOCKS + b) });
+            let sub = p.sub_i32(id(dot.clone()), bias);
+            block.extend(quote! { let #dot: #ivec = #sub; });
+        }
+        let dotf = p.cvt_f32(id(dot));
+        let update = match info.group {
+            Some(_) => {
+                let ds = p.mul_f(quote!(d), p.splat_f32(quote!(sa)));
+                let mut u = p.fma_f(dotf, ds, id(fj.clone()));
+                if info.asymmetric {
+                    let ms = p.splat_f32(quote! { sa * *xsum.add(#jl * BLOCKS + b) as f32 });
+                    let inner = u;
+                    u = p.fma_f(quote!(mn), ms, inner);
+                }
+                u
+            }
+            None => p.fma_f(dotf, p.splat_f32(quote!(sa)), id(fj.clone())),
+        };
+        block.extend(quote! { #fj = #update; });
+    }
+
+    let block_setup = quote! {
+        let c = codes.add(b * BLOCK_BYTES);
+        let xb = xq.add(b * Q8_BLOCK);
+    };
+    let loops = match info.group {
+        Some(_) => {
+            let d = p.load_f16(quote! { scales.add(g * NR) });
+            let mn = info.asymmetric.then(|| {
+                let e = p.load_f16(quote! { mins.add(g * NR) });
+                quote! { let mn: #fvec = #e; }
+            });
+            quote! {
+                for g in 0..GROUPS {
+                    let d: #fvec = #d;
+                    #mn
+                    for kb in 0..BLOCKS_PER_GROUP {
+                        let b = g * BLOCKS_PER_GROUP + kb;
+                        #block_setup
+                        #block
+                    }
+                }
+            }
+        }
+        None => quote! {
+            for b in 0..BLOCKS {
+                #block_setup
+                #block
+            }
+        },
+    };
+    let nibble = (kind == DotKind::U4).then(|| {
+        let e = p.splat_i8(0x0f);
+        quote! { let nibble: #ivec = #e; }
+    });
+    let zero_f = p.zero_f();
+    let stores: Vec<TokenStream> = f
+        .iter()
+        .enumerate()
+        .map(|(j, fj)| {
+            let v = match info.group {
+                Some(_) => id(fj.clone()),
+                None => p.mul_f(id(fj.clone()), quote!(row_scale)),
+            };
+            let jl = lit(j);
+            p.store_f32(quote! { out.add(#jl * NR) }, v)
+        })
+        .collect();
+    let row_scale = info.group.is_none().then(|| {
+        let e = p.load_f32(quote!(scales));
+        quote! { let row_scale: #fvec = #e; }
+    });
+    // w8 with an unbiased dot (AVX2) needs no Σx.
+    let unused = (correction == 0 && !info.asymmetric).then(|| quote! { let _ = xsum; });
+    let doc = format!(
+        " One tile ({nr} rows) × {m} token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`."
+    );
+    quote! {
+        #[doc = #doc]
+        #tf
+        #[inline(never)]
+        unsafe fn #fname(codes: *const u8, #params xq: *const i8, xs: *const f32, xsum: *const i32, out: *mut f32) {
+            unsafe {
+                #unused
+                #nibble
+                #(let mut #f: #fvec = #zero_f;)*
+                #loops
+                #row_scale
+                #(#stores;)*
+            }
+        }
+    }
+}
+
+/// The plain-Rust twin of the tiled kernel for `nr`-row tiles: the same layout, the same
+/// integer and float operations in the same order (see the module docs), one output at a
+/// time. Named `twin{nr}_matmul_...` by [`kernel_name`].
+pub fn matmul_twin(nr: usize, shape: &MatmulShape) -> TokenStream {
+    let info = scheme_info(shape.scheme);
+    let backend = format!("twin{nr}");
+    let name = kernel_name(&backend, shape);
+    let tiles = shape.rows.div_ceil(nr);
+    let (rows_l, cols_l, nr_l, tiles_l) = (lit(shape.rows), lit(shape.cols), lit(nr), lit(tiles));
+    let block_bytes_l = lit(block_bytes(shape.scheme, nr));
+    let doc = format!(
+        " `y[n, {}] = x[n, {}] · Wᵀ`, W in `{}`, tiled layout of {nr} rows: the plain-Rust twin of the SIMD kernels.",
+        shape.rows, shape.cols, shape.scheme
+    );
+    let body = match info.group {
+        None => quote! {
+            let scales: &[f32] = view(w, at.scale, TILES * NR);
+            par_outputs(y, x.tokens(), ROWS, |r, t| {
+                let (tile, lane) = (r / NR, r % NR);
+                let xq = &x.q[t * COLS..][..COLS];
+                let mut acc = 0.0f32;
+                for b in 0..BLOCKS {
+                    // 8 steps of NR lanes × 4 bytes; step k = columns 4k..4k+4, stored q + 128.
+                    let block = &codes[(tile * BLOCKS + b) * BLOCK_BYTES..][..BLOCK_BYTES];
+                    let mut dot = 0i32;
+                    for k in 0..8 {
+                        for j in 0..4 {
+                            let q = block[k * 4 * NR + lane * 4 + j] as i32 - 128;
+                            dot += q * xq[b * Q8_BLOCK + 4 * k + j] as i32;
+                        }
+                    }
+                    acc = (dot as f32).mul_add(x.scale[t * BLOCKS + b], acc);
+                }
+                acc * scales[tile * NR + lane]
+            });
+        },
+        Some(group) => {
+            let group = lit(group);
+            let load_mins = info
+                .asymmetric
+                .then(|| quote! { let mins: &[u16] = view(w, at.min, TILES * GROUPS * NR); });
+            let load_m = info
+                .asymmetric
+                .then(|| quote! { let m = f16_to_f32(mins[(tile * GROUPS + g) * NR + lane]); });
+            let block_end = if info.asymmetric {
+                quote! {
+                    acc = (dot as f32).mul_add(d * sa, acc);
+                    acc = m.mul_add(sa * x.sum[t * BLOCKS + b] as f32, acc);
+                }
+            } else {
+                quote! {
+                    let dot = dot - 8 * x.sum[t * BLOCKS + b];
+                    acc = (dot as f32).mul_add(d * sa, acc);
+                }
+            };
+            quote! {
+                const GROUP: usize = #group;
+                const GROUPS: usize = COLS / GROUP;
+                const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
+                let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
+                #load_mins
+                par_outputs(y, x.tokens(), ROWS, |r, t| {
+                    let (tile, lane) = (r / NR, r % NR);
+                    let xq = &x.q[t * COLS..][..COLS];
+                    let mut acc = 0.0f32;
+                    for g in 0..GROUPS {
+                        let d = f16_to_f32(scales[(tile * GROUPS + g) * NR + lane]);
+                        #load_m
+                        for kb in 0..BLOCKS_PER_GROUP {
+                            let b = g * BLOCKS_PER_GROUP + kb;
+                            // 4 vectors of NR lanes × 4 bytes; byte j of vector k holds column
+                            // 8k + j (low nibble) and 8k + 4 + j (high nibble).
+                            let block = &codes[(tile * BLOCKS + b) * BLOCK_BYTES..][..BLOCK_BYTES];
+                            let mut dot = 0i32;
+                            for k in 0..4 {
+                                for j in 0..4 {
+                                    let byte = block[k * 4 * NR + lane * 4 + j];
+                                    dot += (byte & 15) as i32 * xq[b * Q8_BLOCK + 8 * k + j] as i32;
+                                    dot += (byte >> 4) as i32 * xq[b * Q8_BLOCK + 8 * k + 4 + j] as i32;
+                                }
+                            }
+                            let sa = x.scale[t * BLOCKS + b];
+                            #block_end
+                        }
+                    }
+                    acc
+                });
+            }
+        }
+    };
+    quote! {
+        #[doc = #doc]
+        pub fn #name(w: &[u8], at: &MatrixAt, x: &Q8Acts, y: &mut [f32]) {
+            const ROWS: usize = #rows_l;
+            const COLS: usize = #cols_l;
+            const NR: usize = #nr_l;
+            const TILES: usize = #tiles_l;
+            const BLOCKS: usize = COLS / Q8_BLOCK;
+            const BLOCK_BYTES: usize = #block_bytes_l;
+            let codes: &[u8] = view(w, at.q, TILES * BLOCKS * BLOCK_BYTES);
+            #body
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::quantize_rtn;
+
+    fn matrix(rows: usize, cols: usize, scheme: &str) -> QuantizedMatrix {
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1013) as f32 / 506.0 - 1.0) * (1 + i % 5) as f32)
+            .collect();
+        quantize_rtn(&w, rows, cols, scheme.parse().unwrap())
+    }
+
+    /// The packed bytes hold every code where the module docs say, and zeros as padding.
+    #[test]
+    fn layout_round_trips() {
+        for nr in [8, 16] {
+            for scheme in ["w8", "w4g32", "w4g64a"] {
+                let m = matrix(13, 128, scheme);
+                let parts = pack_parts(&m, nr);
+                let sizes: Vec<_> = parts.iter().map(|(n, b)| (*n, b.len())).collect();
+                assert_eq!(sizes, part_sizes(13, 128, m.scheme, nr));
+                let q = &parts[0].1;
+                let blocks = 128 / BLOCK;
+                let padded = 13usize.div_ceil(nr) * nr;
+                for r in 0..padded {
+                    let (tile, lane) = (r / nr, r % nr);
+                    for c in 0..128 {
+                        let (b, i) = (c / BLOCK, c % BLOCK);
+                        let got = match &m.data {
+                            QuantizedData::W8 { .. } => {
+                                let at = (tile * blocks + b) * BLOCK * nr
+                                    + (i / 4) * 4 * nr
+                                    + lane * 4
+                                    + i % 4;
+                                q[at] as i32 - 128
+                            }
+                            _ => {
+                                let (k, j, high) = (i / 8, i % 4, i % 8 >= 4);
+                                let byte = q[(tile * blocks + b) * BLOCK / 2 * nr
+                                    + k * 4 * nr
+                                    + lane * 4
+                                    + j];
+                                (if high { byte >> 4 } else { byte & 15 }) as i32
+                            }
+                        };
+                        let want = match (&m.data, r < 13) {
+                            (_, false) => 0,
+                            (QuantizedData::W8 { q, .. }, true) => q[r * 128 + c] as i32,
+                            (QuantizedData::W4 { packed, .. }, true) => {
+                                ((packed[(r * 128 + c) / 2] >> (4 * (c % 2))) & 15) as i32
+                            }
+                            _ => unreachable!(),
+                        };
+                        assert_eq!(got, want, "{scheme} nr={nr} row {r} col {c}");
+                    }
+                }
+                // Scales (and minimums): [tile][group][nr], padding zero.
+                if let QuantizedData::W4 { scales, .. } = &m.data {
+                    let groups = scales.len() / 13;
+                    let s = &parts[1].1;
+                    for r in 0..padded {
+                        for g in 0..groups {
+                            let at = ((r / nr * groups + g) * nr + r % nr) * 2;
+                            let got = u16::from_le_bytes([s[at], s[at + 1]]);
+                            let want = if r < 13 {
+                                scales[r * groups + g].to_bits()
+                            } else {
+                                0
+                            };
+                            assert_eq!(got, want);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Snapshots of the tiled x86 kernels and their twin on a small shape: a change to the body,
+//! a primitive set or the layout shows up as a reviewable diff (`cargo insta review`).
+
+use qwenc_codegen::emit::tiled;
+use qwenc_codegen::emit::x86::X86Isa;
+use qwenc_codegen::plan::MatmulShape;
+
+fn pretty(tokens: proc_macro2::TokenStream) -> String {
+    prettyplease::unparse(&syn::parse2(tokens).unwrap())
+}
+
+fn shape(scheme: &str) -> MatmulShape {
+    MatmulShape {
+        rows: 8,
+        cols: 64,
+        scheme: scheme.parse().unwrap(),
+    }
+}
+
+#[test]
+fn x86_kernels() {
+    // One kernel per ISA, plus w8 on AVX2 (the sign trick) and the asymmetric twin.
+    insta::assert_snapshot!(
+        "avx512_w4g32",
+        pretty(tiled::matmul(X86Isa::Avx512Vnni, &shape("w4g32")))
+    );
+    insta::assert_snapshot!(
+        "avx2_w4g32",
+        pretty(tiled::matmul(X86Isa::Avx2, &shape("w4g32")))
+    );
+    insta::assert_snapshot!("avx2_w8", pretty(tiled::matmul(X86Isa::Avx2, &shape("w8"))));
+    insta::assert_snapshot!(
+        "twin16_w4g32a",
+        pretty(tiled::matmul_twin(16, &shape("w4g32a")))
+    );
+}
+
+#[test]
+fn backend_names_and_features() {
+    assert_eq!(X86Isa::Avx2.name(), "x86-avx2");
+    assert_eq!(X86Isa::Avx512Vnni.name(), "x86-avx512");
+    assert_eq!(
+        (
+            tiled::tile_rows(X86Isa::Avx2),
+            tiled::tile_rows(X86Isa::Avx512Vnni)
+        ),
+        (8, 16)
+    );
+    assert!(X86Isa::Avx512Vnni.target_features().contains(&"avx512vnni"));
+    let name = qwenc_codegen::emit::kernel_name(X86Isa::Avx512Vnni.name(), &shape("w4g32"));
+    assert_eq!(name.to_string(), "x86_avx512_matmul_w4g32_8x64");
+    assert!(pretty(tiled::matmul(X86Isa::Avx2, &shape("w8")))
+        .contains("pub fn x86_avx2_matmul_w8_8x64("));
+}
