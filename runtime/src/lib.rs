@@ -1,7 +1,9 @@
 //! qwenc runtime: what every per-model executable links besides its generated kernels.
 
+pub mod bench;
 pub mod chat;
 pub mod cli;
+pub mod eval;
 pub mod generate;
 pub mod kernel_support;
 pub mod model;

@@ -13,9 +13,12 @@
 //! Every error prints `error: ...` on stderr and gives exit code 1; help and version print
 //! on stdout with exit code 0.
 
+mod bench;
 mod chat;
+mod eval;
 mod generate;
 mod info;
+mod perplexity;
 
 use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
@@ -46,6 +49,12 @@ pub enum Command {
     Chat(ChatArgs),
     /// Show what was compiled: model, quantization, backend and shapes.
     Info(InfoArgs),
+    /// lm-evaluation-harness 0-shot multiple choice: arc_challenge, hellaswag, piqa.
+    Eval(eval::EvalArgs),
+    /// Windowed perplexity of a text file.
+    Perplexity(perplexity::PerplexityArgs),
+    /// Throughput and peak memory, as the AICAS 2025 challenge or optimum-benchmark measure them.
+    Bench(bench::BenchArgs),
 }
 
 /// Sampling flags; greedy unless `--temperature` is above 0.
@@ -265,6 +274,18 @@ where
             chat::run(args, model, io)
         }
         Command::Info(args) => info::run(args, model, io),
+        Command::Eval(args) => {
+            crate::threads::configure(cli.threads);
+            eval::run(args, model, io)
+        }
+        Command::Perplexity(args) => {
+            crate::threads::configure(cli.threads);
+            perplexity::run(args, model, io)
+        }
+        Command::Bench(args) => {
+            crate::threads::configure(cli.threads);
+            bench::run(args, model, io)
+        }
     };
     match result {
         Ok(()) => 0,
