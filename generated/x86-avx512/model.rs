@@ -749,6 +749,7 @@ pub fn forward(
     let mut proj = vec![0.0f32; n * HIDDEN];
     let mut gate_up = vec![0.0f32; n * 2 * FFN];
     let mut act = vec![0.0f32; n * FFN];
+    let (rope_cos, rope_sin) = rope_angles(start, n);
     for l in 0..LAYERS {
         rms_norm(&x, view(w, ATTN_NORM[l], HIDDEN), &mut h);
         x86_avx512_matmul_w4g32_1152x896(
@@ -766,12 +767,11 @@ pub fn forward(
         for t in 0..n {
             let pos = start + t;
             let row = &mut qkv[t * QKV_ROWS..][..QKV_ROWS];
+            let angles = t * HEAD_DIM / 2..(t + 1) * HEAD_DIM / 2;
             for head in row[..Q_DIM + KV_DIM].chunks_exact_mut(HEAD_DIM) {
-                rope(head, pos);
+                rope(head, &rope_cos[angles.clone()], &rope_sin[angles.clone()]);
             }
-            let at = l * cache.layer_stride + pos * KV_DIM;
-            cache.keys[at..at + KV_DIM].copy_from_slice(&row[Q_DIM..Q_DIM + KV_DIM]);
-            cache.values[at..at + KV_DIM].copy_from_slice(&row[Q_DIM + KV_DIM..]);
+            store_kv(cache, l, pos, &row[Q_DIM..Q_DIM + KV_DIM], &row[Q_DIM + KV_DIM..]);
         }
         attention(&qkv, cache, l, start, &mut attn);
         x86_avx512_matmul_w4g32_896x896(
@@ -6376,60 +6376,170 @@ pub fn x86_avx512_matmul_w8_151936x896(
         }
     }
 }
+/// Lanes of the partial sums over the hidden size.
+const HIDDEN_LANES: usize = 16;
+const _: () = assert!(HIDDEN % HIDDEN_LANES == 0);
 /// RMSNorm of each row of `x` (`[n, HIDDEN]`) into `out`.
 fn rms_norm(x: &[f32], weight: &[f32], out: &mut [f32]) {
     for (row, o) in x.chunks_exact(HIDDEN).zip(out.chunks_exact_mut(HIDDEN)) {
-        let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / HIDDEN as f32;
+        let mut acc = [0.0f32; HIDDEN_LANES];
+        for chunk in row.chunks_exact(HIDDEN_LANES) {
+            for (a, &v) in acc.iter_mut().zip(chunk) {
+                *a += v * v;
+            }
+        }
+        let mean_sq = acc.iter().sum::<f32>() / HIDDEN as f32;
         let inv = 1.0 / (mean_sq + RMS_EPS).sqrt();
         for ((o, &v), &w) in o.iter_mut().zip(row).zip(weight) {
             *o = w * (v * inv);
         }
     }
 }
-/// Rotate one head in place (pairs `(i, i + HEAD_DIM / 2)`).
-fn rope(head: &mut [f32], pos: usize) {
-    for i in 0..HEAD_DIM / 2 {
-        let (sin, cos) = (pos as f32 * ROPE_INV_FREQ[i]).sin_cos();
-        let (a, b) = (head[i], head[i + HEAD_DIM / 2]);
-        head[i] = a * cos - b * sin;
-        head[i + HEAD_DIM / 2] = b * cos + a * sin;
+/// cos and sin of every rotation angle for positions `start..start + n`:
+/// `[n, HEAD_DIM / 2]` each, computed once per forward pass instead of once per head.
+fn rope_angles(start: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut cos = vec![0.0f32; n * HEAD_DIM / 2];
+    let mut sin = vec![0.0f32; n * HEAD_DIM / 2];
+    for t in 0..n {
+        for i in 0..HEAD_DIM / 2 {
+            let (s, c) = ((start + t) as f32 * ROPE_INV_FREQ[i]).sin_cos();
+            cos[t * HEAD_DIM / 2 + i] = c;
+            sin[t * HEAD_DIM / 2 + i] = s;
+        }
+    }
+    (cos, sin)
+}
+/// Rotate one head in place (pairs `(i, i + HEAD_DIM / 2)`) by one position's angles.
+fn rope(head: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let (lo, hi) = head.split_at_mut(HEAD_DIM / 2);
+    for (((a, b), &c), &s) in lo.iter_mut().zip(hi.iter_mut()).zip(cos).zip(sin) {
+        let (x, y) = (*a, *b);
+        *a = x * c - y * s;
+        *b = y * c + x * s;
     }
 }
-/// Causal grouped-query attention of `n` new queries over the cache of `layer`.
+/// Positions per key tile (`qwenc_runtime::model::KV_TILE`).
+const KV_TILE: usize = qwenc_runtime::model::KV_TILE;
+/// Writes the keys and values (`[KV_DIM]` each) of position `pos` into the cache of
+/// `layer`. Values are `[position][KV_DIM]`. Keys are tiled, `[N_KV_HEADS][tile]
+/// [HEAD_DIM][KV_TILE]`: the scores of `KV_TILE` consecutive positions are then one
+/// lane-wise multiply-add per head dimension, with no horizontal sums.
+fn store_kv(cache: &mut KvCache, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+    let positions = cache.layer_stride / KV_DIM;
+    let base = layer * cache.layer_stride;
+    cache.values[base + pos * KV_DIM..][..KV_DIM].copy_from_slice(v);
+    let tile = base + (pos / KV_TILE) * HEAD_DIM * KV_TILE + pos % KV_TILE;
+    for (kvh, head) in k.chunks_exact(HEAD_DIM).enumerate() {
+        let at = tile + kvh * positions * HEAD_DIM;
+        for (d, &x) in head.iter().enumerate() {
+            cache.keys[at + d * KV_TILE] = x;
+        }
+    }
+}
+/// Causal grouped-query attention of `n` new queries (`qkv`: `[n, QKV_ROWS]`) over
+/// the cache of `layer`, which already holds their keys and values; `out`: `[n, Q_DIM]`.
 fn attention(qkv: &[f32], cache: &KvCache, layer: usize, start: usize, out: &mut [f32]) {
     use qwenc_runtime::rayon::prelude::*;
-    let scale = 1.0 / (HEAD_DIM as f32).sqrt();
-    let keys = cache.layer_keys(layer, cache.capacity);
-    let values = cache.layer_values(layer, cache.capacity);
-    out.par_chunks_mut(Q_DIM)
+    const GROUP: usize = N_HEADS / N_KV_HEADS;
+    let positions = cache.layer_stride / KV_DIM;
+    let keys = &cache.keys[layer * cache.layer_stride..][..cache.layer_stride];
+    let values = &cache.values[layer * cache.layer_stride..][..cache.layer_stride];
+    out.par_chunks_mut(GROUP * HEAD_DIM)
         .enumerate()
-        .for_each(|(t, out)| {
-            let visible = start + t + 1;
-            let mut scores = vec![0.0f32; visible];
-            for h in 0..N_HEADS {
-                let kvh = h / (N_HEADS / N_KV_HEADS);
-                let q = &qkv[t * QKV_ROWS + h * HEAD_DIM..][..HEAD_DIM];
-                let mut max = f32::NEG_INFINITY;
-                for (p, s) in scores.iter_mut().enumerate() {
-                    let k = &keys[p * KV_DIM + kvh * HEAD_DIM..][..HEAD_DIM];
-                    *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
-                    max = max.max(*s);
-                }
-                let mut sum = 0.0;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                let o = &mut out[h * HEAD_DIM..][..HEAD_DIM];
-                o.fill(0.0);
-                for (p, &s) in scores.iter().enumerate() {
-                    let v = &values[p * KV_DIM + kvh * HEAD_DIM..][..HEAD_DIM];
-                    for (oi, &vi) in o.iter_mut().zip(v) {
-                        *oi += (s / sum) * vi;
-                    }
+        .for_each(|(item, out)| {
+            let (t, kvh) = (item / N_KV_HEADS, item % N_KV_HEADS);
+            let q = &qkv[t * QKV_ROWS + kvh * GROUP * HEAD_DIM..][..GROUP * HEAD_DIM];
+            let keys = &keys[kvh * positions * HEAD_DIM..][..positions * HEAD_DIM];
+            attend_group(q, keys, values, kvh, start + t + 1, out);
+        });
+}
+/// One attention work item; the AVX2 + FMA build of the same body where the CPU
+/// has it (every x86 SIMD backend requires both).
+fn attend_group(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    kvh: usize,
+    visible: usize,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(
+            q: &[f32],
+            keys: &[f32],
+            values: &[f32],
+            kvh: usize,
+            visible: usize,
+            out: &mut [f32],
+        ) {
+            attend_group_body(q, keys, values, kvh, visible, out)
+        }
+        return unsafe { avx2(q, keys, values, kvh, visible, out) };
+    }
+    attend_group_body(q, keys, values, kvh, visible, out)
+}
+/// The query heads `q` (`[GROUP, HEAD_DIM]`) of KV head `kvh` over positions
+/// `0..visible`: softmax(q·kᵀ / √HEAD_DIM)·v into `out` (`[GROUP, HEAD_DIM]`).
+/// `keys`: this KV head's key tiles (see [`store_kv`]); `values`: the layer's.
+#[inline(always)]
+fn attend_group_body(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    kvh: usize,
+    visible: usize,
+    out: &mut [f32],
+) {
+    const GROUP: usize = N_HEADS / N_KV_HEADS;
+    let scale = 1.0 / (HEAD_DIM as f32).sqrt();
+    let width = visible.div_ceil(KV_TILE) * KV_TILE;
+    let mut scores = vec![0.0f32; GROUP * width];
+    for (tile, kt) in keys[..width * HEAD_DIM]
+        .chunks_exact(HEAD_DIM * KV_TILE)
+        .enumerate()
+    {
+        for j in 0..GROUP {
+            let qj = &q[j * HEAD_DIM..][..HEAD_DIM];
+            let mut acc = [0.0f32; KV_TILE];
+            for (&qd, kd) in qj.iter().zip(kt.chunks_exact(KV_TILE)) {
+                for (a, &k) in acc.iter_mut().zip(kd) {
+                    *a += qd * k;
                 }
             }
-        });
+            for (s, a) in scores[j * width + tile * KV_TILE..][..KV_TILE]
+                .iter_mut()
+                .zip(acc)
+            {
+                *s = a * scale;
+            }
+        }
+    }
+    for row in scores.chunks_exact_mut(width) {
+        let row = &mut row[..visible];
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+        let mut sum = 0.0f32;
+        for s in row.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        for s in row.iter_mut() {
+            *s /= sum;
+        }
+    }
+    for j in 0..GROUP {
+        let mut acc = [0.0f32; HEAD_DIM];
+        for (p, &weight) in scores[j * width..][..visible].iter().enumerate() {
+            let v = &values[p * KV_DIM + kvh * HEAD_DIM..][..HEAD_DIM];
+            for (o, &vi) in acc.iter_mut().zip(v) {
+                *o += weight * vi;
+            }
+        }
+        out[j * HEAD_DIM..][..HEAD_DIM].copy_from_slice(&acc);
+    }
 }
 fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())

@@ -43,7 +43,11 @@ pub enum ForwardError {
     ContextOverflow { needed: usize, max: usize },
 }
 
-/// Keys and values of every layer, f32, laid out `[layer][position][kv_dim]`.
+/// Keys and values of every layer, f32. Each layer owns `layer_stride` floats of each: room
+/// for `capacity` positions rounded up to a multiple of [`KV_TILE`], so that a model may lay
+/// its keys out in tiles of [`KV_TILE`] positions. [`KvCache::layer_keys`] and
+/// [`KvCache::layer_values`] describe the plain `[position][kv_dim]` layout of models that
+/// keep it (the generated code documents its own).
 pub struct KvCache {
     pub keys: Vec<f32>,
     pub values: Vec<f32>,
@@ -54,9 +58,12 @@ pub struct KvCache {
     pub kv_dim: usize,
 }
 
+/// Positions per key tile: the cache has room for a whole number of them per layer.
+pub const KV_TILE: usize = 16;
+
 impl KvCache {
     pub fn new(num_layers: usize, capacity: usize, kv_dim: usize) -> Self {
-        let layer_stride = capacity * kv_dim;
+        let layer_stride = capacity.div_ceil(KV_TILE) * KV_TILE * kv_dim;
         KvCache {
             keys: vec![0.0; num_layers * layer_stride],
             values: vec![0.0; num_layers * layer_stride],

@@ -5,6 +5,7 @@
 //! [`kernel_name`]: `{backend}_matmul_{scheme}_{rows}x{cols}`.
 
 mod embed;
+mod ops;
 pub mod kernel_tests;
 pub mod scalar;
 pub mod tiled;
@@ -173,6 +174,7 @@ pub fn generate(plan: &Plan, packed: &Packed, backend: Backend, meta: &ModelMeta
     let offsets = offsets(plan, packed);
     let rope = rope_table(c.head_dim, c.rope_theta);
     let forward = forward(plan, backend);
+    let ops = ops::ops(backend, c.hidden_size);
 
     let file = quote! {
         use qwenc_runtime::kernel_support::{par_outputs, Q8Acts, Q8_BLOCK};
@@ -200,65 +202,7 @@ pub fn generate(plan: &Plan, packed: &Packed, backend: Backend, meta: &ModelMeta
         #embed_row
         #(#kernels)*
 
-        /// RMSNorm of each row of `x` (`[n, HIDDEN]`) into `out`.
-        fn rms_norm(x: &[f32], weight: &[f32], out: &mut [f32]) {
-            for (row, o) in x.chunks_exact(HIDDEN).zip(out.chunks_exact_mut(HIDDEN)) {
-                let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / HIDDEN as f32;
-                let inv = 1.0 / (mean_sq + RMS_EPS).sqrt();
-                for ((o, &v), &w) in o.iter_mut().zip(row).zip(weight) {
-                    *o = w * (v * inv);
-                }
-            }
-        }
-
-        /// Rotate one head in place (pairs `(i, i + HEAD_DIM / 2)`).
-        fn rope(head: &mut [f32], pos: usize) {
-            for i in 0..HEAD_DIM / 2 {
-                let (sin, cos) = (pos as f32 * ROPE_INV_FREQ[i]).sin_cos();
-                let (a, b) = (head[i], head[i + HEAD_DIM / 2]);
-                head[i] = a * cos - b * sin;
-                head[i + HEAD_DIM / 2] = b * cos + a * sin;
-            }
-        }
-
-        /// Causal grouped-query attention of `n` new queries over the cache of `layer`.
-        fn attention(qkv: &[f32], cache: &KvCache, layer: usize, start: usize, out: &mut [f32]) {
-            use qwenc_runtime::rayon::prelude::*;
-            let scale = 1.0 / (HEAD_DIM as f32).sqrt();
-            let keys = cache.layer_keys(layer, cache.capacity);
-            let values = cache.layer_values(layer, cache.capacity);
-            out.par_chunks_mut(Q_DIM).enumerate().for_each(|(t, out)| {
-                let visible = start + t + 1;
-                let mut scores = vec![0.0f32; visible];
-                for h in 0..N_HEADS {
-                    let kvh = h / (N_HEADS / N_KV_HEADS);
-                    let q = &qkv[t * QKV_ROWS + h * HEAD_DIM..][..HEAD_DIM];
-                    let mut max = f32::NEG_INFINITY;
-                    for (p, s) in scores.iter_mut().enumerate() {
-                        let k = &keys[p * KV_DIM + kvh * HEAD_DIM..][..HEAD_DIM];
-                        *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
-                        max = max.max(*s);
-                    }
-                    let mut sum = 0.0;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s;
-                    }
-                    let o = &mut out[h * HEAD_DIM..][..HEAD_DIM];
-                    o.fill(0.0);
-                    for (p, &s) in scores.iter().enumerate() {
-                        let v = &values[p * KV_DIM + kvh * HEAD_DIM..][..HEAD_DIM];
-                        for (oi, &vi) in o.iter_mut().zip(v) {
-                            *oi += (s / sum) * vi;
-                        }
-                    }
-                }
-            });
-        }
-
-        fn silu(x: f32) -> f32 {
-            x / (1.0 + (-x).exp())
-        }
+        #ops
     };
     let syntax: syn::File = syn::parse2(file).expect("generated code parses");
     let header = format!(
@@ -397,6 +341,7 @@ fn forward(plan: &Plan, backend: Backend) -> TokenStream {
             let mut proj = vec![0.0f32; n * HIDDEN]; // [n, HIDDEN]
             let mut gate_up = vec![0.0f32; n * 2 * FFN]; // [n, 2 FFN]
             let mut act = vec![0.0f32; n * FFN]; // [n, FFN]
+            let (rope_cos, rope_sin) = rope_angles(start, n); // [n, HEAD_DIM / 2] each
 
             for l in 0..LAYERS {
                 // ---- Attention block ------------------------------------------------------------
@@ -414,12 +359,11 @@ fn forward(plan: &Plan, backend: Backend) -> TokenStream {
                 for t in 0..n {
                     let pos = start + t;
                     let row = &mut qkv[t * QKV_ROWS..][..QKV_ROWS];
+                    let angles = t * HEAD_DIM / 2..(t + 1) * HEAD_DIM / 2;
                     for head in row[..Q_DIM + KV_DIM].chunks_exact_mut(HEAD_DIM) {
-                        rope(head, pos);
+                        rope(head, &rope_cos[angles.clone()], &rope_sin[angles.clone()]);
                     }
-                    let at = l * cache.layer_stride + pos * KV_DIM;
-                    cache.keys[at..at + KV_DIM].copy_from_slice(&row[Q_DIM..Q_DIM + KV_DIM]);
-                    cache.values[at..at + KV_DIM].copy_from_slice(&row[Q_DIM + KV_DIM..]);
+                    store_kv(cache, l, pos, &row[Q_DIM..Q_DIM + KV_DIM], &row[Q_DIM + KV_DIM..]);
                 }
                 // 4. Causal attention over the cache.
                 attention(&qkv, cache, l, start, &mut attn);
