@@ -19,6 +19,7 @@ mod eval;
 mod generate;
 mod info;
 mod perplexity;
+mod serve;
 
 use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
@@ -55,6 +56,8 @@ pub enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Throughput and peak memory, as the AICAS 2025 challenge or optimum-benchmark measure them.
     Bench(bench::BenchArgs),
+    /// An OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions).
+    Serve(serve::ServeArgs),
 }
 
 /// Sampling flags; greedy unless `--temperature` is above 0.
@@ -285,6 +288,10 @@ where
         Command::Bench(args) => {
             crate::threads::configure(cli.threads);
             bench::run(args, model, io)
+        }
+        Command::Serve(args) => {
+            crate::threads::configure(cli.threads);
+            serve::run(args, model, io)
         }
     };
     match result {
