@@ -159,3 +159,47 @@ fn a_foreign_weights_file_is_refused() {
     let err = Weights::open(&path, m.weights_len, m.weights_hash).err().unwrap();
     assert!(err.to_string().contains("content hash"), "{err}");
 }
+
+/// `qwen kl` on the tiny model: reference logits from the unquantized f32 reference, then
+/// the compiled f32 variant (KL ≈ 0: summation order only) and a quantized one (KL > 0).
+#[test]
+fn kl_divergence_is_zero_for_f32_and_positive_for_w4() {
+    use qwenc_runtime::eval::kl::{compare_all, ChunkPlan, ReferenceHeader, ReferenceLogits, ReferenceRecord};
+    let reference = reference_for("f32");
+    let context = 32;
+    let tokens: Vec<u32> = (0..3 * context as u32).map(|i| (i * 37 + 11) % 300).collect();
+    let plan = ChunkPlan::new(tokens.len(), context).unwrap();
+    let mut records = Vec::new();
+    for chunk in tokens.chunks(context) {
+        let rows = reference.forward(chunk, &mut RefCache::new(reference.config.num_hidden_layers), Logits::All).unwrap();
+        for pos in plan.first..context - 1 {
+            records.push(ReferenceRecord::from_logits(&rows[pos], chunk[pos + 1], 16));
+        }
+    }
+    let vocab = reference.config.vocab_size;
+    let header = ReferenceHeader { model: "tiny".into(), text: "ids".into(), vocab_size: vocab, context, top_k: 16, tokens };
+    let file = ReferenceLogits { header, plan, records };
+    let kl_of = |schemes: &str| {
+        let v = variants().into_iter().find(|v| v.schemes == schemes).unwrap();
+        let mut cache = KvCache::new(v.layers, context, v.kv_dim);
+        compare_all(
+            &file,
+            vocab,
+            &mut |chunk, first| {
+                cache.truncate(0);
+                (v.forward)(v.weights.bytes(), &mut cache, &chunk[..first], LogitsFor::Last)?;
+                Ok((v.forward)(v.weights.bytes(), &mut cache, &chunk[first..context - 1], LogitsFor::All)?)
+            },
+            &mut |_, _| {},
+        )
+        .unwrap()
+    };
+    let f32 = kl_of("f32");
+    let w4 = kl_of("w4g32");
+    eprintln!("tiny KL: f32 {:.3e} (top-1 {:.3}), w4g32 {:.3e} (top-1 {:.3})", f32.mean_kl, f32.top1_agreement, w4.mean_kl, w4.top1_agreement);
+    assert_eq!(f32.positions, 3 * 15);
+    assert!(f32.mean_kl < 1e-9, "{}", f32.mean_kl);
+    assert_eq!(f32.top1_agreement, 1.0);
+    assert!((f32.ppl_model / f32.ppl_reference - 1.0).abs() < 1e-5);
+    assert!(w4.mean_kl > 1e-6 && w4.mean_kl > 1000.0 * f32.mean_kl.max(1e-12), "{}", w4.mean_kl);
+}

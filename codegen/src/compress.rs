@@ -4,7 +4,8 @@
 //! of the largest tensor plus its quantized form.
 //!
 //! The numerics live in [`crate::quant`]; the per-tensor quantize step is one call to a
-//! [`Quantizer`] ([`Rtn`] today), where better quantizers (AWQ, GPTQ) will plug in.
+//! [`Quantizer`]: [`Rtn`], or [`crate::calibrate::CalibratedQuantizer`] for AWQ/GPTQ
+//! (AWQ also changes norm weights and up_proj rows through [`Quantizer::transform`]).
 //!
 //! ```no_run
 //! # use qwenc_codegen::compress::*;
@@ -44,6 +45,9 @@ pub trait Quantizer: Sync {
         cols: usize,
         scheme: Scheme,
     ) -> QuantizedMatrix;
+    /// Change tensor `name` (any tensor, vectors included) before it is quantized or stored,
+    /// e.g. AWQ folding its scales into a norm weight. The default changes nothing.
+    fn transform(&self, _name: &str, _w: &mut [f32]) {}
 }
 
 /// Round to nearest: [`quantize_rtn`].
@@ -378,12 +382,15 @@ impl CompressPlan {
         let mut entries = BTreeMap::new();
         for (i, t) in self.tensors.iter().enumerate() {
             progress(i, total, &t.name);
-            let w = self.checkpoint.load(&t.name, &t.shape)?;
+            let mut w = self.checkpoint.load(&t.name, &t.shape)?;
+            // The manifest's hash is of the source tensor, before any transform.
+            let source_sha = sha256_f32(&w);
+            quantizer.transform(&t.name, &mut w);
             let (bytes, sha) = match t.shape[..] {
                 [rows, cols] => {
-                    let (sha, m) = rayon::join(
-                        || sha256_f32(&w),
-                        || quantizer.quantize(&t.name, &w, rows, cols, t.scheme),
+                    let (sha, m) = (
+                        source_sha,
+                        quantizer.quantize(&t.name, &w, rows, cols, t.scheme),
                     );
                     drop(w);
                     check_quantized(&m, rows, cols, t.scheme).map_err(|problem| {
@@ -405,7 +412,7 @@ impl CompressPlan {
                 }
                 _ => {
                     writer.write(&t.name, PartData::F32(&w)).map_err(werr)?;
-                    (sizes[t.name.as_str()], sha256_f32(&w))
+                    (sizes[t.name.as_str()], source_sha)
                 }
             };
             let params: usize = t.shape.iter().product();

@@ -2,6 +2,7 @@
 //! reference forward, and (later stages) compress and generate the per-model kernels.
 
 pub mod build_model;
+pub mod calibrate;
 pub mod checkpoint;
 pub mod compress;
 pub mod compressed;

@@ -8,6 +8,7 @@ pub mod generate;
 pub mod kernel_support;
 pub mod model;
 pub mod sampler;
+pub mod score;
 pub mod serve;
 pub mod testing;
 pub mod threads;

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use qwenc_codegen::compress::{CompressOptions, CompressPlan, Rtn, SchemeArgs};
+use qwenc_codegen::compress::{CompressOptions, CompressPlan, SchemeArgs};
 use qwenc_codegen::quant::Scheme;
 use qwenc_codegen::reference::{Eos, ReferenceWeights};
 use qwenc_codegen::Checkpoint;
@@ -75,6 +75,29 @@ enum Command {
         /// Write into an existing non-empty directory.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        calib: CalibArgs,
+    },
+    /// Reference logits for `qwen kl`: the f32 reference over chunks of a text, keeping the
+    /// top-K logits, the logsumexp and the next token's logit per scored position.
+    ReferenceLogits {
+        /// A Hugging Face directory, a GGUF file or a compressed directory's source.
+        model: PathBuf,
+        /// The text (tokenized whole, no BOS).
+        #[arg(long, value_name = "PATH", default_value = "../shared/data/wikitext2_test.txt")]
+        file: PathBuf,
+        /// Output file.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// Tokens of the text to use (whole chunks only).
+        #[arg(long, default_value_t = 4096)]
+        tokens: usize,
+        /// Tokens per chunk; the second half of each chunk is scored.
+        #[arg(long, default_value_t = 512)]
+        context: usize,
+        /// Logits kept per position (the rest of the vocabulary is one bucket).
+        #[arg(long, default_value_t = 32)]
+        top_k: usize,
     },
     /// Compile a model into the per-model executable `qwen` (and its `.weights` file).
     /// Runs `cargo build --release` in the qwenc source tree with QWENC_MODEL set.
@@ -84,7 +107,9 @@ enum Command {
         /// Where to put the executable; the weights go to `<output>.weights`.
         #[arg(short, long, default_value = "qwen")]
         output: PathBuf,
-        /// Kernel backend: `native` (what the build target supports) or `scalar`.
+        /// Kernel backend: `native` (what the build target supports), `scalar`, `x86-avx2`,
+        /// `x86-avx512`, `aarch64-neon`, `aarch64-i8mm`, `aarch64-sve2` (128-bit SVE),
+        /// `aarch64-sve2-256` or `aarch64-sve2-512` (aarch64 ones with `--triple` from x86).
         #[arg(long, default_value = "native")]
         target: String,
         /// Schemes for an HF directory or GGUF compiled directly (QWENC_SCHEME syntax:
@@ -95,6 +120,36 @@ enum Command {
         #[arg(long)]
         triple: Option<String>,
     },
+}
+
+/// Quantization method and calibration flags of `compress`.
+#[derive(clap::Args, Clone, Debug)]
+struct CalibArgs {
+    /// rtn, awq or gptq for the attention and MLP matrices, or per class:
+    /// `attn=awq,mlp=gptq` (embedding and lm_head always use rtn).
+    #[arg(long, value_name = "M", default_value = "rtn")]
+    method: qwenc_codegen::calibrate::Methods,
+    /// Calibration text for awq/gptq (never the evaluation data).
+    #[arg(long, value_name = "PATH", default_value = "../shared/data/war_and_peace.txt")]
+    calib_file: PathBuf,
+    /// Calibration tokens (from the start of --calib-file).
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    calib_tokens: usize,
+    /// Tokens per calibration sequence (each from an empty cache).
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    calib_seq_len: usize,
+    /// AWQ: grid points of α in [0, 1).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    awq_grid: usize,
+    /// AWQ: calibration tokens in the search's error.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    awq_search_tokens: usize,
+    /// GPTQ: damping, fraction of the mean diagonal of H.
+    #[arg(long, value_name = "F", default_value_t = 0.01)]
+    gptq_damp: f64,
+    /// GPTQ: quantize columns in decreasing order of diag H (static groups).
+    #[arg(long)]
+    gptq_act_order: bool,
 }
 
 fn main() -> ExitCode {
@@ -118,6 +173,7 @@ fn main() -> ExitCode {
             embed,
             lm_head,
             force,
+            calib,
         } => {
             let schemes = SchemeArgs {
                 scheme,
@@ -126,8 +182,16 @@ fn main() -> ExitCode {
                 embed,
                 lm_head,
             };
-            compress(&source, &output, CompressOptions { schemes, force })
+            compress(&source, &output, CompressOptions { schemes, force }, &calib)
         }
+        Command::ReferenceLogits {
+            model,
+            file,
+            output,
+            tokens,
+            context,
+            top_k,
+        } => reference_logits(&model, &file, &output, tokens, context, top_k),
         Command::Build {
             model,
             output,
@@ -255,6 +319,79 @@ fn reference(path: &Path, prompt: &str, max_tokens: usize, json: bool, ignore_eo
     Ok(())
 }
 
+fn reference_logits(
+    path: &Path,
+    file: &Path,
+    output: &Path,
+    n_tokens: usize,
+    context: usize,
+    top_k: usize,
+) -> AnyResult {
+    use qwenc_codegen::reference::{KvCache, Logits};
+    use qwenc_runtime::eval::kl::{write_reference, ReferenceHeader, ReferenceRecord};
+    let start = Instant::now();
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let ckpt = Checkpoint::open(path)?;
+    let tokenizer = Tokenizer::from_spec(ckpt.tokenizer.clone())?;
+    let mut tokens = tokenizer.encode(&text);
+    if top_k == 0 {
+        return Err("--top-k must be at least 1".into());
+    }
+    if tokens.len() < n_tokens {
+        eprintln!("note: {} has only {} tokens", file.display(), tokens.len());
+    }
+    tokens.truncate(n_tokens);
+    tokens.truncate(tokens.len() / context.max(1) * context.max(1));
+    let weights = load_with_progress(&ckpt)?;
+    drop(ckpt);
+    let vocab = weights.config.vocab_size;
+    let header = ReferenceHeader {
+        model: path.display().to_string(),
+        text: file.display().to_string(),
+        vocab_size: vocab,
+        context,
+        top_k: top_k.min(vocab),
+        tokens,
+    };
+    let plan = header.plan()?;
+    if context > weights.config.max_position_embeddings {
+        return Err(format!("--context {context} exceeds the model's {}", weights.config.max_position_embeddings).into());
+    }
+    let bar = ProgressBar::new(plan.chunks as u64).with_style(
+        ProgressStyle::with_template("reference logits {bar:40} {pos}/{len} chunks {elapsed}/{duration}")
+            .expect("static template"),
+    );
+    let mut records = Vec::with_capacity(plan.positions());
+    for c in 0..plan.chunks {
+        let chunk = &header.tokens[c * context..][..context];
+        let mut cache = KvCache::new(weights.config.num_hidden_layers);
+        weights.forward(&chunk[..plan.first], &mut cache, Logits::Last)?;
+        // Positions first .. context-1, in pieces to bound the logits' memory.
+        let mut pos = plan.first;
+        while pos < context - 1 {
+            let upto = (pos + 64).min(context - 1);
+            let rows = weights.forward(&chunk[pos..upto], &mut cache, Logits::All)?;
+            for (i, row) in rows.iter().enumerate() {
+                records.push(ReferenceRecord::from_logits(row, chunk[pos + i + 1], header.top_k));
+            }
+            pos = upto;
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    write_reference(output, &header, &records)?;
+    eprintln!(
+        "wrote {}: {} positions ({} chunks of {}, top-{}) in {:.1} s",
+        output.display(),
+        records.len(),
+        plan.chunks,
+        context,
+        header.top_k,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// Load the f32 weights with a progress bar over tensors.
 fn load_with_progress(ckpt: &Checkpoint) -> Result<ReferenceWeights, qwenc_codegen::LoadError> {
     let bar = ProgressBar::new(0).with_style(
@@ -270,17 +407,100 @@ fn load_with_progress(ckpt: &Checkpoint) -> Result<ReferenceWeights, qwenc_codeg
     weights
 }
 
-fn compress(source: &Path, output: &Path, options: CompressOptions) -> AnyResult {
+/// Calibration for awq/gptq: capture activations, search AWQ scales, build the quantizer.
+fn calibrated_quantizer(
+    plan: &CompressPlan,
+    calib: &CalibArgs,
+) -> Result<qwenc_codegen::calibrate::CalibratedQuantizer, Box<dyn std::error::Error>> {
+    use qwenc_codegen::calibrate::{capture, search_awq, CalibratedQuantizer, Method};
+    use qwenc_codegen::quant::awq::AwqOptions;
+    use qwenc_codegen::quant::gptq::GptqOptions;
+    let methods = calib.method;
+    let gptq = GptqOptions {
+        damp: calib.gptq_damp,
+        act_order: calib.gptq_act_order,
+        ..Default::default()
+    };
+    if !methods.needs_calibration() {
+        return Ok(CalibratedQuantizer::new(methods, Vec::new(), None, 0, gptq));
+    }
+    let start = Instant::now();
+    let text = std::fs::read_to_string(&calib.calib_file)
+        .map_err(|e| format!("--calib-file {}: {e}", calib.calib_file.display()))?;
+    let tokenizer = Tokenizer::from_spec(plan.checkpoint.tokenizer.clone())?;
+    let tokens = tokenizer.encode(&text);
+    let weights = load_with_progress(&plan.checkpoint)?;
+    let seqs = calib.calib_tokens.div_ceil(calib.calib_seq_len.max(1));
+    let bar = ProgressBar::new(seqs as u64).with_style(
+        ProgressStyle::with_template("calibrating {bar:40} {pos}/{len} sequences {elapsed}").expect("static template"),
+    );
+    let calibration = capture(&weights, &tokens, calib.calib_tokens, calib.calib_seq_len, &mut |done, _| {
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    eprintln!(
+        "calibration: {} tokens of {} in sequences of {}, {:.0} MB of activations ({:.1} s)",
+        calibration.tokens,
+        calib.calib_file.display(),
+        calib.calib_seq_len,
+        calibration.bytes() as f64 / 1e6,
+        start.elapsed().as_secs_f64()
+    );
+    let mut scales = Vec::new();
+    if methods.attn == Method::Awq || methods.mlp == Method::Awq {
+        let t = Instant::now();
+        let opts = AwqOptions { grid: calib.awq_grid, search_tokens: calib.awq_search_tokens };
+        let bar = ProgressBar::new(weights.layers.len() as u64).with_style(
+            ProgressStyle::with_template("awq search {bar:40} {pos}/{len} layers {elapsed}/{duration}").expect("static template"),
+        );
+        scales = search_awq(&weights, &calibration, &methods, &plan.schemes, &opts, &mut |done, _| {
+            bar.set_position(done as u64)
+        });
+        bar.finish_and_clear();
+        let (mut err, mut rtn) = (0.0, 0.0);
+        for s in &scales {
+            for x in [&s.attn, &s.mlp, &s.down].into_iter().flatten() {
+                err += x.error;
+                rtn += x.rtn_error;
+            }
+        }
+        let alphas: Vec<String> = scales
+            .iter()
+            .map(|s| {
+                [&s.attn, &s.mlp, &s.down]
+                    .iter()
+                    .map(|x| x.as_ref().map_or("-".to_string(), |x| format!("{:.2}", x.alpha)))
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .collect();
+        eprintln!(
+            "awq: output error {:.4e} vs rtn {:.4e} ({:.1}% less) on the search tokens in {:.1} s; α (attn/mlp/down) per layer: {}",
+            err,
+            rtn,
+            100.0 * (1.0 - err / rtn.max(f64::MIN_POSITIVE)),
+            t.elapsed().as_secs_f64(),
+            alphas.join(" ")
+        );
+    }
+    drop(weights);
+    let needs_acts = methods.attn == Method::Gptq || methods.mlp == Method::Gptq;
+    let tokens = calibration.tokens;
+    Ok(CalibratedQuantizer::new(methods, scales, needs_acts.then_some(calibration), tokens, gptq))
+}
+
+fn compress(source: &Path, output: &Path, options: CompressOptions, calib: &CalibArgs) -> AnyResult {
     let start = Instant::now();
     let plan = CompressPlan::new(source, output, &options)?;
     for warning in &plan.warnings {
         eprintln!("warning: {warning}");
     }
+    let quantizer = calibrated_quantizer(&plan, calib)?;
     let bar = ProgressBar::new(plan.tensors.len() as u64).with_style(
         ProgressStyle::with_template("compressing {bar:40} {pos}/{len} tensors {elapsed} {msg}")
             .expect("static template"),
     );
-    let report = plan.run(&Rtn, &mut |done, _total, name| {
+    let report = plan.run(&quantizer, &mut |done, _total, name| {
         bar.set_position(done as u64);
         bar.set_message(name.to_string());
     });
@@ -354,7 +574,11 @@ fn build(model: &Path, output: &Path, target: &str, scheme: Option<&str>, triple
     if !status.success() {
         return Err(format!("cargo build failed ({status})").into());
     }
-    let mut built = source_tree.join("target");
+    // Where cargo put it: CARGO_TARGET_DIR when set (relative to the tree cargo ran in).
+    let mut built = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => source_tree.join(dir),
+        None => source_tree.join("target"),
+    };
     if let Some(triple) = triple {
         built.push(triple);
     }

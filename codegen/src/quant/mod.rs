@@ -13,6 +13,8 @@
 //!
 //! In `w4` the low nibble of byte `i` holds column `2i`, the high nibble column `2i + 1`.
 
+pub mod awq;
+pub mod gptq;
 mod rtn;
 mod scheme;
 

@@ -50,6 +50,23 @@ pub enum ForwardError {
     ContextOverflow { needed: usize, max: usize },
 }
 
+/// The inputs of the linear layers, as an observer of [`ReferenceWeights::forward_observed`]
+/// sees them (calibration for AWQ and GPTQ).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tap {
+    /// Input of q/k/v_proj: the input RMSNorm's output `[n, hidden]`.
+    Attn,
+    /// Input of o_proj: the attention output `[n, q_dim]`.
+    OProj,
+    /// Input of gate/up_proj: the post-attention RMSNorm's output `[n, hidden]`.
+    Mlp,
+    /// Input of down_proj: silu(gate)·up `[n, ffn]`.
+    Down,
+}
+
+/// Sees `(layer, tap, activations [n, dim])` during a forward pass.
+pub type Observer<'a> = dyn FnMut(usize, Tap, &[f32]) + 'a;
+
 /// Which positions of a batch need logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -67,6 +84,17 @@ impl ReferenceWeights {
         tokens: &[u32],
         cache: &mut KvCache,
         logits: Logits,
+    ) -> Result<Vec<Vec<f32>>, ForwardError> {
+        self.forward_observed(tokens, cache, logits, &mut |_, _, _| {})
+    }
+
+    /// [`forward`](Self::forward), showing `observer` the input of every linear layer.
+    pub fn forward_observed(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+        observer: &mut Observer<'_>,
     ) -> Result<Vec<Vec<f32>>, ForwardError> {
         let c = &self.config;
         let (hidden, vocab) = (c.hidden_size, c.vocab_size);
@@ -93,8 +121,9 @@ impl ReferenceWeights {
 
         // ---- Decoder layers ----------------------------------------------------------------
         for (l, layer) in self.layers.iter().enumerate() {
-            self.attention_block(layer, &mut x, start, &mut cache.keys[l], &mut cache.values[l]);
-            self.mlp_block(layer, &mut x);
+            let mut tap = |tap: Tap, a: &[f32]| observer(l, tap, a);
+            self.attention_block(layer, &mut x, start, &mut cache.keys[l], &mut cache.values[l], &mut tap);
+            self.mlp_block(layer, &mut x, &mut tap);
         }
         cache.len = start + n;
 
@@ -120,6 +149,7 @@ impl ReferenceWeights {
         start: usize,
         keys: &mut Vec<f32>,
         values: &mut Vec<f32>,
+        tap: &mut dyn FnMut(Tap, &[f32]),
     ) {
         let c = &self.config;
         let (hidden, hd) = (c.hidden_size, c.head_dim);
@@ -128,6 +158,7 @@ impl ReferenceWeights {
 
         // 1. Pre-attention RMSNorm.
         let h = rms_norm(x, &w.input_norm, c.rms_norm_eps); // [n, hidden]
+        tap(Tap::Attn, &h);
 
         // 2. Projections with bias.
         let mut q = linear(&h, &w.q_proj, Some(&w.q_bias), hidden, q_dim); // [n, q_dim]
@@ -173,6 +204,7 @@ impl ReferenceWeights {
         });
 
         // 6. Output projection and residual.
+        tap(Tap::OProj, &attn);
         let o = linear(&attn, &w.o_proj, None, q_dim, hidden); // [n, hidden]
         for (xi, oi) in x.iter_mut().zip(&o) {
             *xi += oi;
@@ -180,13 +212,15 @@ impl ReferenceWeights {
     }
 
     /// x += down(silu(gate(h)) * up(h)), h = RMSNorm(x).
-    fn mlp_block(&self, w: &LayerWeights, x: &mut [f32]) {
+    fn mlp_block(&self, w: &LayerWeights, x: &mut [f32], tap: &mut dyn FnMut(Tap, &[f32])) {
         let c = &self.config;
         let (hidden, ffn) = (c.hidden_size, c.intermediate_size);
         let h = rms_norm(x, &w.post_norm, c.rms_norm_eps); // [n, hidden]
+        tap(Tap::Mlp, &h);
         let gate = linear(&h, &w.gate_proj, None, hidden, ffn); // [n, ffn]
         let up = linear(&h, &w.up_proj, None, hidden, ffn); // [n, ffn]
         let act: Vec<f32> = gate.iter().zip(&up).map(|(&g, &u)| silu(g) * u).collect(); // [n, ffn]
+        tap(Tap::Down, &act);
         let down = linear(&act, &w.down_proj, None, ffn, hidden); // [n, hidden]
         for (xi, di) in x.iter_mut().zip(&down) {
             *xi += di;

@@ -18,7 +18,9 @@ mod chat;
 mod eval;
 mod generate;
 mod info;
+mod kl;
 mod perplexity;
+mod score;
 mod serve;
 
 use std::ffi::OsString;
@@ -56,6 +58,11 @@ pub enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Throughput and peak memory, as the AICAS 2025 challenge or optimum-benchmark measure them.
     Bench(bench::BenchArgs),
+    /// The AICAS challenge score from an eval JSON, a bench JSON and the baseline's figures.
+    Score(score::ScoreArgs),
+    /// KL divergence from reference logits (`qwenc reference-logits`), as llama.cpp's
+    /// --kl-divergence.
+    Kl(kl::KlArgs),
     /// An OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions).
     Serve(serve::ServeArgs),
 }
@@ -288,6 +295,11 @@ where
         Command::Bench(args) => {
             crate::threads::configure(cli.threads);
             bench::run(args, model, io)
+        }
+        Command::Score(args) => score::run(args, io),
+        Command::Kl(args) => {
+            crate::threads::configure(cli.threads);
+            kl::run(args, model, io)
         }
         Command::Serve(args) => {
             crate::threads::configure(cli.threads);

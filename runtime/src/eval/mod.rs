@@ -8,9 +8,11 @@
 //! - [`harness`]: lm-eval's tokenization of requests, acc / acc_norm, standard errors,
 //!   the results JSON and table;
 //! - [`perplexity`]: windowed perplexity;
+//! - [`kl`]: KL divergence from stored reference logits (top-K);
 //! - [`progress`]: the rate-limited progress line of the CLI.
 
 pub mod harness;
+pub mod kl;
 pub mod perplexity;
 pub mod progress;
 pub mod scoring;

@@ -1,0 +1,374 @@
+//! Calibration activations for AWQ and GPTQ: the input of every linear layer, captured from
+//! the f32 reference forward over a calibration text.
+//!
+//! The text must not be evaluation data: the default is `war_and_peace.txt`, never WikiText
+//! (perplexity and KL) or the lm-eval tasks. It is tokenized whole, the first `tokens`
+//! tokens are kept and cut into sequences of `seq_len` tokens, each run from an empty
+//! cache. All activations are those of the unquantized model (no sequential re-capture
+//! after quantizing earlier layers).
+//!
+//! [`CalibratedQuantizer`] is the compressor's quantizer built from them: per tensor class
+//! (attention, MLP) RTN, AWQ ([`crate::quant::awq`]) or GPTQ ([`crate::quant::gptq`]).
+
+use crate::compress::Quantizer;
+use crate::compressed::ClassSchemes;
+use crate::quant::awq::{self, AwqOptions, AwqSearch};
+use crate::quant::gptq::{hessian, quantize_gptq, GptqOptions};
+use crate::quant::{quantize_rtn, QuantizedMatrix, Scheme};
+use crate::reference::{KvCache, Logits, ReferenceWeights, Tap};
+
+/// The inputs of one layer's linear projections over all calibration tokens.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LayerActivations {
+    /// q/k/v_proj input `[n, hidden]`.
+    pub attn: Vec<f32>,
+    /// o_proj input `[n, q_dim]`.
+    pub o_proj: Vec<f32>,
+    /// gate/up_proj input `[n, hidden]`.
+    pub mlp: Vec<f32>,
+    /// down_proj input `[n, ffn]`.
+    pub down: Vec<f32>,
+}
+
+impl LayerActivations {
+    pub fn get(&self, tap: Tap) -> &[f32] {
+        match tap {
+            Tap::Attn => &self.attn,
+            Tap::OProj => &self.o_proj,
+            Tap::Mlp => &self.mlp,
+            Tap::Down => &self.down,
+        }
+    }
+    fn get_mut(&mut self, tap: Tap) -> &mut Vec<f32> {
+        match tap {
+            Tap::Attn => &mut self.attn,
+            Tap::OProj => &mut self.o_proj,
+            Tap::Mlp => &mut self.mlp,
+            Tap::Down => &mut self.down,
+        }
+    }
+}
+
+/// Activations of every layer over `tokens` calibration tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Calibration {
+    pub tokens: usize,
+    pub layers: Vec<LayerActivations>,
+}
+
+impl Calibration {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| 4 * (l.attn.len() + l.o_proj.len() + l.mlp.len() + l.down.len()))
+            .sum()
+    }
+
+    /// The input activations `[n, cols]` of the Hugging Face matrix `name`
+    /// (`model.layers.L.{self_attn,mlp}.*_proj.weight`), or `None` for other tensors.
+    pub fn inputs_of(&self, name: &str) -> Option<&[f32]> {
+        let (layer, tap) = tap_of(name)?;
+        Some(self.layers.get(layer)?.get(tap))
+    }
+}
+
+/// The layer and tap whose activations feed the matrix `name`.
+pub fn tap_of(name: &str) -> Option<(usize, Tap)> {
+    let rest = name.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let tap = match rest {
+        "self_attn.q_proj.weight" | "self_attn.k_proj.weight" | "self_attn.v_proj.weight" => Tap::Attn,
+        "self_attn.o_proj.weight" => Tap::OProj,
+        "mlp.gate_proj.weight" | "mlp.up_proj.weight" => Tap::Mlp,
+        "mlp.down_proj.weight" => Tap::Down,
+        _ => return None,
+    };
+    Some((layer, tap))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrateError {
+    #[error("the calibration text has {have} tokens, fewer than the {want} asked for (--calib-tokens)")]
+    TooFewTokens { have: usize, want: usize },
+    #[error("calibration needs at least 1 token and a sequence length of at least 1")]
+    Empty,
+    #[error(transparent)]
+    Forward(#[from] crate::reference::ForwardError),
+}
+
+/// Run the reference over the first `n_tokens` of `tokens` in sequences of `seq_len` and
+/// keep every linear layer's input; `progress(done, total)` after each sequence.
+pub fn capture(
+    weights: &ReferenceWeights,
+    tokens: &[u32],
+    n_tokens: usize,
+    seq_len: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Calibration, CalibrateError> {
+    if n_tokens == 0 || seq_len == 0 {
+        return Err(CalibrateError::Empty);
+    }
+    if tokens.len() < n_tokens {
+        return Err(CalibrateError::TooFewTokens {
+            have: tokens.len(),
+            want: n_tokens,
+        });
+    }
+    let layers = weights.config.num_hidden_layers;
+    let mut acts = vec![LayerActivations::default(); layers];
+    let sequences: Vec<&[u32]> = tokens[..n_tokens].chunks(seq_len).collect();
+    for (i, seq) in sequences.iter().enumerate() {
+        let mut cache = KvCache::new(layers);
+        weights.forward_observed(seq, &mut cache, Logits::Last, &mut |l, tap, x| {
+            acts[l].get_mut(tap).extend_from_slice(x);
+        })?;
+        progress(i + 1, sequences.len());
+    }
+    Ok(Calibration {
+        tokens: n_tokens,
+        layers: acts,
+    })
+}
+
+// ---- Calibrated methods per tensor class ---------------------------------------------------
+
+/// How the matrices of one class are quantized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Method {
+    /// Round to nearest.
+    #[default]
+    Rtn,
+    /// AWQ scales (folded into the op before), then round to nearest.
+    Awq,
+    /// GPTQ error compensation.
+    Gptq,
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::Rtn => "rtn",
+            Method::Awq => "awq",
+            Method::Gptq => "gptq",
+        })
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rtn" => Ok(Method::Rtn),
+            "awq" => Ok(Method::Awq),
+            "gptq" => Ok(Method::Gptq),
+            _ => Err(format!("unknown method `{s}` (expected rtn, awq or gptq)")),
+        }
+    }
+}
+
+/// The method of the attention and MLP matrices (embedding and lm_head are always RTN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Methods {
+    pub attn: Method,
+    pub mlp: Method,
+}
+
+impl Methods {
+    pub fn needs_calibration(&self) -> bool {
+        self.attn != Method::Rtn || self.mlp != Method::Rtn
+    }
+    fn of(&self, tap: Tap) -> Method {
+        match tap {
+            Tap::Attn | Tap::OProj => self.attn,
+            Tap::Mlp | Tap::Down => self.mlp,
+        }
+    }
+}
+
+impl std::fmt::Display for Methods {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.attn == self.mlp {
+            write!(f, "{}", self.attn)
+        } else {
+            write!(f, "attn={},mlp={}", self.attn, self.mlp)
+        }
+    }
+}
+
+impl std::str::FromStr for Methods {
+    type Err = String;
+    /// `gptq` (attention and MLP), or per class: `attn=awq,mlp=gptq`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut m = Methods::default();
+        for part in s.split(',') {
+            match part.split_once('=') {
+                None => {
+                    let v: Method = part.parse()?;
+                    m = Methods { attn: v, mlp: v };
+                }
+                Some(("attn", v)) => m.attn = v.parse()?,
+                Some(("mlp", v)) => m.mlp = v.parse()?,
+                Some((k, _)) => return Err(format!("unknown class `{k}` in --method (expected attn or mlp)")),
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// The AWQ scales of one layer (`None`: the class is not AWQ).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LayerScales {
+    /// q/k/v input; folded into input_layernorm.
+    pub attn: Option<AwqSearch>,
+    /// gate/up input; folded into post_attention_layernorm.
+    pub mlp: Option<AwqSearch>,
+    /// down input; folded into up_proj's rows.
+    pub down: Option<AwqSearch>,
+}
+
+/// Search the AWQ scales of every layer whose class uses AWQ; `progress(done, total)` after
+/// each layer.
+pub fn search_awq(
+    weights: &ReferenceWeights,
+    calib: &Calibration,
+    methods: &Methods,
+    schemes: &ClassSchemes,
+    opts: &AwqOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Vec<LayerScales> {
+    let c = &weights.config;
+    let (h, q, kv, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+    let total = weights.layers.len();
+    let mut out = Vec::with_capacity(total);
+    for (l, (w, a)) in weights.layers.iter().zip(&calib.layers).enumerate() {
+        let mut s = LayerScales::default();
+        if methods.attn == Method::Awq {
+            let mats = [(&w.q_proj[..], q), (&w.k_proj[..], kv), (&w.v_proj[..], kv)];
+            s.attn = Some(awq::search(&mats, h, &a.attn, schemes.attn, opts));
+        }
+        if methods.mlp == Method::Awq {
+            let mats = [(&w.gate_proj[..], f), (&w.up_proj[..], f)];
+            s.mlp = Some(awq::search(&mats, h, &a.mlp, schemes.mlp, opts));
+            s.down = Some(awq::search(&[(&w.down_proj[..], h)], f, &a.down, schemes.mlp, opts));
+        }
+        out.push(s);
+        progress(l + 1, total);
+    }
+    out
+}
+
+/// The quantizer of `qwenc compress --method ...`: AWQ folding for AWQ classes, GPTQ for
+/// GPTQ classes, RTN for the rest.
+pub struct CalibratedQuantizer {
+    pub methods: Methods,
+    /// Per layer; empty when no class uses AWQ.
+    pub scales: Vec<LayerScales>,
+    /// Needed when a class uses GPTQ.
+    pub calibration: Option<Calibration>,
+    pub gptq: GptqOptions,
+    name: String,
+}
+
+impl CalibratedQuantizer {
+    /// `calib_tokens`: how many tokens the scales and `calibration` came from (recorded in
+    /// the manifest's quantizer name).
+    pub fn new(
+        methods: Methods,
+        scales: Vec<LayerScales>,
+        calibration: Option<Calibration>,
+        calib_tokens: usize,
+        gptq: GptqOptions,
+    ) -> Self {
+        let name = if methods.needs_calibration() {
+            format!(
+                "{methods} (calibration: {calib_tokens} tokens{})",
+                if methods.attn == Method::Gptq || methods.mlp == Method::Gptq {
+                    format!(", gptq damp {} act_order {}", gptq.damp, gptq.act_order)
+                } else {
+                    String::new()
+                }
+            )
+        } else {
+            "rtn".to_string()
+        };
+        CalibratedQuantizer { methods, scales, calibration, gptq, name }
+    }
+}
+
+fn scale_slice(w: &mut [f32], s: &[f32], divide: bool) {
+    for (v, s) in w.iter_mut().zip(s) {
+        if divide {
+            *v /= s;
+        } else {
+            *v *= s;
+        }
+    }
+}
+
+impl Quantizer for CalibratedQuantizer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn transform(&self, name: &str, w: &mut [f32]) {
+        let Some(rest) = name.strip_prefix("model.layers.") else { return };
+        let Some((layer, rest)) = rest.split_once('.') else { return };
+        let Some(s) = layer.parse::<usize>().ok().and_then(|l| self.scales.get(l)) else { return };
+        let get = |x: &Option<AwqSearch>| x.as_ref().map(|x| x.scales.clone());
+        match rest {
+            "input_layernorm.weight" => {
+                if let Some(a) = get(&s.attn) {
+                    scale_slice(w, &a, true);
+                }
+            }
+            "post_attention_layernorm.weight" => {
+                if let Some(m) = get(&s.mlp) {
+                    scale_slice(w, &m, true);
+                }
+            }
+            "self_attn.q_proj.weight" | "self_attn.k_proj.weight" | "self_attn.v_proj.weight" => {
+                if let Some(a) = get(&s.attn) {
+                    awq::scale_columns(w, &a);
+                }
+            }
+            "mlp.gate_proj.weight" => {
+                if let Some(m) = get(&s.mlp) {
+                    awq::scale_columns(w, &m);
+                }
+            }
+            "mlp.up_proj.weight" => {
+                if let Some(m) = get(&s.mlp) {
+                    awq::scale_columns(w, &m);
+                }
+                if let Some(d) = get(&s.down) {
+                    awq::unscale_rows(w, &d);
+                }
+            }
+            "mlp.down_proj.weight" => {
+                if let Some(d) = get(&s.down) {
+                    awq::scale_columns(w, &d);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn quantize(&self, name: &str, w: &[f32], rows: usize, cols: usize, scheme: Scheme) -> QuantizedMatrix {
+        let integer = matches!(scheme, Scheme::W8 | Scheme::W4 { .. });
+        if let (Some((_, tap)), Some(calib), true) = (tap_of(name), &self.calibration, integer) {
+            if self.methods.of(tap) == Method::Gptq {
+                if let Some(x) = calib.inputs_of(name) {
+                    let h = hessian(x, cols);
+                    match quantize_gptq(w, rows, cols, &h, scheme, &self.gptq) {
+                        Ok(m) => return m,
+                        // Never silent: say so, and store the RTN result instead.
+                        Err(e) => eprintln!("warning: {name}: GPTQ failed ({e}); round-to-nearest used"),
+                    }
+                }
+            }
+        }
+        quantize_rtn(w, rows, cols, scheme)
+    }
+}
