@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch-dev-model.sh
-cargo test --workspace --locked -- --include-ignored
+# load_external_server drives a server started by scripts/load-test.sh; it has nothing to test here.
+cargo test --workspace --locked -- --include-ignored --skip load_external_server
 QWENC_MODEL="$PWD/models/qwen2.5-coder-0.5b-instruct.gguf" QWENC_VARIANTS="f32;w8;w4g32;w4g32a" \
   cargo test --release --locked --features dev-model --target-dir target/dev-model --test compiled_dev -- --nocapture
 bash scripts/fuzz.sh 5
