@@ -75,7 +75,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let variants: Vec<String> = match std::env::var("QWENC_VARIANTS") {
         Ok(list) => list.split(';').map(str::trim).filter(|v| !v.is_empty()).map(String::from).collect(),
-        Err(_) if tiny => TINY_VARIANTS.iter().map(|v| v.to_string()).collect(),
+        Err(_) if tiny => tiny_variants(&target_arch).map(String::from).collect(),
         Err(_) => Vec::new(),
     };
     println!("cargo:rerun-if-env-changed=QWENC_VARIANTS");
@@ -118,8 +118,29 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Variants the tiny model is compiled with for tests: every scheme on the native backend,
-/// tied embeddings (the lm_head layout serves the lookup), and the other backends.
-const TINY_VARIANTS: [&str; 12] = [
+/// tied embeddings (the lm_head layout serves the lookup), and the other backends of the
+/// target arch (`TINY_X86_64`, `TINY_AARCH64`).
+fn tiny_variants(target_arch: &str) -> impl Iterator<Item = &'static str> {
+    let arch: &[&str] = match target_arch {
+        "x86_64" => &TINY_X86_64,
+        "aarch64" => &TINY_AARCH64,
+        _ => &[],
+    };
+    TINY_VARIANTS.into_iter().chain(arch.iter().copied())
+}
+
+const TINY_X86_64: [&str; 2] = ["w8@x86-avx2", "w4g32a+tied@x86-avx2"];
+
+/// Every aarch64 backend once; the SVE ones run where the CPU has that vector length.
+const TINY_AARCH64: [&str; 5] = [
+    "w8@aarch64-neon",
+    "w4g32a+tied@aarch64-i8mm",
+    "w4g32@aarch64-sve2",
+    "w8@aarch64-sve2-256",
+    "w4g64a@aarch64-sve2-512",
+];
+
+const TINY_VARIANTS: [&str; 10] = [
     "f32",
     "bf16",
     "w8",
@@ -130,6 +151,4 @@ const TINY_VARIANTS: [&str; 12] = [
     "w8+tied",
     "w4g32a+tied@scalar",
     "w4g32@scalar",
-    "w8@x86-avx2",
-    "w4g32a+tied@x86-avx2",
 ];

@@ -13,3 +13,5 @@ cargo test --workspace --locked -- --include-ignored --skip load_external_server
 QWENC_MODEL="$PWD/models/qwen2.5-coder-0.5b-instruct.gguf" QWENC_VARIANTS="f32;w8;w4g32;w4g32a" \
   cargo test --release --locked --features dev-model --target-dir target/dev-model --test compiled_dev -- --nocapture
 bash scripts/fuzz.sh 5
+# The aarch64 backends, cross-built and run under qemu (kernels vs twins, tiny model, greedy tokens).
+bash scripts/test-aarch64.sh

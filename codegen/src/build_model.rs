@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint::Checkpoint;
 use crate::compressed::CompressedModel;
+use crate::emit::aarch64::ArmIsa;
 use crate::emit::x86::X86Isa;
 use crate::emit::{generate, Backend, ModelMeta};
 use crate::error::{LoadError, Result};
@@ -116,7 +117,14 @@ pub fn review_files(config_json: &Path) -> Result<std::collections::BTreeMap<Str
     let plan = Plan::new(&config, default_schemes(), config.tie_word_embeddings)
         .map_err(|e| LoadError::config(config_json, e))?;
     let mut files = std::collections::BTreeMap::new();
-    let backends = [Backend::Scalar, Backend::X86(X86Isa::Avx2), Backend::X86(X86Isa::Avx512Vnni)];
+    let backends = [
+        Backend::Scalar,
+        Backend::X86(X86Isa::Avx2),
+        Backend::X86(X86Isa::Avx512Vnni),
+        Backend::Arm(ArmIsa::Neon),
+        Backend::Arm(ArmIsa::I8mm),
+        Backend::Arm(ArmIsa::Sve2 { bits: 128 }),
+    ];
     for backend in backends {
         let layout = crate::pack::layout(&plan, backend);
         let meta = ModelMeta { name: "Qwen2.5-0.5B (review copy)".into(), weights_len: layout.packed_len() as u64, weights_hash: 0 };

@@ -1,12 +1,14 @@
-//! A Rust module of kernels for the kernel tests (`tests/kernels_x86.rs`): for each integer
-//! scheme and a few shapes, the scalar kernel, the tiled twins (`twin8`, `twin16`) and the
-//! x86 SIMD kernels (`avx2`, `avx512`), each module with a uniform lookup
+//! A Rust module of kernels for the kernel tests (`tests/kernels_x86.rs`,
+//! `tests/kernels_aarch64.rs`): for each integer scheme and a few shapes, the scalar kernel,
+//! the tiled twins (`twin4`, `twin8`, `twin16`), the x86 SIMD kernels (`avx2`, `avx512`) and
+//! the aarch64 ones (`neon`, `i8mm`, `sve128`, `sve256`, `sve512`), each module with a uniform lookup
 //! `kernel(rows, cols, scheme) -> Option<Kernel>`, plus a `MatrixAt` like the generated one so the
 //! file compiles on its own inside any module of a crate that depends on `qwenc_runtime`.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
+use super::aarch64::ArmIsa;
 use super::x86::X86Isa;
 use super::{kernel_name, lit, scalar, tiled};
 use crate::plan::MatmulShape;
@@ -79,6 +81,33 @@ pub fn kernel_test_module() -> String {
         let simd: Vec<_> = shapes.iter().map(|s| tiled::matmul(isa, s)).collect();
         modules.push(module(isa.short_name(), isa.name(), x86_cfg.clone(), simd));
     }
+    // aarch64: the twin4 layout (NEON, i8mm, SVE at 128 bits) is the only new one.
+    let arm_cfg = quote! { #[cfg(target_arch = "aarch64")] };
+    modules.push(module(
+        "twin4",
+        "twin4",
+        quote! {},
+        shapes.iter().map(|s| tiled::matmul_twin(4, s)).collect(),
+    ));
+    for isa in ArmIsa::ALL {
+        let simd: Vec<_> = shapes.iter().map(|s| isa.matmul(s)).collect();
+        modules.push(module(isa.short_name(), isa.name(), arm_cfg.clone(), simd));
+    }
+    let arm_list = ArmIsa::ALL.iter().map(|isa| {
+        let (short, nr) = (isa.short_name(), lit(isa.nr()));
+        let twin = format!("twin{}", isa.nr());
+        let features: Vec<&str> = isa.target_features().to_vec();
+        let sve = lit(isa.sve_bytes().unwrap_or(0));
+        quote! { ArmKernels { module: #short, nr: #nr, twin: #twin, features: &[#(#features),*], sve_bytes: #sve } }
+    });
+    let arm_arms = ArmIsa::ALL.iter().map(|isa| {
+        let short = isa.short_name();
+        let m = format_ident!("{short}");
+        quote! {
+            #[cfg(target_arch = "aarch64")]
+            #short => #m::kernel(rows, cols, scheme),
+        }
+    });
     let shape_list = shapes.iter().map(|s| {
         let (r, c, scheme) = (lit(s.rows), lit(s.cols), s.scheme.to_string());
         quote! { (#r, #c, #scheme) }
@@ -115,10 +144,26 @@ pub fn kernel_test_module() -> String {
         pub const AVX2_TWIN: &str = #avx2_twin;
         pub const AVX512_TWIN: &str = #avx512_twin;
 
-        /// The kernel of `module` (`scalar`, `twin8`, `twin16`, `avx2`, `avx512`).
+        /// An aarch64 kernel module: rows per tile, its twin, what the CPU needs (features, and
+        /// the SVE vector length in bytes, 0 if not SVE).
+        #[derive(Clone, Copy, Debug)]
+        pub struct ArmKernels {
+            pub module: &'static str,
+            pub nr: usize,
+            pub twin: &'static str,
+            pub features: &'static [&'static str],
+            pub sve_bytes: usize,
+        }
+
+        pub const ARM: &[ArmKernels] = &[#(#arm_list),*];
+
+        /// The kernel of `module` (`scalar`, `twin4`, `twin8`, `twin16`, `avx2`, `avx512`,
+        /// `neon`, `i8mm`, `sve128`, `sve256`, `sve512`).
         pub fn kernel(module: &str, rows: usize, cols: usize, scheme: &str) -> Option<Kernel> {
             match module {
                 "scalar" => scalar::kernel(rows, cols, scheme),
+                "twin4" => twin4::kernel(rows, cols, scheme),
+                #(#arm_arms)*
                 "twin8" => twin8::kernel(rows, cols, scheme),
                 "twin16" => twin16::kernel(rows, cols, scheme),
                 #[cfg(target_arch = "x86_64")]

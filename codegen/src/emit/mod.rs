@@ -4,6 +4,7 @@
 //! through `prettyplease`; maps are ordered). Kernel names come from one place,
 //! [`kernel_name`]: `{backend}_matmul_{scheme}_{rows}x{cols}`.
 
+pub mod aarch64;
 mod embed;
 mod ops;
 pub mod kernel_tests;
@@ -17,6 +18,7 @@ use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use crate::pack::Packed;
+use aarch64::ArmIsa;
 use x86::X86Isa;
 use crate::plan::{FusedMatrix, MatmulShape, Plan};
 use crate::quant::Scheme;
@@ -30,6 +32,8 @@ pub enum Backend {
     Scalar,
     /// x86_64 SIMD for the integer schemes (tiled layout); float schemes run scalar kernels.
     X86(X86Isa),
+    /// aarch64 NEON dotprod / i8mm / SVE2 for the integer schemes (same tiled layout).
+    Arm(ArmIsa),
 }
 
 impl Backend {
@@ -37,21 +41,38 @@ impl Backend {
         match self {
             Backend::Scalar => scalar::BACKEND,
             Backend::X86(isa) => isa.name(),
+            Backend::Arm(isa) => isa.name(),
         }
     }
 
-    /// `QWENC_TARGET`: `scalar`, `x86-avx2`, `x86-avx512`, or `native` (the best backend the
-    /// build machine supports for `target_arch`, the arch being compiled for).
+    /// `QWENC_TARGET`: `scalar`, `x86-avx2`, `x86-avx512`, `aarch64-neon`, `aarch64-i8mm`,
+    /// `aarch64-sve2` (128-bit vectors), `aarch64-sve2-256`, `aarch64-sve2-512`, or `native`
+    /// (the best backend the build machine supports for `target_arch`, the arch being
+    /// compiled for). A backend for another arch than `target_arch` is refused.
     pub fn parse(s: &str, target_arch: &str) -> Result<Backend, String> {
-        match s {
-            "scalar" => Ok(Backend::Scalar),
-            "native" => Ok(Backend::native(target_arch)),
+        let backend = match s {
+            "scalar" => return Ok(Backend::Scalar),
+            "native" => return Ok(Backend::native(target_arch)),
             other => X86Isa::ALL
                 .into_iter()
                 .find(|isa| isa.name() == other)
                 .map(Backend::X86)
-                .ok_or_else(|| format!("unknown target `{other}` (available: native, scalar, x86-avx2, x86-avx512)")),
+                .or_else(|| ArmIsa::ALL.into_iter().find(|isa| isa.name() == other).map(Backend::Arm))
+                .ok_or_else(|| {
+                    format!(
+                        "unknown target `{other}` (available: native, scalar, x86-avx2, x86-avx512, aarch64-neon, aarch64-i8mm, aarch64-sve2, aarch64-sve2-256, aarch64-sve2-512)"
+                    )
+                })?,
+        };
+        let arch = match backend {
+            Backend::X86(_) => "x86_64",
+            Backend::Arm(_) => "aarch64",
+            Backend::Scalar => target_arch,
+        };
+        if arch != target_arch {
+            return Err(format!("target `{s}` is for {arch}, but this build compiles for {target_arch} (pick a {target_arch} backend, scalar, or native)"));
         }
+        Ok(backend)
     }
 
     /// The best backend this machine runs, when it is also the machine compiled for.
@@ -64,6 +85,16 @@ impl Backend {
                 }
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        if target_arch == "aarch64" {
+            let detected = |isa: ArmIsa| isa.target_features().iter().all(|f| host_has_feature(f));
+            if detected(ArmIsa::I8mm) {
+                return Backend::Arm(ArmIsa::I8mm);
+            }
+            if detected(ArmIsa::Neon) {
+                return Backend::Arm(ArmIsa::Neon);
+            }
+        }
         let _ = target_arch;
         Backend::Scalar
     }
@@ -73,6 +104,7 @@ impl Backend {
         match self {
             Backend::Scalar => None,
             Backend::X86(isa) => Some(tiled::tile_rows(isa)),
+            Backend::Arm(isa) => Some(isa.nr()),
         }
     }
 
@@ -80,7 +112,7 @@ impl Backend {
     /// to the scalar kernels).
     fn kernel_backend(self, scheme: Scheme) -> Backend {
         match (self, scheme) {
-            (Backend::X86(_), Scheme::F32 | Scheme::Bf16) => Backend::Scalar,
+            (Backend::X86(_) | Backend::Arm(_), Scheme::F32 | Scheme::Bf16) => Backend::Scalar,
             _ => self,
         }
     }
@@ -90,6 +122,7 @@ impl Backend {
         match self.kernel_backend(shape.scheme) {
             Backend::Scalar => scalar::matmul(shape),
             Backend::X86(isa) => tiled::matmul(isa, shape),
+            Backend::Arm(isa) => isa.matmul(shape),
         }
     }
 
@@ -124,6 +157,28 @@ impl Backend {
                     }
                 }
             }
+            Backend::Arm(isa) => {
+                let detect = isa.detect();
+                let message = format!(
+                    "this executable was compiled for {} ({}), which this CPU lacks: rebuild with QWENC_TARGET=aarch64-neon, another aarch64 backend, or QWENC_TARGET=scalar",
+                    isa.name(),
+                    isa.requirement()
+                );
+                quote! {
+                    /// Whether this CPU has every instruction the kernels use (and, for SVE, the
+                    /// vector length they were built for).
+                    #[cfg(target_arch = "aarch64")]
+                    pub fn check_cpu() -> Result<(), String> {
+                        #[allow(unused_parens)]
+                        let ok = #detect;
+                        if ok { Ok(()) } else { Err(#message.to_string()) }
+                    }
+                    #[cfg(not(target_arch = "aarch64"))]
+                    pub fn check_cpu() -> Result<(), String> {
+                        Err(#message.to_string())
+                    }
+                }
+            }
         }
     }
 }
@@ -138,6 +193,16 @@ fn host_has_feature(feature: &str) -> bool {
         "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
         "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
         "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
+        _ => false,
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+fn host_has_feature(feature: &str) -> bool {
+    match feature {
+        "neon" => std::arch::is_aarch64_feature_detected!("neon"),
+        "dotprod" => std::arch::is_aarch64_feature_detected!("dotprod"),
+        "i8mm" => std::arch::is_aarch64_feature_detected!("i8mm"),
         _ => false,
     }
 }

@@ -133,6 +133,41 @@ pub trait TilePrims: Sync {
     /// `nr` f16 bits from `*const u16`, converted exactly to f32.
     fn load_f16(&self, ptr: TokenStream) -> TokenStream;
     fn store_f32(&self, ptr: TokenStream, v: TokenStream) -> TokenStream;
+    /// A pass of `m` tokens written by the ISA itself (`unsafe fn tokens_{m}(codes, PARAMS
+    /// xq, xs, xsum, out)` as [`matmul_with`] calls it), or `None` for the generic body. Arm
+    /// i8mm uses it for its matrix-matrix passes.
+    fn token_pass(&self, shape: &MatmulShape, m: usize, params: &TokenStream) -> Option<TokenStream> {
+        let _ = (shape, m, params);
+        None
+    }
+}
+
+/// What the tile loop (the kernel's outer part) needs of a backend; from a [`TilePrims`] by
+/// [`TileLoop::of`], or built directly by a backend that writes whole passes itself (SVE).
+pub struct TileLoop {
+    pub name: &'static str,
+    pub nr: usize,
+    pub mr: usize,
+    pub cfg: TokenStream,
+    pub arch_import: TokenStream,
+    pub target_feature: TokenStream,
+    pub detect: TokenStream,
+    pub features: String,
+}
+
+impl TileLoop {
+    pub fn of(p: &dyn TilePrims) -> TileLoop {
+        TileLoop {
+            name: p.name(),
+            nr: p.nr(),
+            mr: p.mr(),
+            cfg: p.cfg(),
+            arch_import: p.arch_import(),
+            target_feature: p.target_feature(),
+            detect: p.detect(),
+            features: p.features(),
+        }
+    }
 }
 
 /// Rows per tile of `isa`.
@@ -143,7 +178,12 @@ pub fn tile_rows(isa: X86Isa) -> usize {
 /// Tokens per sweep of the SIMD kernel over its tiles for `cols` inputs: a multiple of the
 /// pass size whose activations fit in 256 KiB (longer prompts sweep the weights again).
 pub fn token_block(p: &dyn TilePrims, cols: usize) -> usize {
-    (256 * 1024 / cols / p.mr() * p.mr()).max(p.mr())
+    token_block_for(p.mr(), cols)
+}
+
+/// [`token_block`] for a pass size of `mr` tokens.
+pub fn token_block_for(mr: usize, cols: usize) -> usize {
+    (256 * 1024 / cols / mr * mr).max(mr)
 }
 
 /// Code bytes of one 32-column block of one tile.
@@ -301,8 +341,21 @@ fn scheme_info(scheme: Scheme) -> SchemeInfo {
 /// The kernel body, once, over the primitives `p`.
 pub fn matmul_with(p: &dyn TilePrims, shape: &MatmulShape) -> TokenStream {
     let info = scheme_info(shape.scheme);
-    let name = kernel_name(p.name(), shape);
-    let (nr, mr) = (p.nr(), p.mr());
+    tile_loop(&TileLoop::of(p), shape, &|m, params| {
+        p.token_pass(shape, m, params).unwrap_or_else(|| token_pass(p, &info, m, params))
+    })
+}
+
+/// The kernel's outer part for `shape`: checks, weight views, threads over tiles, token
+/// blocks, and calls of the passes `tokens_1..=tokens_{mr}`, which `pass(m, params)` emits.
+pub fn tile_loop(
+    t: &TileLoop,
+    shape: &MatmulShape,
+    pass: &dyn Fn(usize, &TokenStream) -> TokenStream,
+) -> TokenStream {
+    let info = scheme_info(shape.scheme);
+    let name = kernel_name(t.name, shape);
+    let (nr, mr) = (t.nr, t.mr);
     let tiles = shape.rows.div_ceil(nr);
     let (rows_l, cols_l, nr_l, mr_l, tiles_l) = (
         lit(shape.rows),
@@ -312,19 +365,15 @@ pub fn matmul_with(p: &dyn TilePrims, shape: &MatmulShape) -> TokenStream {
         lit(tiles),
     );
     let block_bytes_l = lit(block_bytes(shape.scheme, nr));
-    let token_block = lit(token_block(p, shape.cols));
-    let (cfg, arch, tf, detect) = (p.cfg(), p.arch_import(), p.target_feature(), p.detect());
+    let token_block = lit(token_block_for(mr, shape.cols));
+    let (cfg, arch, tf, detect) = (&t.cfg, &t.arch_import, &t.target_feature, &t.detect);
     let doc = format!(
         " `y[n, {}] = x[n, {}] · Wᵀ`, W in `{}`, tiled layout of {nr} rows ({}: {}).",
-        shape.rows,
-        shape.cols,
-        shape.scheme,
-        p.name(),
-        p.features()
+        shape.rows, shape.cols, shape.scheme, t.name, t.features
     );
     let missing = format!(
         "{name} needs the CPU features {} (this CPU lacks one)",
-        p.features()
+        t.features
     );
 
     // Scheme-dependent constants, weight views, and the weight pointers passed down.
@@ -362,7 +411,7 @@ pub fn matmul_with(p: &dyn TilePrims, shape: &MatmulShape) -> TokenStream {
         ),
     };
 
-    let passes: Vec<TokenStream> = (1..=mr).map(|m| token_pass(p, &info, m, &params)).collect();
+    let passes: Vec<TokenStream> = (1..=mr).map(|m| pass(m, &params)).collect();
     let pass = |m: usize| format_ident!("tokens_{m}");
     let full = pass(mr);
     let call_args = quote! { codes, #args xq.add(t * COLS), xs.add(t * BLOCKS), xsum.add(t * BLOCKS), o.add(t * NR) };
