@@ -848,7 +848,6 @@ pub fn aarch64_i8mm_matmul_w4g32_896x896(
 ) {
     use std::arch::aarch64::*;
     use std::arch::asm;
-    use qwenc_runtime::rayon::prelude::*;
     const ROWS: usize = 896;
     const COLS: usize = 896;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
@@ -888,12 +887,14 @@ pub fn aarch64_i8mm_matmul_w4g32_896x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::rayon::current_num_threads())).max(1);
-    out.par_chunks_mut(chunk * n * NR)
-        .enumerate()
-        .for_each(|(c, out)| {
+    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        chunk * n * NR,
+        |c, out| {
             unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        });
+        },
+    );
     if !direct {
         for tile in 0..TILES {
             let live = NR.min(ROWS - tile * NR);
@@ -3250,7 +3251,6 @@ pub fn aarch64_i8mm_matmul_w4g32_896x4864(
 ) {
     use std::arch::aarch64::*;
     use std::arch::asm;
-    use qwenc_runtime::rayon::prelude::*;
     const ROWS: usize = 896;
     const COLS: usize = 4864;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
@@ -3290,12 +3290,14 @@ pub fn aarch64_i8mm_matmul_w4g32_896x4864(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::rayon::current_num_threads())).max(1);
-    out.par_chunks_mut(chunk * n * NR)
-        .enumerate()
-        .for_each(|(c, out)| {
+    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        chunk * n * NR,
+        |c, out| {
             unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        });
+        },
+    );
     if !direct {
         for tile in 0..TILES {
             let live = NR.min(ROWS - tile * NR);
@@ -5652,7 +5654,6 @@ pub fn aarch64_i8mm_matmul_w4g32_1152x896(
 ) {
     use std::arch::aarch64::*;
     use std::arch::asm;
-    use qwenc_runtime::rayon::prelude::*;
     const ROWS: usize = 1152;
     const COLS: usize = 896;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
@@ -5692,12 +5693,14 @@ pub fn aarch64_i8mm_matmul_w4g32_1152x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::rayon::current_num_threads())).max(1);
-    out.par_chunks_mut(chunk * n * NR)
-        .enumerate()
-        .for_each(|(c, out)| {
+    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        chunk * n * NR,
+        |c, out| {
             unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        });
+        },
+    );
     if !direct {
         for tile in 0..TILES {
             let live = NR.min(ROWS - tile * NR);
@@ -8054,7 +8057,6 @@ pub fn aarch64_i8mm_matmul_w4g32_9728x896(
 ) {
     use std::arch::aarch64::*;
     use std::arch::asm;
-    use qwenc_runtime::rayon::prelude::*;
     const ROWS: usize = 9728;
     const COLS: usize = 896;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
@@ -8094,12 +8096,14 @@ pub fn aarch64_i8mm_matmul_w4g32_9728x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::rayon::current_num_threads())).max(1);
-    out.par_chunks_mut(chunk * n * NR)
-        .enumerate()
-        .for_each(|(c, out)| {
+    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        chunk * n * NR,
+        |c, out| {
             unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        });
+        },
+    );
     if !direct {
         for tile in 0..TILES {
             let live = NR.min(ROWS - tile * NR);
@@ -10456,7 +10460,6 @@ pub fn aarch64_i8mm_matmul_w8_151936x896(
 ) {
     use std::arch::aarch64::*;
     use std::arch::asm;
-    use qwenc_runtime::rayon::prelude::*;
     const ROWS: usize = 151936;
     const COLS: usize = 896;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
@@ -10493,12 +10496,14 @@ pub fn aarch64_i8mm_matmul_w8_151936x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::rayon::current_num_threads())).max(1);
-    out.par_chunks_mut(chunk * n * NR)
-        .enumerate()
-        .for_each(|(c, out)| {
+    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        chunk * n * NR,
+        |c, out| {
             unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        });
+        },
+    );
     if !direct {
         for tile in 0..TILES {
             let live = NR.min(ROWS - tile * NR);
@@ -12391,19 +12396,20 @@ fn store_kv(cache: &mut KvCache, layer: usize, pos: usize, k: &[f32], v: &[f32])
 /// Causal grouped-query attention of `n` new queries (`qkv`: `[n, QKV_ROWS]`) over
 /// the cache of `layer`, which already holds their keys and values; `out`: `[n, Q_DIM]`.
 fn attention(qkv: &[f32], cache: &KvCache, layer: usize, start: usize, out: &mut [f32]) {
-    use qwenc_runtime::rayon::prelude::*;
     const GROUP: usize = N_HEADS / N_KV_HEADS;
     let positions = cache.layer_stride / KV_DIM;
     let keys = &cache.keys[layer * cache.layer_stride..][..cache.layer_stride];
     let values = &cache.values[layer * cache.layer_stride..][..cache.layer_stride];
-    out.par_chunks_mut(GROUP * HEAD_DIM)
-        .enumerate()
-        .for_each(|(item, out)| {
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        GROUP * HEAD_DIM,
+        |item, out| {
             let (t, kvh) = (item / N_KV_HEADS, item % N_KV_HEADS);
             let q = &qkv[t * QKV_ROWS + kvh * GROUP * HEAD_DIM..][..GROUP * HEAD_DIM];
             let keys = &keys[kvh * positions * HEAD_DIM..][..positions * HEAD_DIM];
             attend_group(q, keys, values, kvh, start + t + 1, out);
-        });
+        },
+    );
 }
 /// One attention work item.
 fn attend_group(

@@ -847,7 +847,6 @@ pub fn aarch64_neon_matmul_w4g32_896x896(
 ) {
     use std::arch::aarch64::*;
     use std::arch::asm;
-    use qwenc_runtime::rayon::prelude::*;
     const ROWS: usize = 896;
     const COLS: usize = 896;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
@@ -886,12 +885,14 @@ pub fn aarch64_neon_matmul_w4g32_896x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::rayon::current_num_threads())).max(1);
-    out.par_chunks_mut(chunk * n * NR)
-        .enumerate()
-        .for_each(|(c, out)| {
+    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        chunk * n * NR,
+        |c, out| {
             unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        });
+        },
+    );
     if !direct {
         for tile in 0..TILES {
             let live = NR.min(ROWS - tile * NR);
@@ -2186,7 +2187,6 @@ pub fn aarch64_neon_matmul_w4g32_896x4864(
 ) {
     use std::arch::aarch64::*;
     use std::arch::asm;
-    use qwenc_runtime::rayon::prelude::*;
     const ROWS: usize = 896;
     const COLS: usize = 4864;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
@@ -2225,12 +2225,14 @@ pub fn aarch64_neon_matmul_w4g32_896x4864(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::rayon::current_num_threads())).max(1);
-    out.par_chunks_mut(chunk * n * NR)
-        .enumerate()
-        .for_each(|(c, out)| {
+    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        chunk * n * NR,
+        |c, out| {
             unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        });
+        },
+    );
     if !direct {
         for tile in 0..TILES {
             let live = NR.min(ROWS - tile * NR);
@@ -3525,7 +3527,6 @@ pub fn aarch64_neon_matmul_w4g32_1152x896(
 ) {
     use std::arch::aarch64::*;
     use std::arch::asm;
-    use qwenc_runtime::rayon::prelude::*;
     const ROWS: usize = 1152;
     const COLS: usize = 896;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
@@ -3564,12 +3565,14 @@ pub fn aarch64_neon_matmul_w4g32_1152x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::rayon::current_num_threads())).max(1);
-    out.par_chunks_mut(chunk * n * NR)
-        .enumerate()
-        .for_each(|(c, out)| {
+    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        chunk * n * NR,
+        |c, out| {
             unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        });
+        },
+    );
     if !direct {
         for tile in 0..TILES {
             let live = NR.min(ROWS - tile * NR);
@@ -4864,7 +4867,6 @@ pub fn aarch64_neon_matmul_w4g32_9728x896(
 ) {
     use std::arch::aarch64::*;
     use std::arch::asm;
-    use qwenc_runtime::rayon::prelude::*;
     const ROWS: usize = 9728;
     const COLS: usize = 896;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
@@ -4903,12 +4905,14 @@ pub fn aarch64_neon_matmul_w4g32_9728x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::rayon::current_num_threads())).max(1);
-    out.par_chunks_mut(chunk * n * NR)
-        .enumerate()
-        .for_each(|(c, out)| {
+    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        chunk * n * NR,
+        |c, out| {
             unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        });
+        },
+    );
     if !direct {
         for tile in 0..TILES {
             let live = NR.min(ROWS - tile * NR);
@@ -6203,7 +6207,6 @@ pub fn aarch64_neon_matmul_w8_151936x896(
 ) {
     use std::arch::aarch64::*;
     use std::arch::asm;
-    use qwenc_runtime::rayon::prelude::*;
     const ROWS: usize = 151936;
     const COLS: usize = 896;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
@@ -6239,12 +6242,14 @@ pub fn aarch64_neon_matmul_w8_151936x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::rayon::current_num_threads())).max(1);
-    out.par_chunks_mut(chunk * n * NR)
-        .enumerate()
-        .for_each(|(c, out)| {
+    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        chunk * n * NR,
+        |c, out| {
             unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        });
+        },
+    );
     if !direct {
         for tile in 0..TILES {
             let live = NR.min(ROWS - tile * NR);
@@ -7596,19 +7601,20 @@ fn store_kv(cache: &mut KvCache, layer: usize, pos: usize, k: &[f32], v: &[f32])
 /// Causal grouped-query attention of `n` new queries (`qkv`: `[n, QKV_ROWS]`) over
 /// the cache of `layer`, which already holds their keys and values; `out`: `[n, Q_DIM]`.
 fn attention(qkv: &[f32], cache: &KvCache, layer: usize, start: usize, out: &mut [f32]) {
-    use qwenc_runtime::rayon::prelude::*;
     const GROUP: usize = N_HEADS / N_KV_HEADS;
     let positions = cache.layer_stride / KV_DIM;
     let keys = &cache.keys[layer * cache.layer_stride..][..cache.layer_stride];
     let values = &cache.values[layer * cache.layer_stride..][..cache.layer_stride];
-    out.par_chunks_mut(GROUP * HEAD_DIM)
-        .enumerate()
-        .for_each(|(item, out)| {
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        GROUP * HEAD_DIM,
+        |item, out| {
             let (t, kvh) = (item / N_KV_HEADS, item % N_KV_HEADS);
             let q = &qkv[t * QKV_ROWS + kvh * GROUP * HEAD_DIM..][..GROUP * HEAD_DIM];
             let keys = &keys[kvh * positions * HEAD_DIM..][..positions * HEAD_DIM];
             attend_group(q, keys, values, kvh, start + t + 1, out);
-        });
+        },
+    );
 }
 /// One attention work item.
 fn attend_group(

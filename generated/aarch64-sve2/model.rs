@@ -860,7 +860,6 @@ pub fn aarch64_sve2_matmul_w4g32_896x896(
     y: &mut [f32],
 ) {
     use std::arch::asm;
-    use qwenc_runtime::rayon::prelude::*;
     const ROWS: usize = 896;
     const COLS: usize = 896;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
@@ -903,12 +902,14 @@ pub fn aarch64_sve2_matmul_w4g32_896x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::rayon::current_num_threads())).max(1);
-    out.par_chunks_mut(chunk * n * NR)
-        .enumerate()
-        .for_each(|(c, out)| {
+    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        chunk * n * NR,
+        |c, out| {
             unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        });
+        },
+    );
     if !direct {
         for tile in 0..TILES {
             let live = NR.min(ROWS - tile * NR);
@@ -1284,7 +1285,6 @@ pub fn aarch64_sve2_matmul_w4g32_896x4864(
     y: &mut [f32],
 ) {
     use std::arch::asm;
-    use qwenc_runtime::rayon::prelude::*;
     const ROWS: usize = 896;
     const COLS: usize = 4864;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
@@ -1327,12 +1327,14 @@ pub fn aarch64_sve2_matmul_w4g32_896x4864(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::rayon::current_num_threads())).max(1);
-    out.par_chunks_mut(chunk * n * NR)
-        .enumerate()
-        .for_each(|(c, out)| {
+    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        chunk * n * NR,
+        |c, out| {
             unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        });
+        },
+    );
     if !direct {
         for tile in 0..TILES {
             let live = NR.min(ROWS - tile * NR);
@@ -1708,7 +1710,6 @@ pub fn aarch64_sve2_matmul_w4g32_1152x896(
     y: &mut [f32],
 ) {
     use std::arch::asm;
-    use qwenc_runtime::rayon::prelude::*;
     const ROWS: usize = 1152;
     const COLS: usize = 896;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
@@ -1751,12 +1752,14 @@ pub fn aarch64_sve2_matmul_w4g32_1152x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::rayon::current_num_threads())).max(1);
-    out.par_chunks_mut(chunk * n * NR)
-        .enumerate()
-        .for_each(|(c, out)| {
+    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        chunk * n * NR,
+        |c, out| {
             unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        });
+        },
+    );
     if !direct {
         for tile in 0..TILES {
             let live = NR.min(ROWS - tile * NR);
@@ -2132,7 +2135,6 @@ pub fn aarch64_sve2_matmul_w4g32_9728x896(
     y: &mut [f32],
 ) {
     use std::arch::asm;
-    use qwenc_runtime::rayon::prelude::*;
     const ROWS: usize = 9728;
     const COLS: usize = 896;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
@@ -2175,12 +2177,14 @@ pub fn aarch64_sve2_matmul_w4g32_9728x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::rayon::current_num_threads())).max(1);
-    out.par_chunks_mut(chunk * n * NR)
-        .enumerate()
-        .for_each(|(c, out)| {
+    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        chunk * n * NR,
+        |c, out| {
             unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        });
+        },
+    );
     if !direct {
         for tile in 0..TILES {
             let live = NR.min(ROWS - tile * NR);
@@ -2556,7 +2560,6 @@ pub fn aarch64_sve2_matmul_w8_151936x896(
     y: &mut [f32],
 ) {
     use std::arch::asm;
-    use qwenc_runtime::rayon::prelude::*;
     const ROWS: usize = 151936;
     const COLS: usize = 896;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
@@ -2596,12 +2599,14 @@ pub fn aarch64_sve2_matmul_w8_151936x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::rayon::current_num_threads())).max(1);
-    out.par_chunks_mut(chunk * n * NR)
-        .enumerate()
-        .for_each(|(c, out)| {
+    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        chunk * n * NR,
+        |c, out| {
             unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        });
+        },
+    );
     if !direct {
         for tile in 0..TILES {
             let live = NR.min(ROWS - tile * NR);
@@ -3007,19 +3012,20 @@ fn store_kv(cache: &mut KvCache, layer: usize, pos: usize, k: &[f32], v: &[f32])
 /// Causal grouped-query attention of `n` new queries (`qkv`: `[n, QKV_ROWS]`) over
 /// the cache of `layer`, which already holds their keys and values; `out`: `[n, Q_DIM]`.
 fn attention(qkv: &[f32], cache: &KvCache, layer: usize, start: usize, out: &mut [f32]) {
-    use qwenc_runtime::rayon::prelude::*;
     const GROUP: usize = N_HEADS / N_KV_HEADS;
     let positions = cache.layer_stride / KV_DIM;
     let keys = &cache.keys[layer * cache.layer_stride..][..cache.layer_stride];
     let values = &cache.values[layer * cache.layer_stride..][..cache.layer_stride];
-    out.par_chunks_mut(GROUP * HEAD_DIM)
-        .enumerate()
-        .for_each(|(item, out)| {
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        GROUP * HEAD_DIM,
+        |item, out| {
             let (t, kvh) = (item / N_KV_HEADS, item % N_KV_HEADS);
             let q = &qkv[t * QKV_ROWS + kvh * GROUP * HEAD_DIM..][..GROUP * HEAD_DIM];
             let keys = &keys[kvh * positions * HEAD_DIM..][..positions * HEAD_DIM];
             attend_group(q, keys, values, kvh, start + t + 1, out);
-        });
+        },
+    );
 }
 /// One attention work item.
 fn attend_group(

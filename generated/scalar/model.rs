@@ -1036,19 +1036,20 @@ fn store_kv(cache: &mut KvCache, layer: usize, pos: usize, k: &[f32], v: &[f32])
 /// Causal grouped-query attention of `n` new queries (`qkv`: `[n, QKV_ROWS]`) over
 /// the cache of `layer`, which already holds their keys and values; `out`: `[n, Q_DIM]`.
 fn attention(qkv: &[f32], cache: &KvCache, layer: usize, start: usize, out: &mut [f32]) {
-    use qwenc_runtime::rayon::prelude::*;
     const GROUP: usize = N_HEADS / N_KV_HEADS;
     let positions = cache.layer_stride / KV_DIM;
     let keys = &cache.keys[layer * cache.layer_stride..][..cache.layer_stride];
     let values = &cache.values[layer * cache.layer_stride..][..cache.layer_stride];
-    out.par_chunks_mut(GROUP * HEAD_DIM)
-        .enumerate()
-        .for_each(|(item, out)| {
+    qwenc_runtime::threads::for_each_chunk_mut(
+        out,
+        GROUP * HEAD_DIM,
+        |item, out| {
             let (t, kvh) = (item / N_KV_HEADS, item % N_KV_HEADS);
             let q = &qkv[t * QKV_ROWS + kvh * GROUP * HEAD_DIM..][..GROUP * HEAD_DIM];
             let keys = &keys[kvh * positions * HEAD_DIM..][..positions * HEAD_DIM];
             attend_group(q, keys, values, kvh, start + t + 1, out);
-        });
+        },
+    );
 }
 /// One attention work item.
 fn attend_group(

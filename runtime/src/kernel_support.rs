@@ -1,16 +1,16 @@
 //! Shape-independent helpers that generated kernels call: parallel output loops and int8
 //! activation quantization. The shapes themselves are constants in the generated code.
 
-use rayon::prelude::*;
+use crate::threads::{current_num_threads, for_each_chunk_mut};
 
 /// Fill `y` (`[n, rows]`, row-major by token) with `f(row, token)`, splitting rows across the
 /// thread pool. Each weight row is visited once for all `n` tokens (prefill reuses it).
 pub fn par_outputs(y: &mut [f32], n: usize, rows: usize, f: impl Fn(usize, usize) -> f32 + Sync) {
     debug_assert_eq!(y.len(), n * rows);
     // Enough chunks for load balance, few enough that scheduling stays cheap.
-    let chunk = (rows / (4 * rayon::current_num_threads())).clamp(8, 1024);
+    let chunk = (rows / (4 * current_num_threads())).clamp(8, 1024);
     if n == 1 {
-        y.par_chunks_mut(chunk).enumerate().for_each(|(c, out)| {
+        for_each_chunk_mut(y, chunk, |c, out| {
             for (i, o) in out.iter_mut().enumerate() {
                 *o = f(c * chunk + i, 0);
             }
@@ -19,7 +19,7 @@ pub fn par_outputs(y: &mut [f32], n: usize, rows: usize, f: impl Fn(usize, usize
     }
     // Column-major scratch [rows, n], then one transpose.
     let mut cols = vec![0.0f32; rows * n];
-    cols.par_chunks_mut(chunk * n).enumerate().for_each(|(c, out)| {
+    for_each_chunk_mut(&mut cols, chunk * n, |c, out| {
         for (i, col) in out.chunks_mut(n).enumerate() {
             let r = c * chunk + i;
             for (t, o) in col.iter_mut().enumerate() {
@@ -78,19 +78,30 @@ impl Q8Acts {
         debug_assert_eq!(cols % Q8_BLOCK, 0);
         let blocks = x.len() / Q8_BLOCK;
         let mut acts = Q8Acts { q: vec![0; x.len()], scale: vec![0.0; blocks], sum: vec![0; blocks], cols };
-        let one = |((block, q), (scale, sum)): ((&[f32], &mut [i8]), (&mut f32, &mut i32))| {
-            (*scale, *sum) = quantize_block(block, q);
+        let run = |x: &[f32], q: &mut [i8], scale: &mut [f32], sum: &mut [i32]| {
+            for (((block, q), scale), sum) in
+                x.chunks(Q8_BLOCK).zip(q.chunks_mut(Q8_BLOCK)).zip(scale.iter_mut()).zip(sum.iter_mut())
+            {
+                (*scale, *sum) = quantize_block(block, q);
+            }
         };
         let (q, scale, sum) = (&mut acts.q, &mut acts.scale, &mut acts.sum);
         // Below a few thousand values the fork-join would cost more than it saves.
         if x.len() >= 8 * 1024 {
-            x.par_chunks(Q8_BLOCK)
-                .zip(q.par_chunks_mut(Q8_BLOCK))
-                .zip(scale.par_iter_mut().zip(sum.par_iter_mut()))
-                .with_min_len(64)
-                .for_each(one);
+            // Parts of 64 blocks, one work item each.
+            const PART: usize = 64;
+            let mut parts: Vec<_> = q
+                .chunks_mut(PART * Q8_BLOCK)
+                .zip(scale.chunks_mut(PART))
+                .zip(sum.chunks_mut(PART))
+                .map(|((q, scale), sum)| (q, scale, sum))
+                .collect();
+            for_each_chunk_mut(&mut parts, 1, |p, part| {
+                let (q, scale, sum) = &mut part[0];
+                run(&x[p * PART * Q8_BLOCK..][..q.len()], q, scale, sum);
+            });
         } else {
-            x.chunks(Q8_BLOCK).zip(q.chunks_mut(Q8_BLOCK)).zip(scale.iter_mut().zip(sum.iter_mut())).for_each(one);
+            run(x, q, scale, sum);
         }
         acts
     }

@@ -119,13 +119,12 @@ pub fn ops(backend: Backend, hidden: usize) -> TokenStream {
         /// Causal grouped-query attention of `n` new queries (`qkv`: `[n, QKV_ROWS]`) over
         /// the cache of `layer`, which already holds their keys and values; `out`: `[n, Q_DIM]`.
         fn attention(qkv: &[f32], cache: &KvCache, layer: usize, start: usize, out: &mut [f32]) {
-            use qwenc_runtime::rayon::prelude::*;
             const GROUP: usize = N_HEADS / N_KV_HEADS;
             let positions = cache.layer_stride / KV_DIM;
             let keys = &cache.keys[layer * cache.layer_stride..][..cache.layer_stride];
             let values = &cache.values[layer * cache.layer_stride..][..cache.layer_stride];
             // Query heads of one KV head are adjacent, so item (t, kvh) owns one run of `out`.
-            out.par_chunks_mut(GROUP * HEAD_DIM).enumerate().for_each(|(item, out)| {
+            qwenc_runtime::threads::for_each_chunk_mut(out, GROUP * HEAD_DIM, |item, out| {
                 let (t, kvh) = (item / N_KV_HEADS, item % N_KV_HEADS);
                 let q = &qkv[t * QKV_ROWS + kvh * GROUP * HEAD_DIM..][..GROUP * HEAD_DIM];
                 let keys = &keys[kvh * positions * HEAD_DIM..][..positions * HEAD_DIM];

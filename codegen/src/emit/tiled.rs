@@ -427,7 +427,6 @@ pub fn tile_loop(
         #[doc = #doc]
         pub fn #name(w: &[u8], at: &MatrixAt, x: &Q8Acts, y: &mut [f32]) {
             #arch
-            use qwenc_runtime::rayon::prelude::*;
             const ROWS: usize = #rows_l;
             const COLS: usize = #cols_l;
             /// Rows per tile, tokens per pass, tiles (the last one padded).
@@ -462,8 +461,8 @@ pub fn tile_loop(
                 scratch.resize(TILES * n * NR, 0.0f32);
                 &mut scratch
             };
-            let chunk = (TILES / (4 * qwenc_runtime::rayon::current_num_threads())).max(1);
-            out.par_chunks_mut(chunk * n * NR).enumerate().for_each(|(c, out)| {
+            let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+            qwenc_runtime::threads::for_each_chunk_mut(out, chunk * n * NR, |c, out| {
                 // SAFETY: the CPU has the features (asserted above), and `tiles` reads only
                 // inside the views and `x`, whose lengths were checked against the shape.
                 unsafe { tiles(codes.as_ptr(), #view_ptrs x, n, c * chunk, out) }
