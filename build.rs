@@ -113,6 +113,37 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     modules += &format!("\n/// Every variant compiled into this build.\npub const ALL: &[Variant] = &[\n{registry}];\n");
+
+    // Mixed precision (tests/compiled_mixed.rs): the tiny model compressed with
+    // `--budget-mb` a third of the way from its smallest to its best assignment, compiled for
+    // this backend and for scalar.
+    let mut mixed = String::new();
+    if tiny {
+        use qwenc_codegen::budget::{budget_between, compress_with_budget, synthetic_calibration_ids};
+        let ids = synthetic_calibration_ids(96, 300);
+        let budget = budget_between(&model, &ids, 32, 1.0 / 3.0).map_err(|e| format!("tiny budget: {e}"))?;
+        let dir = out_dir.join("tiny-mixed");
+        compress_with_budget(&model, &dir, budget, &ids, 32, true).map_err(|e| format!("tiny --budget-mb: {e}"))?;
+        for (ident, b) in [("mixed", backend), ("mixed_scalar", Backend::Scalar)] {
+            let compiled = compile_model(&dir, None, b, &mut |_, _, _| {})?;
+            let file = format!("model_{ident}.rs");
+            write_if_changed(&out_dir.join(&file), compiled.files["model.rs"].as_bytes())?;
+            write_if_changed(&artifact_dir(&out_dir).join(format!("qwen-{ident}.weights")), &compiled.packed.bytes)?;
+            modules += &format!(
+                "/// The tiny model compressed under a budget (mixed schemes).\npub mod {ident} {{\n    include!(concat!(env!(\"OUT_DIR\"), \"/{file}\"));\n}}\n"
+            );
+            mixed += &format!(
+                "    Variant {{ schemes: {ident}::SCHEMES, weights_file: \"qwen-{ident}.weights\", model_name: {ident}::MODEL_NAME, \
+                 weights_len: {ident}::WEIGHTS_LEN, weights_hash: {ident}::WEIGHTS_HASH, layers: {ident}::LAYERS, \
+                 kv_dim: {ident}::KV_DIM, vocab: {ident}::VOCAB, backend: {ident}::BACKEND, \
+                 check_cpu: {ident}::check_cpu, forward: {ident}::forward }},\n"
+            );
+        }
+        modules += &format!("\n/// The compressed directory the mixed variants were built from.\npub const MIXED_DIR: &str = {:?};\n", dir.display().to_string());
+    } else {
+        modules += "\n/// No mixed build outside the tiny model.\npub const MIXED_DIR: &str = \"\";\n";
+    }
+    modules += &format!("\n/// The tiny model under a memory budget (mixed schemes), per backend.\npub const MIXED: &[Variant] = &[\n{mixed}];\n");
     write_if_changed(&out_dir.join("variants.rs"), modules.as_bytes())?;
     Ok(())
 }

@@ -71,7 +71,20 @@ pub fn compile_model(path: &Path, schemes: Option<Schemes>, backend: Backend, pr
             format!("this directory was compressed with `{stored}`, not `{wanted}`: compress again, or leave the scheme unset"),
         ));
     }
-    let plan = Plan::new(&model.config, stored, model.tied_embeddings()).map_err(|e| LoadError::config(path, e))?;
+    // Each fused matrix in the scheme its tensors are stored in (per tensor after
+    // `qwenc compress --budget-mb`; fused parts must agree).
+    let scheme_of = |parts: &[String], _class| -> std::result::Result<Scheme, String> {
+        let mut schemes = parts.iter().map(|p| model.scheme(p).ok_or_else(|| format!("`{p}` is missing from the manifest")));
+        let first = schemes.next().expect("a fused matrix has parts")?;
+        for (p, s) in parts.iter().zip(std::iter::once(Ok(first)).chain(schemes)) {
+            let s = s?;
+            if s != first {
+                return Err(format!("`{p}` is stored in {s}, but `{}` in {first}: tensors fused into one matrix need one scheme", parts[0]));
+            }
+        }
+        Ok(first)
+    };
+    let plan = Plan::per_matrix(&model.config, stored, model.tied_embeddings(), &scheme_of).map_err(|e| LoadError::config(path, e))?;
     let packed = pack(&plan, &model, backend, progress)?;
     finish(path, plan, packed, backend, model.tokenizer.to_tokenizer_json())
 }

@@ -238,6 +238,23 @@ pub fn search_awq(
     opts: &AwqOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Vec<LayerScales> {
+    let scheme_of = |_layer: usize, tap: Tap| match tap {
+        Tap::Attn | Tap::OProj => schemes.attn,
+        Tap::Mlp | Tap::Down => schemes.mlp,
+    };
+    search_awq_per_layer(weights, calib, methods, &scheme_of, opts, progress)
+}
+
+/// [`search_awq`] with the scheme of each layer's matrices given per (layer, tap), as
+/// `--budget-mb` chooses them (q/k/v share one; gate/up share one).
+pub fn search_awq_per_layer(
+    weights: &ReferenceWeights,
+    calib: &Calibration,
+    methods: &Methods,
+    scheme_of: &dyn Fn(usize, Tap) -> Scheme,
+    opts: &AwqOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Vec<LayerScales> {
     let c = &weights.config;
     let (h, q, kv, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
     let total = weights.layers.len();
@@ -246,12 +263,12 @@ pub fn search_awq(
         let mut s = LayerScales::default();
         if methods.attn == Method::Awq {
             let mats = [(&w.q_proj[..], q), (&w.k_proj[..], kv), (&w.v_proj[..], kv)];
-            s.attn = Some(awq::search(&mats, h, &a.attn, schemes.attn, opts));
+            s.attn = Some(awq::search(&mats, h, &a.attn, scheme_of(l, Tap::Attn), opts));
         }
         if methods.mlp == Method::Awq {
             let mats = [(&w.gate_proj[..], f), (&w.up_proj[..], f)];
-            s.mlp = Some(awq::search(&mats, h, &a.mlp, schemes.mlp, opts));
-            s.down = Some(awq::search(&[(&w.down_proj[..], h)], f, &a.down, schemes.mlp, opts));
+            s.mlp = Some(awq::search(&mats, h, &a.mlp, scheme_of(l, Tap::Mlp), opts));
+            s.down = Some(awq::search(&[(&w.down_proj[..], h)], f, &a.down, scheme_of(l, Tap::Down), opts));
         }
         out.push(s);
         progress(l + 1, total);

@@ -21,9 +21,10 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::budget;
 use crate::checkpoint::Checkpoint;
 use crate::compressed::{
-    matrix_data, matrix_parts, vector_part, ClassSchemes, Manifest, PartData, PartSpec,
+    file_len, matrix_data, matrix_parts, vector_part, BudgetInfo, ClassSchemes, Manifest, PartData, PartSpec,
     SafetensorsWriter, SourceInfo, TensorClass, TensorEntry, CONFIG_FILE, FORMAT, MANIFEST_FILE,
     SAFETENSORS_FILE, TOKENIZER_FILE,
 };
@@ -88,6 +89,9 @@ pub enum CompressError {
         scheme: Scheme,
         problem: String,
     },
+    /// `--budget-mb`: the budget cannot be met (or a group has no usable scheme).
+    #[error(transparent)]
+    Budget(#[from] budget::BudgetError),
     #[error("tensor `{tensor}`: quantizer `{quantizer}` returned {problem}")]
     Quantizer {
         tensor: String,
@@ -165,6 +169,8 @@ pub struct PlannedTensor {
     pub class: TensorClass,
     pub scheme: Scheme,
     pub source_dtype: String,
+    /// Set by [`CompressPlan::apply_budget`].
+    pub predicted_cost: Option<f64>,
 }
 
 /// Everything decided before any output is written: a `CompressPlan` has checked the output
@@ -178,6 +184,8 @@ pub struct CompressPlan {
     pub warnings: Vec<String>,
     /// In the Hugging Face load order (embedding, layers, final norm, lm_head).
     pub tensors: Vec<PlannedTensor>,
+    /// Set by [`CompressPlan::apply_budget`].
+    pub budget: Option<BudgetInfo>,
 }
 
 /// What was written.
@@ -260,6 +268,7 @@ impl CompressPlan {
                 shape,
                 class,
                 scheme,
+                predicted_cost: None,
             });
         }
         Ok(CompressPlan {
@@ -270,7 +279,153 @@ impl CompressPlan {
             tied,
             warnings,
             tensors,
+            budget: None,
         })
+    }
+
+    /// Size of `model.safetensors` with the tensors' current schemes.
+    pub fn file_len(&self) -> u64 {
+        file_len(&self.parts(), &safetensors_metadata())
+    }
+
+    /// Mixed precision under a budget (`--budget-mb`): choose each matrix's scheme from
+    /// `candidates` with [`crate::budget`] so that `model.safetensors` (header included) is at
+    /// most `budget_bytes`, and record the choice and the predicted costs for the manifest.
+    /// `groups` come from [`crate::budget::measure`] on this checkpoint.
+    pub fn apply_budget(
+        &mut self,
+        groups: &[budget::Group],
+        budget_bytes: u64,
+        calibration_tokens: usize,
+    ) -> Result<budget::Selection, CompressError> {
+        let (fixed_bytes, header_reserve) = self.budget_overhead();
+        let overhead = fixed_bytes + header_reserve;
+        let too_small = |minimum_matrices: u64, cheapest: Option<String>| CompressError::Budget(budget::BudgetError::TooSmall {
+            budget: budget_bytes,
+            minimum: minimum_matrices + overhead,
+            cheapest,
+        });
+        let matrix_budget = budget_bytes.checked_sub(overhead);
+        let selection = match matrix_budget {
+            Some(b) => budget::select(groups, b).map_err(|e| match e {
+                budget::BudgetError::TooSmall { minimum, cheapest, .. } => too_small(minimum, cheapest),
+                e => CompressError::Budget(e),
+            })?,
+            None => {
+                let minimum = groups.iter().map(|g| g.options.first().map_or(0, |o| o.bytes)).sum();
+                return Err(too_small(minimum, None));
+            }
+        };
+        let mut chosen: BTreeMap<&str, (Scheme, f64)> = BTreeMap::new();
+        for (g, &c) in groups.iter().zip(&selection.choice) {
+            let o = &g.options[c];
+            for (m, &cost) in g.members.iter().zip(&o.member_costs) {
+                chosen.insert(m.as_str(), (o.scheme, cost));
+            }
+        }
+        for t in &mut self.tensors {
+            if t.shape.len() != 2 {
+                continue;
+            }
+            let &(scheme, cost) = chosen.get(t.name.as_str()).ok_or_else(|| {
+                CompressError::Budget(budget::BudgetError::NoOption(format!("{} (not measured)", t.name)))
+            })?;
+            t.scheme = scheme;
+            t.predicted_cost = Some(cost);
+        }
+        // The class summary: each class's most common scheme by parameters.
+        let mut by_class: BTreeMap<(TensorClass, String), (u64, Scheme)> = BTreeMap::new();
+        for t in self.tensors.iter().filter(|t| t.shape.len() == 2) {
+            let e = by_class.entry((t.class, t.scheme.to_string())).or_insert((0, t.scheme));
+            e.0 += t.shape.iter().product::<usize>() as u64;
+        }
+        let common = |class: TensorClass| {
+            by_class
+                .iter()
+                .filter(|((c, _), _)| *c == class)
+                .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then(b.0 .1.cmp(&a.0 .1)))
+                .map(|(_, (_, s))| *s)
+        };
+        let head = common(TensorClass::LmHead).or(common(TensorClass::Embed));
+        self.schemes = ClassSchemes {
+            attn: common(TensorClass::Attn).unwrap_or(self.schemes.attn),
+            mlp: common(TensorClass::Mlp).unwrap_or(self.schemes.mlp),
+            embed: common(TensorClass::Embed).unwrap_or(self.schemes.embed),
+            lm_head: head.unwrap_or(self.schemes.lm_head),
+        };
+        if self.tied {
+            self.schemes.lm_head = self.schemes.embed;
+        }
+        let file = self.file_len();
+        if file > budget_bytes {
+            // The header reserve makes this unreachable; never write past the budget silently.
+            return Err(too_small(file - overhead, None));
+        }
+        let minimum_cost = groups.iter().map(|g| g.options[0].cost).sum();
+        let mut candidates: Vec<Scheme> = groups.iter().flat_map(|g| g.options.iter().map(|o| o.scheme)).collect();
+        candidates.sort();
+        candidates.dedup();
+        self.budget = Some(BudgetInfo {
+            budget_bytes,
+            calibration_tokens,
+            candidates: candidates.iter().map(Scheme::to_string).collect(),
+            minimum_bytes: groups.iter().map(|g| g.options[0].bytes).sum::<u64>() + (file - selection.bytes),
+            predicted_cost: selection.cost,
+            predicted_cost_minimum: minimum_cost,
+            proxy: budget::PROXY.to_string(),
+        });
+        Ok(selection)
+    }
+
+    /// Refuse a budget below the smallest assignment from the shapes alone, before any
+    /// calibration (the same bound [`CompressPlan::apply_budget`] enforces).
+    pub fn check_budget(&self, budget_bytes: u64, candidates: &[Scheme]) -> Result<(), CompressError> {
+        let (fixed, reserve) = self.budget_overhead();
+        let mut cheapest = Vec::new();
+        let mut matrices = 0u64;
+        for t in &self.tensors {
+            if let [rows, cols] = t.shape[..] {
+                let best = candidates
+                    .iter()
+                    .filter(|s| s.check_cols(cols).is_ok())
+                    .map(|&s| (budget::matrix_bytes(rows, cols, s), s))
+                    .min()
+                    .ok_or_else(|| budget::BudgetError::NoOption(t.name.clone()))?;
+                matrices += best.0;
+                cheapest.push(best.1.to_string());
+            }
+        }
+        cheapest.sort();
+        cheapest.dedup();
+        let minimum = matrices + fixed + reserve;
+        if minimum > budget_bytes {
+            return Err(budget::BudgetError::TooSmall { budget: budget_bytes, minimum, cheapest: Some(cheapest.join("/")) }.into());
+        }
+        Ok(())
+    }
+
+    /// Bytes that are no choice of the budget: the vectors, and a reserve for the header
+    /// (at its largest: every matrix with three parts).
+    fn budget_overhead(&self) -> (u64, u64) {
+        let metadata = safetensors_metadata();
+        let fixed: Vec<PartSpec> = self
+            .tensors
+            .iter()
+            .filter(|t| t.shape.len() == 1)
+            .map(|t| vector_part(&t.name, t.shape[0]))
+            .collect();
+        let widest: Vec<PartSpec> = self
+            .tensors
+            .iter()
+            .flat_map(|t| match t.shape[..] {
+                [rows, cols] => matrix_parts(&t.name, rows, cols, Scheme::W4 { group: 32, asymmetric: true }),
+                _ => vec![vector_part(&t.name, t.shape[0])],
+            })
+            .collect();
+        let widest_data: u64 = widest.iter().map(|p| p.n_bytes() as u64).sum();
+        let header_reserve = file_len(&widest, &metadata) - widest_data + 4096;
+        let fixed_bytes: u64 = fixed.iter().map(|p| p.n_bytes() as u64).sum();
+        (fixed_bytes, header_reserve)
     }
 
     /// The stored tensors of the whole model.
@@ -328,6 +483,7 @@ impl CompressPlan {
         std::fs::rename(&partial_path, &final_path).map_err(werr(&final_path))?;
 
         let manifest = Manifest {
+            budget: self.budget.clone(),
             format: FORMAT.to_string(),
             quantizer: quantizer.name().to_string(),
             schemes: self.schemes,
@@ -375,7 +531,7 @@ impl CompressPlan {
             .iter()
             .map(|p| (p.name.as_str(), p.n_bytes()))
             .collect();
-        let metadata = BTreeMap::from([("format".to_string(), FORMAT.to_string())]);
+        let metadata = safetensors_metadata();
         let mut writer = SafetensorsWriter::create(path, &parts, &metadata).map_err(werr)?;
 
         let total = self.tensors.len();
@@ -421,6 +577,7 @@ impl CompressPlan {
                 TensorEntry {
                     bits_per_weight: bytes as f64 * 8.0 / params as f64,
                     bytes: bytes as u64,
+                    predicted_cost: t.predicted_cost,
                     scheme: t.scheme,
                     shape: t.shape.clone(),
                     source_dtype: t.source_dtype.clone(),
@@ -432,6 +589,11 @@ impl CompressPlan {
         progress(total, total, "");
         Ok(entries)
     }
+}
+
+/// The `__metadata__` of `model.safetensors`.
+fn safetensors_metadata() -> BTreeMap<String, String> {
+    BTreeMap::from([("format".to_string(), FORMAT.to_string())])
 }
 
 /// Plan and run with [`Rtn`] and no progress report.

@@ -1,6 +1,7 @@
 //! qwenc host side: read a Qwen2 checkpoint (Hugging Face safetensors or GGUF), run the f32
 //! reference forward, and (later stages) compress and generate the per-model kernels.
 
+pub mod budget;
 pub mod build_model;
 pub mod calibrate;
 pub mod checkpoint;

@@ -85,11 +85,25 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// One scheme per class.
     pub fn new(config: &QwenConfig, schemes: Schemes, tied: bool) -> Result<Plan, String> {
+        Plan::per_matrix(config, schemes, tied, &|_, class| Ok(schemes.of(class)))
+    }
+
+    /// A scheme per fused matrix (mixed precision, `qwenc compress --budget-mb`):
+    /// `scheme_of(hf_parts, class)` is asked once per fused matrix with the Hugging Face tensors
+    /// it stacks (fused parts share one scheme). `schemes` is what the class summary says (the
+    /// generated header and `SCHEMES` name every scheme a class uses when it is mixed).
+    pub fn per_matrix(
+        config: &QwenConfig,
+        schemes: Schemes,
+        tied: bool,
+        scheme_of: &dyn Fn(&[String], MatrixClass) -> Result<Scheme, String>,
+    ) -> Result<Plan, String> {
         let c = config;
         let (h, q, kv, f, v) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.vocab_size);
         let matrix = |name: String, class: MatrixClass, rows: usize, cols: usize, parts: Vec<String>| -> Result<FusedMatrix, String> {
-            let scheme = schemes.of(class);
+            let scheme = scheme_of(&parts, class).map_err(|e| format!("{name}: {e}"))?;
             scheme.check_cols(cols).map_err(|e| format!("{name} with {scheme}: {e}"))?;
             Ok(FusedMatrix { name, class, shape: MatmulShape { rows, cols, scheme }, parts })
         };
@@ -113,6 +127,32 @@ impl Plan {
             Some(matrix("lm_head".into(), MatrixClass::LmHead, v, h, vec![crate::checkpoint::LM_HEAD.into()])?)
         };
         Ok(Plan { config: config.clone(), schemes, layers, embed, lm_head })
+    }
+
+    /// Whether some class uses more than one scheme (a per-tensor, mixed-precision plan).
+    pub fn is_mixed(&self) -> bool {
+        (0..4).any(|i| self.layers.iter().any(|l| l[i].shape != self.layers[0][i].shape))
+    }
+
+    /// The schemes for humans: [`Schemes`]' text for a uniform plan; for a mixed one, every
+    /// scheme each kind of matrix uses, with its count (`qkv=w4g32×20+w8×4 ...`).
+    pub fn schemes_label(&self) -> String {
+        if !self.is_mixed() {
+            return self.schemes.to_string();
+        }
+        let kinds = ["qkv", "o_proj", "gate_up", "down"];
+        let mut parts = Vec::new();
+        for (i, kind) in kinds.iter().enumerate() {
+            let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+            for l in &self.layers {
+                *counts.entry(l[i].shape.scheme.to_string()).or_default() += 1;
+            }
+            let list: Vec<String> = counts.iter().map(|(s, n)| format!("{s}×{n}")).collect();
+            parts.push(format!("{kind}={}", list.join("+")));
+        }
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed).shape.scheme;
+        parts.push(format!("embed={} lm_head={head}", self.embed.shape.scheme));
+        format!("mixed: {}", parts.join(" "))
     }
 
     /// Every distinct matmul the forward pass runs (the embedding is only gathered from).

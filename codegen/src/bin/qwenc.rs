@@ -22,9 +22,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the config, the tensor table and the bytes by storage type.
+    /// Print the config, the tensor table and the bytes by storage type; for a compressed
+    /// directory, its manifest (every tensor's scheme, bytes and, after --budget-mb, predicted cost).
     Info {
-        /// A Hugging Face directory or a GGUF file.
+        /// A Hugging Face directory, a GGUF file or a directory from `qwenc compress`.
         model: PathBuf,
     },
     /// Tokenize text from stdin into a JSON array of ids (or decode one with --decode).
@@ -72,6 +73,11 @@ enum Command {
         /// Scheme of the output projection.
         #[arg(long = "lm-head", value_name = "S")]
         lm_head: Option<Scheme>,
+        /// Mixed precision: choose each matrix's scheme (w4g{128,64,32}, their asymmetric
+        /// forms, w8) to minimise the predicted loss with model.safetensors at most N MB
+        /// (10^6 bytes). Calibrates on --calib-file; incompatible with the scheme flags.
+        #[arg(long, value_name = "N", conflicts_with_all = ["scheme", "attn", "mlp", "embed", "lm_head"])]
+        budget_mb: Option<f64>,
         /// Write into an existing non-empty directory.
         #[arg(long)]
         force: bool,
@@ -172,6 +178,7 @@ fn main() -> ExitCode {
             mlp,
             embed,
             lm_head,
+            budget_mb,
             force,
             calib,
         } => {
@@ -182,7 +189,7 @@ fn main() -> ExitCode {
                 embed,
                 lm_head,
             };
-            compress(&source, &output, CompressOptions { schemes, force }, &calib)
+            compress(&source, &output, CompressOptions { schemes, force }, &calib, budget_mb)
         }
         Command::ReferenceLogits {
             model,
@@ -212,6 +219,12 @@ fn main() -> ExitCode {
 type AnyResult = Result<(), Box<dyn std::error::Error>>;
 
 fn info(path: &Path) -> AnyResult {
+    if path.join(qwenc_codegen::compressed::MANIFEST_FILE).exists() {
+        let model = qwenc_codegen::compressed::CompressedModel::open(path)?;
+        println!("compressed model: {} (quantizer {})", path.display(), model.manifest.quantizer);
+        print_manifest(&model.manifest);
+        return Ok(());
+    }
     let ckpt = Checkpoint::open(path)?;
     let c = &ckpt.config;
     println!("model: {} ({})", path.display(), ckpt.format);
@@ -409,10 +422,12 @@ fn load_with_progress(ckpt: &Checkpoint) -> Result<ReferenceWeights, qwenc_codeg
 
 /// Calibration for awq/gptq: capture activations, search AWQ scales, build the quantizer.
 fn calibrated_quantizer(
-    plan: &CompressPlan,
+    plan: &mut CompressPlan,
     calib: &CalibArgs,
+    budget_mb: Option<f64>,
 ) -> Result<qwenc_codegen::calibrate::CalibratedQuantizer, Box<dyn std::error::Error>> {
-    use qwenc_codegen::calibrate::{capture, search_awq, CalibratedQuantizer, Method};
+    use qwenc_codegen::calibrate::{capture, search_awq_per_layer, CalibratedQuantizer, Method};
+    use qwenc_codegen::reference::Tap;
     use qwenc_codegen::quant::awq::AwqOptions;
     use qwenc_codegen::quant::gptq::GptqOptions;
     let methods = calib.method;
@@ -421,7 +436,16 @@ fn calibrated_quantizer(
         act_order: calib.gptq_act_order,
         ..Default::default()
     };
-    if !methods.needs_calibration() {
+    let budget_bytes = match budget_mb {
+        Some(mb) if !(mb > 0.0 && mb.is_finite()) => return Err(format!("--budget-mb {mb}: expected a positive number of MB").into()),
+        Some(mb) => Some((mb * 1e6).floor() as u64),
+        None => None,
+    };
+    if let Some(b) = budget_bytes {
+        // From the shapes alone, before the minutes of calibration.
+        plan.check_budget(b, &qwenc_codegen::budget::CANDIDATES)?;
+    }
+    if !methods.needs_calibration() && budget_mb.is_none() {
         return Ok(CalibratedQuantizer::new(methods, Vec::new(), None, 0, gptq));
     }
     let start = Instant::now();
@@ -446,6 +470,33 @@ fn calibrated_quantizer(
         calibration.bytes() as f64 / 1e6,
         start.elapsed().as_secs_f64()
     );
+    if let Some(budget_bytes) = budget_bytes {
+        let t = Instant::now();
+        let candidates = qwenc_codegen::budget::CANDIDATES;
+        let bar = ProgressBar::new(0).with_style(
+            ProgressStyle::with_template("sensitivity {bar:40} {pos}/{len} matrices {elapsed}").expect("static template"),
+        );
+        let groups = qwenc_codegen::budget::measure(&weights, &calibration, &candidates, &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64)
+        });
+        bar.finish_and_clear();
+        let selection = plan.apply_budget(&groups, budget_bytes, calibration.tokens)?;
+        let b = plan.budget.as_ref().expect("apply_budget records the budget");
+        eprintln!(
+            "budget: {:.1} MB → matrices {:.1} MB, model.safetensors {:.1} MB (cheapest assignment {:.1} MB); predicted cost {:.4} vs {:.4} for the cheapest ({:.1} s)",
+            budget_bytes as f64 / 1e6,
+            selection.bytes as f64 / 1e6,
+            plan.file_len() as f64 / 1e6,
+            b.minimum_bytes as f64 / 1e6,
+            b.predicted_cost,
+            b.predicted_cost_minimum,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    if !methods.needs_calibration() {
+        return Ok(CalibratedQuantizer::new(methods, Vec::new(), None, 0, gptq));
+    }
     let mut scales = Vec::new();
     if methods.attn == Method::Awq || methods.mlp == Method::Awq {
         let t = Instant::now();
@@ -453,7 +504,18 @@ fn calibrated_quantizer(
         let bar = ProgressBar::new(weights.layers.len() as u64).with_style(
             ProgressStyle::with_template("awq search {bar:40} {pos}/{len} layers {elapsed}/{duration}").expect("static template"),
         );
-        scales = search_awq(&weights, &calibration, &methods, &plan.schemes, &opts, &mut |done, _| {
+        // Per layer, the schemes the plan chose (one per class without --budget-mb).
+        let schemes: std::collections::BTreeMap<&str, Scheme> = plan.tensors.iter().map(|t| (t.name.as_str(), t.scheme)).collect();
+        let scheme_of = |l: usize, tap: Tap| {
+            let name = match tap {
+                Tap::Attn => format!("model.layers.{l}.self_attn.q_proj.weight"),
+                Tap::OProj => format!("model.layers.{l}.self_attn.o_proj.weight"),
+                Tap::Mlp => format!("model.layers.{l}.mlp.gate_proj.weight"),
+                Tap::Down => format!("model.layers.{l}.mlp.down_proj.weight"),
+            };
+            schemes[name.as_str()]
+        };
+        scales = search_awq_per_layer(&weights, &calibration, &methods, &scheme_of, &opts, &mut |done, _| {
             bar.set_position(done as u64)
         });
         bar.finish_and_clear();
@@ -489,13 +551,13 @@ fn calibrated_quantizer(
     Ok(CalibratedQuantizer::new(methods, scales, needs_acts.then_some(calibration), tokens, gptq))
 }
 
-fn compress(source: &Path, output: &Path, options: CompressOptions, calib: &CalibArgs) -> AnyResult {
+fn compress(source: &Path, output: &Path, options: CompressOptions, calib: &CalibArgs, budget_mb: Option<f64>) -> AnyResult {
     let start = Instant::now();
-    let plan = CompressPlan::new(source, output, &options)?;
+    let mut plan = CompressPlan::new(source, output, &options)?;
     for warning in &plan.warnings {
         eprintln!("warning: {warning}");
     }
-    let quantizer = calibrated_quantizer(&plan, calib)?;
+    let quantizer = calibrated_quantizer(&mut plan, calib, budget_mb)?;
     let bar = ProgressBar::new(plan.tensors.len() as u64).with_style(
         ProgressStyle::with_template("compressing {bar:40} {pos}/{len} tensors {elapsed} {msg}")
             .expect("static template"),
@@ -519,15 +581,79 @@ fn compress(source: &Path, output: &Path, options: CompressOptions, calib: &Cali
             ""
         }
     );
+    print_manifest(m);
+    println!(
+        "\nmodel.safetensors {} bytes · directory {} bytes ({:.1} MiB)",
+        report.safetensors_bytes,
+        report.dir_bytes,
+        report.dir_bytes as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}
+
+/// The class table, and for a `--budget-mb` manifest each layer's chosen schemes with their
+/// predicted costs.
+fn print_manifest(m: &qwenc_codegen::compressed::Manifest) {
+    if let Some(b) = &m.budget {
+        println!(
+            "\nbudget {} bytes ({:.1} MB) · cheapest assignment {} bytes · predicted cost {:.5} (cheapest {:.5}) · calibration {} tokens\nproxy: {}",
+            b.budget_bytes,
+            b.budget_bytes as f64 / 1e6,
+            b.minimum_bytes,
+            b.predicted_cost,
+            b.predicted_cost_minimum,
+            b.calibration_tokens,
+            b.proxy
+        );
+        let entry = |name: &str| {
+            m.tensors.get(name).map_or("-".to_string(), |e| match e.predicted_cost {
+                Some(c) => format!("{} {:.2e}", e.scheme, c),
+                None => e.scheme.to_string(),
+            })
+        };
+        // Fused groups share a scheme; their cost is the sum of the members'.
+        let group = |names: &[String]| {
+            let entries: Vec<_> = names.iter().filter_map(|n| m.tensors.get(n)).collect();
+            match entries.first() {
+                None => "-".to_string(),
+                Some(e) => {
+                    let cost: f64 = entries.iter().filter_map(|e| e.predicted_cost).sum();
+                    format!("{} {:.2e}", e.scheme, cost)
+                }
+            }
+        };
+        println!("\n{:<6} {:<18} {:<18} {:<18} {:<18}", "layer", "q/k/v", "o_proj", "gate/up", "down");
+        for l in 0.. {
+            let p = format!("model.layers.{l}");
+            if !m.tensors.contains_key(&format!("{p}.self_attn.o_proj.weight")) {
+                break;
+            }
+            let a = |x: &str| format!("{p}.self_attn.{x}.weight");
+            let f = |x: &str| format!("{p}.mlp.{x}.weight");
+            println!(
+                "{l:<6} {:<18} {:<18} {:<18} {:<18}",
+                group(&[a("q_proj"), a("k_proj"), a("v_proj")]),
+                entry(&a("o_proj")),
+                group(&[f("gate_proj"), f("up_proj")]),
+                entry(&f("down_proj"))
+            );
+        }
+        println!("embed  {}", entry("model.embed_tokens.weight"));
+        if m.tensors.contains_key("lm_head.weight") {
+            println!("lm_head {}", entry("lm_head.weight"));
+        }
+    }
     println!(
         "\n{:<14} {:<8} {:>8} {:>14} {:>14} {:>8}",
         "class", "scheme", "tensors", "params", "bytes", "bits/w"
     );
     for c in m.class_totals() {
+        use qwenc_codegen::compressed::TensorClass;
+        let mixed = m.tensors.iter().filter(|(n, _)| TensorClass::of(n) == c.class).any(|(_, e)| Some(e.scheme) != c.scheme);
         println!(
             "{:<14} {:<8} {:>8} {:>14} {:>14} {:>8.3}",
             c.class.label(),
-            c.scheme.map_or("f32".to_string(), |s| s.to_string()),
+            if mixed && c.class != TensorClass::Vector { "mixed".to_string() } else { c.scheme.map_or("f32".to_string(), |s| s.to_string()) },
             c.tensors,
             c.params,
             c.bytes,
@@ -543,13 +669,6 @@ fn compress(source: &Path, output: &Path, options: CompressOptions, calib: &Cali
         m.totals.bytes,
         m.totals.bits_per_weight
     );
-    println!(
-        "\nmodel.safetensors {} bytes · directory {} bytes ({:.1} MiB)",
-        report.safetensors_bytes,
-        report.dir_bytes,
-        report.dir_bytes as f64 / (1 << 20) as f64
-    );
-    Ok(())
 }
 
 /// `QWENC_MODEL=... cargo build --release --bin qwen` in the source tree, then copy the

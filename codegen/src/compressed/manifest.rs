@@ -14,11 +14,17 @@ use crate::quant::Scheme;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// Set by `qwenc compress --budget-mb`: the budget and the selection's prediction (each
+    /// tensor's `predicted_cost` is its share). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetInfo>,
     /// Always [`FORMAT`].
     pub format: String,
     /// The quantizer that produced the matrices (`rtn`).
     pub quantizer: String,
-    /// The scheme of each class of matrix.
+    /// The scheme of each class of matrix. With `--budget-mb` schemes are chosen per tensor
+    /// (each entry's `scheme` decides); this then names each class's most common scheme (by
+    /// parameters).
     pub schemes: ClassSchemes,
     pub source: SourceInfo,
     /// Every stored tensor by Hugging Face name: the matrices and the norms and biases
@@ -27,6 +33,25 @@ pub struct Manifest {
     pub tensors: BTreeMap<String, TensorEntry>,
     pub tied_embeddings: bool,
     pub totals: Totals,
+}
+
+/// What `--budget-mb` asked for and what the selection predicts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BudgetInfo {
+    /// The budget for `model.safetensors` (header included), bytes.
+    pub budget_bytes: u64,
+    /// Calibration tokens the input moments came from.
+    pub calibration_tokens: usize,
+    /// The schemes the selection chose from.
+    pub candidates: Vec<String>,
+    /// `model.safetensors` with every matrix in its cheapest candidate, bytes.
+    pub minimum_bytes: u64,
+    /// Sum of the groups' predicted costs.
+    pub predicted_cost: f64,
+    /// Predicted cost of the cheapest assignment, for comparison.
+    pub predicted_cost_minimum: f64,
+    /// How the cost is measured.
+    pub proxy: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,6 +68,10 @@ pub struct TensorEntry {
     pub bits_per_weight: f64,
     /// Stored bytes (all of the tensor's parts).
     pub bytes: u64,
+    /// `--budget-mb` only: the tensor's predicted cost in its scheme (its share of its fused
+    /// group's output noise-to-signal ratio, see `crate::budget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_cost: Option<f64>,
     #[serde(with = "super::scheme_name")]
     pub scheme: Scheme,
     /// Hugging Face shape: `[rows, cols]` for a matrix, `[len]` for a norm or bias.
@@ -187,6 +216,7 @@ mod tests {
             TensorEntry {
                 bits_per_weight: 4.5,
                 bytes: 36,
+                predicted_cost: None,
                 scheme: w4,
                 shape: vec![2, 32],
                 source_dtype: "Q5_0".into(),
@@ -198,6 +228,7 @@ mod tests {
             TensorEntry {
                 bits_per_weight: 32.0,
                 bytes: 128,
+                predicted_cost: None,
                 scheme: Scheme::F32,
                 shape: vec![32],
                 source_dtype: "F32".into(),
@@ -206,6 +237,7 @@ mod tests {
         );
         let totals = Manifest::totals_of(&tensors);
         Manifest {
+            budget: None,
             format: FORMAT.into(),
             quantizer: "rtn".into(),
             schemes: ClassSchemes {

@@ -34,9 +34,9 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{EMBED, LM_HEAD};
 use crate::quant::{QuantizedData, QuantizedMatrix, Scheme};
 
-pub use manifest::{ClassTotals, Manifest, SourceInfo, TensorEntry, Totals};
+pub use manifest::{BudgetInfo, ClassTotals, Manifest, SourceInfo, TensorEntry, Totals};
 pub use reader::CompressedModel;
-pub use writer::{PartData, SafetensorsWriter};
+pub use writer::{file_len, PartData, SafetensorsWriter};
 
 /// `manifest.json`'s `format`: bumped whenever the directory layout changes.
 pub const FORMAT: &str = "qwenc-compressed/1";

@@ -94,6 +94,21 @@ pub struct SafetensorsWriter {
     slots: BTreeMap<String, Slot>,
 }
 
+/// The size of the file [`SafetensorsWriter::create`] lays out for `parts`: header and data.
+pub fn file_len(parts: &[PartSpec], metadata: &BTreeMap<String, String>) -> u64 {
+    let mut sorted: Vec<&PartSpec> = parts.iter().collect();
+    sorted.sort_by(|a, b| b.dtype.size().cmp(&a.dtype.size()).then_with(|| a.name.cmp(&b.name)));
+    let mut slots = BTreeMap::new();
+    let mut offset = 0u64;
+    for part in sorted {
+        let n_bytes = part.n_bytes() as u64;
+        let slot = Slot { dtype: part.dtype, n_elements: part.n_elements(), start: offset, end: offset + n_bytes, written: false };
+        offset += n_bytes;
+        slots.insert(part.name.clone(), slot);
+    }
+    8 + header_json(parts, &slots, metadata).len() as u64 + offset
+}
+
 impl SafetensorsWriter {
     /// Create (truncate) `path`, lay out `parts`, write the header and size the file.
     /// `metadata` goes into the header's `__metadata__` (omitted when empty).

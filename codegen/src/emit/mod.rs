@@ -276,7 +276,7 @@ pub fn generate(plan: &Plan, packed: &Packed, backend: Backend, meta: &ModelMeta
         meta.name,
         meta.weights_len,
         meta.weights_hash,
-        plan.schemes,
+        plan.schemes_label(),
         backend.name()
     );
     let mut files = BTreeMap::new();
@@ -294,7 +294,7 @@ fn constants(plan: &Plan, backend: Backend, meta: &ModelMeta) -> TokenStream {
     let eos: Vec<Literal> = c.eos_token_ids.iter().map(|&i| Literal::u32_unsuffixed(i)).collect();
     let n_eos = lit(eos.len());
     let (wlen, whash) = (Literal::u64_unsuffixed(meta.weights_len), Literal::u64_unsuffixed(meta.weights_hash));
-    let (name, scheme, backend_name) = (&meta.name, plan.schemes.to_string(), backend.name());
+    let (name, scheme, backend_name) = (&meta.name, plan.schemes_label(), backend.name());
     quote! {
         pub const MODEL_NAME: &str = #name;
         pub const SCHEMES: &str = #scheme;
@@ -346,6 +346,7 @@ fn offsets(plan: &Plan, packed: &Packed) -> TokenStream {
     let final_norm = lit(packed.region("final_norm").offset);
     let embed = matrix_at(packed, &plan.embed);
     let lm_head = matrix_at(packed, plan.lm_head.as_ref().unwrap_or(&plan.embed));
+    let tables = kernel_tables(plan);
     quote! {
         // ---- Packed weight offsets (bytes) -----------------------------------------------------
         const QKV: [MatrixAt; LAYERS] = [#(#qkv),*];
@@ -359,6 +360,7 @@ fn offsets(plan: &Plan, packed: &Packed) -> TokenStream {
         const EMBED: MatrixAt = #embed;
         /// The embedding when tied.
         const LM_HEAD: MatrixAt = #lm_head;
+        #tables
     }
 }
 
@@ -372,13 +374,74 @@ fn matmul_call(backend: Backend, shape: &MatmulShape, at: TokenStream, x: TokenS
     }
 }
 
+/// The distinct shapes (with schemes) of matrix kind `i` (0 qkv, 1 o_proj, 2 gate_up, 3 down)
+/// over the layers, in first-use order, and each layer's index into them.
+fn layer_kernels(plan: &Plan, i: usize) -> (Vec<MatmulShape>, Vec<usize>) {
+    let mut shapes: Vec<MatmulShape> = Vec::new();
+    let index = plan
+        .layers
+        .iter()
+        .map(|l| match shapes.iter().position(|s| *s == l[i].shape) {
+            Some(k) => k,
+            None => {
+                shapes.push(l[i].shape);
+                shapes.len() - 1
+            }
+        })
+        .collect();
+    (shapes, index)
+}
+
+/// `KERNEL[l]`: which kernel each layer's matrix of kind `i` calls, for kinds whose layers
+/// use more than one scheme (mixed precision); nothing for a uniform kind.
+fn kernel_tables(plan: &Plan) -> TokenStream {
+    let names = ["QKV_KERNEL", "O_PROJ_KERNEL", "GATE_UP_KERNEL", "DOWN_KERNEL"];
+    let mut out = TokenStream::new();
+    for (i, name) in names.iter().enumerate() {
+        let (shapes, index) = layer_kernels(plan, i);
+        if shapes.len() > 1 {
+            let ident = format_ident!("{name}");
+            let index = index.into_iter().map(|k| Literal::u8_unsuffixed(k as u8));
+            let doc = format!(
+                " Per layer, the kernel of its matrix: {}.",
+                shapes.iter().enumerate().map(|(k, s)| format!("{k} = {}", s.scheme)).collect::<Vec<_>>().join(", ")
+            );
+            out.extend(quote! {
+                #[doc = #doc]
+                const #ident: [u8; LAYERS] = [#(#index),*];
+            });
+        }
+    }
+    out
+}
+
+/// The call of layer `l`'s matrix of kind `i`: one kernel when every layer shares its scheme,
+/// else a `match` on the kind's kernel table.
+fn layer_call(plan: &Plan, backend: Backend, i: usize, at: TokenStream, x: TokenStream, y: TokenStream) -> TokenStream {
+    let (shapes, _) = layer_kernels(plan, i);
+    if shapes.len() == 1 {
+        return matmul_call(backend, &shapes[0], at, x, y);
+    }
+    let table = format_ident!("{}", ["QKV_KERNEL", "O_PROJ_KERNEL", "GATE_UP_KERNEL", "DOWN_KERNEL"][i]);
+    let arms = shapes.iter().enumerate().map(|(k, s)| {
+        let k = Literal::u8_unsuffixed(k as u8);
+        let call = matmul_call(backend, s, at.clone(), x.clone(), y.clone());
+        quote! { #k => #call, }
+    });
+    quote! {
+        match #table[l] {
+            #(#arms)*
+            _ => unreachable!(),
+        }
+    }
+}
+
 fn forward(plan: &Plan, backend: Backend) -> TokenStream {
-    let [qkv, o, gate_up, down] = &plan.layers[0];
     let lm_head = plan.lm_head.as_ref().unwrap_or(&plan.embed);
-    let qkv_call = matmul_call(backend, &qkv.shape, quote!(QKV[l]), quote!(&h), quote!(&mut qkv));
-    let o_call = matmul_call(backend, &o.shape, quote!(O_PROJ[l]), quote!(&attn), quote!(&mut proj));
-    let gate_up_call = matmul_call(backend, &gate_up.shape, quote!(GATE_UP[l]), quote!(&h), quote!(&mut gate_up));
-    let down_call = matmul_call(backend, &down.shape, quote!(DOWN[l]), quote!(&act), quote!(&mut proj));
+    let qkv_call = layer_call(plan, backend, 0, quote!(QKV[l]), quote!(&h), quote!(&mut qkv));
+    let o_call = layer_call(plan, backend, 1, quote!(O_PROJ[l]), quote!(&attn), quote!(&mut proj));
+    let gate_up_call = layer_call(plan, backend, 2, quote!(GATE_UP[l]), quote!(&h), quote!(&mut gate_up));
+    let down_call = layer_call(plan, backend, 3, quote!(DOWN[l]), quote!(&act), quote!(&mut proj));
     let head_call = matmul_call(backend, &lm_head.shape, quote!(LM_HEAD), quote!(&last), quote!(&mut logits));
     quote! {
         /// Run `tokens` at positions `cache.len..`, extend the cache, return logits `[rows, VOCAB]`.
