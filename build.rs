@@ -10,7 +10,10 @@
 
 use std::path::PathBuf;
 
-use qwenc_codegen::build_model::{artifact_dir, compile_checkpoint, compile_model, parse_schemes, parse_variant, variant_ident, write_if_changed};
+use qwenc_codegen::build_model::{
+    artifact_dir, compile_checkpoint, compile_model, parse_schemes, parse_variant, variant_ident,
+    write_if_changed,
+};
 use qwenc_codegen::emit::Backend;
 use qwenc_codegen::synthetic::{write_tiny_model, SyntheticOptions};
 
@@ -52,14 +55,23 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => None,
     };
     let target_arch = std::env::var("CARGO_CFG_TARGET_ARCH")?;
-    let backend = Backend::parse(&std::env::var("QWENC_TARGET").unwrap_or_else(|_| "native".into()), &target_arch)?;
+    let backend = Backend::parse(
+        &std::env::var("QWENC_TARGET").unwrap_or_else(|_| "native".into()),
+        &target_arch,
+    )?;
 
     let compiled = compile_model(&model, schemes, backend, &mut |_, _, _| {})?;
     for (name, code) in &compiled.files {
         write_if_changed(&out_dir.join(name), code.as_bytes())?;
     }
-    write_if_changed(&out_dir.join("tokenizer.json"), compiled.tokenizer_json.as_bytes())?;
-    write_if_changed(&artifact_dir(&out_dir).join("qwen.weights"), &compiled.packed.bytes)?;
+    write_if_changed(
+        &out_dir.join("tokenizer.json"),
+        compiled.tokenizer_json.as_bytes(),
+    )?;
+    write_if_changed(
+        &artifact_dir(&out_dir).join("qwen.weights"),
+        &compiled.packed.bytes,
+    )?;
 
     // Variants: the same model compiled in other schemes, for tests that run every kernel
     // through a whole forward pass (`QWENC_VARIANTS="f32;w8;w4g32"`; the tiny model always
@@ -74,7 +86,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         write_if_changed(&out_dir.join("kernel_tests.rs"), kernels.as_bytes())?;
     }
     let variants: Vec<String> = match std::env::var("QWENC_VARIANTS") {
-        Ok(list) => list.split(';').map(str::trim).filter(|v| !v.is_empty()).map(String::from).collect(),
+        Ok(list) => list
+            .split(';')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(String::from)
+            .collect(),
         Err(_) if tiny => tiny_variants(&target_arch).map(String::from).collect(),
         Err(_) => Vec::new(),
     };
@@ -82,26 +99,40 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut modules = String::new();
     let mut registry = String::new();
     for variant in &variants {
-        let spec = parse_variant(variant).map_err(|e| format!("QWENC_VARIANTS `{variant}`: {e}"))?;
+        let spec =
+            parse_variant(variant).map_err(|e| format!("QWENC_VARIANTS `{variant}`: {e}"))?;
         let variant_backend = match &spec.backend {
             Some(name) => Backend::parse(name, &target_arch)?,
             None => backend,
         };
         let source = if spec.tied {
             if !tiny {
-                return Err(format!("QWENC_VARIANTS `{variant}`: +tied is for the tiny model only").into());
+                return Err(format!(
+                    "QWENC_VARIANTS `{variant}`: +tied is for the tiny model only"
+                )
+                .into());
             }
             let dir = out_dir.join("tiny-model-tied");
-            write_tiny_model(&dir, &SyntheticOptions { tie_word_embeddings: true, ..Default::default() })?;
+            write_tiny_model(
+                &dir,
+                &SyntheticOptions {
+                    tie_word_embeddings: true,
+                    ..Default::default()
+                },
+            )?;
             dir
         } else {
             model.clone()
         };
-        let compiled = compile_checkpoint(&source, spec.schemes, variant_backend, &mut |_, _, _| {})?;
+        let compiled =
+            compile_checkpoint(&source, spec.schemes, variant_backend, &mut |_, _, _| {})?;
         let ident = variant_ident(variant);
         let file = format!("model_{ident}.rs");
         write_if_changed(&out_dir.join(&file), compiled.files["model.rs"].as_bytes())?;
-        write_if_changed(&artifact_dir(&out_dir).join(format!("qwen-{ident}.weights")), &compiled.packed.bytes)?;
+        write_if_changed(
+            &artifact_dir(&out_dir).join(format!("qwen-{ident}.weights")),
+            &compiled.packed.bytes,
+        )?;
         modules += &format!(
             "/// The model with schemes `{variant}`.\npub mod {ident} {{\n    include!(concat!(env!(\"OUT_DIR\"), \"/{file}\"));\n}}\n"
         );
@@ -119,16 +150,23 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     // this backend and for scalar.
     let mut mixed = String::new();
     if tiny {
-        use qwenc_codegen::budget::{budget_between, compress_with_budget, synthetic_calibration_ids};
+        use qwenc_codegen::budget::{
+            budget_between, compress_with_budget, synthetic_calibration_ids,
+        };
         let ids = synthetic_calibration_ids(96, 300);
-        let budget = budget_between(&model, &ids, 32, 1.0 / 3.0).map_err(|e| format!("tiny budget: {e}"))?;
+        let budget =
+            budget_between(&model, &ids, 32, 1.0 / 3.0).map_err(|e| format!("tiny budget: {e}"))?;
         let dir = out_dir.join("tiny-mixed");
-        compress_with_budget(&model, &dir, budget, &ids, 32, true).map_err(|e| format!("tiny --budget-mb: {e}"))?;
+        compress_with_budget(&model, &dir, budget, &ids, 32, true)
+            .map_err(|e| format!("tiny --budget-mb: {e}"))?;
         for (ident, b) in [("mixed", backend), ("mixed_scalar", Backend::Scalar)] {
             let compiled = compile_model(&dir, None, b, &mut |_, _, _| {})?;
             let file = format!("model_{ident}.rs");
             write_if_changed(&out_dir.join(&file), compiled.files["model.rs"].as_bytes())?;
-            write_if_changed(&artifact_dir(&out_dir).join(format!("qwen-{ident}.weights")), &compiled.packed.bytes)?;
+            write_if_changed(
+                &artifact_dir(&out_dir).join(format!("qwen-{ident}.weights")),
+                &compiled.packed.bytes,
+            )?;
             modules += &format!(
                 "/// The tiny model compressed under a budget (mixed schemes).\npub mod {ident} {{\n    include!(concat!(env!(\"OUT_DIR\"), \"/{file}\"));\n}}\n"
             );
@@ -141,7 +179,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         modules += &format!("\n/// The compressed directory the mixed variants were built from.\npub const MIXED_DIR: &str = {:?};\n", dir.display().to_string());
     } else {
-        modules += "\n/// No mixed build outside the tiny model.\npub const MIXED_DIR: &str = \"\";\n";
+        modules +=
+            "\n/// No mixed build outside the tiny model.\npub const MIXED_DIR: &str = \"\";\n";
     }
     modules += &format!("\n/// The tiny model under a memory budget (mixed schemes), per backend.\npub const MIXED: &[Variant] = &[\n{mixed}];\n");
     write_if_changed(&out_dir.join("variants.rs"), modules.as_bytes())?;

@@ -44,8 +44,15 @@ impl Variant {
     }
 
     /// Open its weights file next to `executable` (e.g. `env!("CARGO_BIN_EXE_qwen")`).
-    pub fn open_weights(&self, executable: &std::path::Path) -> Result<Weights, qwenc_runtime::weights::WeightsError> {
-        Weights::open(&executable.with_file_name(self.weights_file), self.weights_len, self.weights_hash)
+    pub fn open_weights(
+        &self,
+        executable: &std::path::Path,
+    ) -> Result<Weights, qwenc_runtime::weights::WeightsError> {
+        Weights::open(
+            &executable.with_file_name(self.weights_file),
+            self.weights_len,
+            self.weights_hash,
+        )
     }
 }
 
@@ -83,7 +90,11 @@ impl CompiledModel {
             max_context: g::MAX_CONTEXT,
             eos_token_ids: g::EOS_TOKEN_IDS.to_vec(),
         };
-        Ok(CompiledModel { weights, tokenizer, info })
+        Ok(CompiledModel {
+            weights,
+            tokenizer,
+            info,
+        })
     }
 }
 
@@ -95,9 +106,18 @@ impl Model for CompiledModel {
         &self.tokenizer
     }
     fn new_cache(&self, capacity: usize) -> KvCache {
-        KvCache::new(generated::LAYERS, capacity.min(generated::MAX_CONTEXT), generated::KV_DIM)
+        KvCache::new(
+            generated::LAYERS,
+            capacity.min(generated::MAX_CONTEXT),
+            generated::KV_DIM,
+        )
     }
-    fn forward(&self, cache: &mut KvCache, tokens: &[u32], logits: LogitsFor) -> Result<Vec<f32>, ForwardError> {
+    fn forward(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: LogitsFor,
+    ) -> Result<Vec<f32>, ForwardError> {
         generated::forward(self.weights.bytes(), cache, tokens, logits)
     }
 }

@@ -39,7 +39,8 @@ fn fixture() -> &'static Fixture {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
         let path = shared.join("fixtures/reference_logits.json");
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_json::from_str(&text).unwrap()
     })
 }
@@ -50,7 +51,9 @@ const HOW: &str = "this build has no dev-checkpoint variants: run scripts/test.s
 fn variant(schemes: &str) -> (&'static Variant, Weights) {
     let v = Variant::find(schemes).unwrap_or_else(|| panic!("{HOW}"));
     assert_eq!(v.model_name, "qwen2.5-coder-0.5b-instruct.gguf", "{HOW}");
-    let weights = v.open_weights(&PathBuf::from(env!("CARGO_BIN_EXE_qwen"))).unwrap();
+    let weights = v
+        .open_weights(&PathBuf::from(env!("CARGO_BIN_EXE_qwen")))
+        .unwrap();
     (v, weights)
 }
 
@@ -108,15 +111,33 @@ fn f32_build_meets_the_foundation_tolerances() {
     for case in &fixture().cases {
         let logits = all_logits(v, &w, &case.ids);
         for (t, (row, want)) in logits.iter().zip(&case.positions).enumerate() {
-            assert_eq!(argmax(row), want.top_ids[0], "top-1 of {:?} at {t}", case.prompt);
+            assert_eq!(
+                argmax(row),
+                want.top_ids[0],
+                "top-1 of {:?} at {t}",
+                case.prompt
+            );
             for (&id, &value) in want.top_ids.iter().zip(&want.top_logits) {
-                assert!((row[id as usize] - value).abs() <= 1e-2, "{:?} position {t} id {id}", case.prompt);
+                assert!(
+                    (row[id as usize] - value).abs() <= 1e-2,
+                    "{:?} position {t} id {id}",
+                    case.prompt
+                );
             }
             let lse = log_softmax(row);
             let got_lse = row[0] as f64 - lse[0];
-            assert!((got_lse - want.logsumexp).abs() <= 1e-2, "{:?} position {t}: logsumexp", case.prompt);
+            assert!(
+                (got_lse - want.logsumexp).abs() <= 1e-2,
+                "{:?} position {t}: logsumexp",
+                case.prompt
+            );
         }
-        assert_eq!(greedy(v, &w, &case.ids, 32), case.greedy_32, "greedy continuation of {:?}", case.prompt);
+        assert_eq!(
+            greedy(v, &w, &case.ids, 32),
+            case.greedy_32,
+            "greedy continuation of {:?}",
+            case.prompt
+        );
     }
 }
 
@@ -152,26 +173,42 @@ fn agreement(schemes: &str) -> (usize, usize, f64, f64) {
 #[test]
 fn w8_build_tracks_the_reference() {
     let (same, total, mean_kl, _) = agreement("w8");
-    assert!(same as f64 >= 0.95 * total as f64, "w8 top-1 agreement {same}/{total}");
+    assert!(
+        same as f64 >= 0.95 * total as f64,
+        "w8 top-1 agreement {same}/{total}"
+    );
     assert!(mean_kl <= 0.005, "w8 mean KL {mean_kl}");
     let (v, w) = variant("w8");
-    let identical = fixture().cases.iter().filter(|c| greedy(v, &w, &c.ids, 32) == c.greedy_32).count();
+    let identical = fixture()
+        .cases
+        .iter()
+        .filter(|c| greedy(v, &w, &c.ids, 32) == c.greedy_32)
+        .count();
     eprintln!("w8: {identical}/5 greedy continuations identical");
     // Per-row int8 weights alone keep 3/5 (the f32 reference on dequantized w8 weights diverges
     // at token 2 of "The capital of France is" on a near-tie); int8 activations lose one more.
-    assert!(identical >= 2, "w8: only {identical}/5 greedy continuations identical");
+    assert!(
+        identical >= 2,
+        "w8: only {identical}/5 greedy continuations identical"
+    );
 }
 
 #[test]
 fn w4g32_build_tracks_the_reference() {
     let (same, total, mean_kl, _) = agreement("w4g32");
-    assert!(same as f64 >= 0.80 * total as f64, "w4g32 top-1 agreement {same}/{total}");
+    assert!(
+        same as f64 >= 0.80 * total as f64,
+        "w4g32 top-1 agreement {same}/{total}"
+    );
     assert!(mean_kl <= 0.15, "w4g32 mean KL {mean_kl}");
 }
 
 #[test]
 fn w4g32a_build_tracks_the_reference() {
     let (same, total, mean_kl, _) = agreement("w4g32a");
-    assert!(same as f64 >= 0.85 * total as f64, "w4g32a top-1 agreement {same}/{total}");
+    assert!(
+        same as f64 >= 0.85 * total as f64,
+        "w4g32a top-1 agreement {same}/{total}"
+    );
     assert!(mean_kl <= 0.10, "w4g32a mean KL {mean_kl}");
 }

@@ -22,7 +22,8 @@ const PROMPT: [u32; 12] = [72, 101, 108, 108, 111, 256, 300, 7, 311, 44, 44, 2];
 fn reference_for(dir: &Path) -> ReferenceWeights {
     let src = tempfile::tempdir().unwrap();
     write_tiny_model(src.path(), &SyntheticOptions::default()).unwrap();
-    let mut w = ReferenceWeights::load(&Checkpoint::open(src.path()).unwrap(), &mut |_, _, _| {}).unwrap();
+    let mut w =
+        ReferenceWeights::load(&Checkpoint::open(src.path()).unwrap(), &mut |_, _, _| {}).unwrap();
     let model = CompressedModel::open(dir).unwrap();
     let get = |name: String| dequantize(&model.matrix(&name).unwrap());
     for (l, layer) in w.layers.iter_mut().enumerate() {
@@ -64,7 +65,9 @@ fn the_mixed_build_matches_the_reference_on_its_own_weights() {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_qwen"));
     let reference = reference_for(Path::new(qwenc::variants::MIXED_DIR));
     let layers = reference.config.num_hidden_layers;
-    let want = reference.forward(&PROMPT, &mut RefCache::new(layers), Logits::All).unwrap();
+    let want = reference
+        .forward(&PROMPT, &mut RefCache::new(layers), Logits::All)
+        .unwrap();
     let mut ran = 0;
     for v in qwenc::variants::MIXED {
         if let Err(why) = (v.check_cpu)() {
@@ -84,15 +87,25 @@ fn the_mixed_build_matches_the_reference_on_its_own_weights() {
             }
             top1 += (argmax(got) == argmax(want)) as usize;
         }
-        eprintln!("{} ({}): worst |Δlogit| / max|logit| = {worst:.2e}, top-1 {top1}/{}", v.schemes, v.backend, PROMPT.len());
+        eprintln!(
+            "{} ({}): worst |Δlogit| / max|logit| = {worst:.2e}, top-1 {top1}/{}",
+            v.schemes,
+            v.backend,
+            PROMPT.len()
+        );
         // The integer schemes' tolerance (int8 activations), as in tests/compiled_tiny.rs.
         assert!(worst <= 0.05, "{}: {worst}", v.backend);
         // Token by token equals one batch.
         let mut step_cache = KvCache::new(v.layers, 64, v.kv_dim);
         for (t, &id) in PROMPT.iter().enumerate() {
-            let step = (v.forward)(weights.bytes(), &mut step_cache, &[id], LogitsFor::Last).unwrap();
+            let step =
+                (v.forward)(weights.bytes(), &mut step_cache, &[id], LogitsFor::Last).unwrap();
             for (a, b) in step.iter().zip(&got[t * vocab..][..vocab]) {
-                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{} position {t}: {a} vs {b}", v.backend);
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{} position {t}: {a} vs {b}",
+                    v.backend
+                );
             }
         }
         ran += 1;

@@ -26,8 +26,18 @@ fn variants() -> Vec<Variant> {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_qwen"));
     let all = qwenc::variants::ALL;
     // build.rs: TINY_VARIANTS plus the target arch's other backends.
-    let expected = if cfg!(target_arch = "x86_64") { 12 } else if cfg!(target_arch = "aarch64") { 15 } else { 10 };
-    assert_eq!(all.len(), expected, "the tiny build compiles {expected} variants (build.rs tiny_variants)");
+    let expected = if cfg!(target_arch = "x86_64") {
+        12
+    } else if cfg!(target_arch = "aarch64") {
+        15
+    } else {
+        10
+    };
+    assert_eq!(
+        all.len(),
+        expected,
+        "the tiny build compiles {expected} variants (build.rs tiny_variants)"
+    );
     all.iter()
         .filter(|v| match (v.check_cpu)() {
             Ok(()) => true,
@@ -51,7 +61,14 @@ fn variants() -> Vec<Variant> {
 fn reference_for(variant: &str) -> ReferenceWeights {
     let spec = parse_variant(variant).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    write_tiny_model(dir.path(), &SyntheticOptions { tie_word_embeddings: spec.tied, ..Default::default() }).unwrap();
+    write_tiny_model(
+        dir.path(),
+        &SyntheticOptions {
+            tie_word_embeddings: spec.tied,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let ckpt = Checkpoint::open(dir.path()).unwrap();
     let mut w = ReferenceWeights::load(&ckpt, &mut |_, _, _| {}).unwrap();
     let s = spec.schemes;
@@ -64,9 +81,24 @@ fn reference_for(variant: &str) -> ReferenceWeights {
         round(&mut layer.k_proj, c.kv_dim(), c.hidden_size, s.attn);
         round(&mut layer.v_proj, c.kv_dim(), c.hidden_size, s.attn);
         round(&mut layer.o_proj, c.hidden_size, c.q_dim(), s.attn);
-        round(&mut layer.gate_proj, c.intermediate_size, c.hidden_size, s.mlp);
-        round(&mut layer.up_proj, c.intermediate_size, c.hidden_size, s.mlp);
-        round(&mut layer.down_proj, c.hidden_size, c.intermediate_size, s.mlp);
+        round(
+            &mut layer.gate_proj,
+            c.intermediate_size,
+            c.hidden_size,
+            s.mlp,
+        );
+        round(
+            &mut layer.up_proj,
+            c.intermediate_size,
+            c.hidden_size,
+            s.mlp,
+        );
+        round(
+            &mut layer.down_proj,
+            c.hidden_size,
+            c.intermediate_size,
+            s.mlp,
+        );
     }
     match w.lm_head.as_mut() {
         Some(head) => {
@@ -83,21 +115,29 @@ const PROMPT: [u32; 12] = [72, 101, 108, 108, 111, 256, 300, 7, 311, 44, 44, 2];
 
 fn integer_scheme(variant: &str) -> bool {
     let s = parse_variant(variant).unwrap().schemes;
-    [s.attn, s.mlp, s.lm_head].iter().any(|x| matches!(x, Scheme::W8 | Scheme::W4 { .. }))
+    [s.attn, s.mlp, s.lm_head]
+        .iter()
+        .any(|x| matches!(x, Scheme::W8 | Scheme::W4 { .. }))
 }
 
 #[test]
 fn every_scheme_matches_the_reference_on_its_own_weights() {
     for v in variants() {
         let reference = reference_for(v.schemes);
-        let want = reference.forward(&PROMPT, &mut RefCache::new(v.layers), Logits::All).unwrap();
+        let want = reference
+            .forward(&PROMPT, &mut RefCache::new(v.layers), Logits::All)
+            .unwrap();
         let mut cache = KvCache::new(v.layers, 64, v.kv_dim);
         let got = (v.forward)(v.weights.bytes(), &mut cache, &PROMPT, LogitsFor::All).unwrap();
         assert_eq!(cache.len, PROMPT.len());
         let vocab = want[0].len();
         // f32/bf16: summation order only. Integer schemes: int8 activations (half a step of
         // max|x|/127 per block of 32) on top, measured at ~1% of the logit scale here.
-        let tolerance = if integer_scheme(v.schemes) { 0.05 } else { 1e-4 };
+        let tolerance = if integer_scheme(v.schemes) {
+            0.05
+        } else {
+            1e-4
+        };
         let mut worst = 0.0f32;
         let mut top1_same = 0;
         for (t, want) in want.iter().enumerate() {
@@ -108,7 +148,12 @@ fn every_scheme_matches_the_reference_on_its_own_weights() {
             }
             top1_same += (argmax(got) == argmax(want)) as usize;
         }
-        eprintln!("{:<28} {:<11} worst |Δlogit| / max|logit| = {worst:.2e}, top-1 {top1_same}/{}", v.schemes, v.backend, PROMPT.len());
+        eprintln!(
+            "{:<28} {:<11} worst |Δlogit| / max|logit| = {worst:.2e}, top-1 {top1_same}/{}",
+            v.schemes,
+            v.backend,
+            PROMPT.len()
+        );
         assert!(worst <= tolerance, "{}: {worst} > {tolerance}", v.schemes);
         if !integer_scheme(v.schemes) {
             assert_eq!(top1_same, PROMPT.len(), "{}", v.schemes);
@@ -126,7 +171,11 @@ fn token_by_token_equals_one_batch() {
         for (t, &id) in PROMPT.iter().enumerate() {
             let step = (v.forward)(v.weights.bytes(), &mut cache, &[id], LogitsFor::Last).unwrap();
             for (a, b) in step.iter().zip(&batch[t * vocab..][..vocab]) {
-                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{} position {t}: {a} vs {b}", v.schemes);
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{} position {t}: {a} vs {b}",
+                    v.schemes
+                );
             }
         }
     }
@@ -134,14 +183,29 @@ fn token_by_token_equals_one_batch() {
 
 #[test]
 fn bad_input_is_refused_and_leaves_the_cache_alone() {
-    let v = variants().into_iter().find(|v| v.schemes == "w4g32").unwrap();
+    let v = variants()
+        .into_iter()
+        .find(|v| v.schemes == "w4g32")
+        .unwrap();
     let mut cache = KvCache::new(v.layers, 8, v.kv_dim);
-    let err = (v.forward)(v.weights.bytes(), &mut cache, &[1, 2, 320], LogitsFor::Last).unwrap_err();
-    assert_eq!(err, ForwardError::TokenOutOfRange { id: 320, pos: 2, vocab: 320 });
+    let err =
+        (v.forward)(v.weights.bytes(), &mut cache, &[1, 2, 320], LogitsFor::Last).unwrap_err();
+    assert_eq!(
+        err,
+        ForwardError::TokenOutOfRange {
+            id: 320,
+            pos: 2,
+            vocab: 320
+        }
+    );
     let err = (v.forward)(v.weights.bytes(), &mut cache, &[1; 9], LogitsFor::Last).unwrap_err();
     assert_eq!(err, ForwardError::ContextOverflow { needed: 9, max: 8 });
     assert_eq!(cache.len, 0);
-    assert!((v.forward)(v.weights.bytes(), &mut cache, &[], LogitsFor::Last).unwrap().is_empty());
+    assert!(
+        (v.forward)(v.weights.bytes(), &mut cache, &[], LogitsFor::Last)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -150,15 +214,23 @@ fn a_foreign_weights_file_is_refused() {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_qwen"));
     // The f32 variant's file, claimed to be the w8 one: wrong size.
     let f32_file = exe.with_file_name(qwenc::Variant::find("f32").unwrap().weights_file);
-    let err = Weights::open(&f32_file, m.weights_len, m.weights_hash).err().unwrap();
-    assert!(err.to_string().contains("bytes, this executable was built for"), "{err}");
+    let err = Weights::open(&f32_file, m.weights_len, m.weights_hash)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("bytes, this executable was built for"),
+        "{err}"
+    );
     // Same size, different content.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.weights");
     let mut bytes = std::fs::read(exe.with_file_name(m.weights_file)).unwrap();
     bytes[100] ^= 1;
     std::fs::write(&path, bytes).unwrap();
-    let err = Weights::open(&path, m.weights_len, m.weights_hash).err().unwrap();
+    let err = Weights::open(&path, m.weights_len, m.weights_hash)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("content hash"), "{err}");
 }
 
@@ -166,31 +238,65 @@ fn a_foreign_weights_file_is_refused() {
 /// the compiled f32 variant (KL ≈ 0: summation order only) and a quantized one (KL > 0).
 #[test]
 fn kl_divergence_is_zero_for_f32_and_positive_for_w4() {
-    use qwenc_runtime::eval::kl::{compare_all, ChunkPlan, ReferenceHeader, ReferenceLogits, ReferenceRecord};
+    use qwenc_runtime::eval::kl::{
+        compare_all, ChunkPlan, ReferenceHeader, ReferenceLogits, ReferenceRecord,
+    };
     let reference = reference_for("f32");
     let context = 32;
-    let tokens: Vec<u32> = (0..3 * context as u32).map(|i| (i * 37 + 11) % 300).collect();
+    let tokens: Vec<u32> = (0..3 * context as u32)
+        .map(|i| (i * 37 + 11) % 300)
+        .collect();
     let plan = ChunkPlan::new(tokens.len(), context).unwrap();
     let mut records = Vec::new();
     for chunk in tokens.chunks(context) {
-        let rows = reference.forward(chunk, &mut RefCache::new(reference.config.num_hidden_layers), Logits::All).unwrap();
+        let rows = reference
+            .forward(
+                chunk,
+                &mut RefCache::new(reference.config.num_hidden_layers),
+                Logits::All,
+            )
+            .unwrap();
         for pos in plan.first..context - 1 {
             records.push(ReferenceRecord::from_logits(&rows[pos], chunk[pos + 1], 16));
         }
     }
     let vocab = reference.config.vocab_size;
-    let header = ReferenceHeader { model: "tiny".into(), text: "ids".into(), vocab_size: vocab, context, top_k: 16, tokens };
-    let file = ReferenceLogits { header, plan, records };
+    let header = ReferenceHeader {
+        model: "tiny".into(),
+        text: "ids".into(),
+        vocab_size: vocab,
+        context,
+        top_k: 16,
+        tokens,
+    };
+    let file = ReferenceLogits {
+        header,
+        plan,
+        records,
+    };
     let kl_of = |schemes: &str| {
-        let v = variants().into_iter().find(|v| v.schemes == schemes).unwrap();
+        let v = variants()
+            .into_iter()
+            .find(|v| v.schemes == schemes)
+            .unwrap();
         let mut cache = KvCache::new(v.layers, context, v.kv_dim);
         compare_all(
             &file,
             vocab,
             &mut |chunk, first| {
                 cache.truncate(0);
-                (v.forward)(v.weights.bytes(), &mut cache, &chunk[..first], LogitsFor::Last)?;
-                Ok((v.forward)(v.weights.bytes(), &mut cache, &chunk[first..context - 1], LogitsFor::All)?)
+                (v.forward)(
+                    v.weights.bytes(),
+                    &mut cache,
+                    &chunk[..first],
+                    LogitsFor::Last,
+                )?;
+                Ok((v.forward)(
+                    v.weights.bytes(),
+                    &mut cache,
+                    &chunk[first..context - 1],
+                    LogitsFor::All,
+                )?)
             },
             &mut |_, _| {},
         )
@@ -198,10 +304,17 @@ fn kl_divergence_is_zero_for_f32_and_positive_for_w4() {
     };
     let f32 = kl_of("f32");
     let w4 = kl_of("w4g32");
-    eprintln!("tiny KL: f32 {:.3e} (top-1 {:.3}), w4g32 {:.3e} (top-1 {:.3})", f32.mean_kl, f32.top1_agreement, w4.mean_kl, w4.top1_agreement);
+    eprintln!(
+        "tiny KL: f32 {:.3e} (top-1 {:.3}), w4g32 {:.3e} (top-1 {:.3})",
+        f32.mean_kl, f32.top1_agreement, w4.mean_kl, w4.top1_agreement
+    );
     assert_eq!(f32.positions, 3 * 15);
     assert!(f32.mean_kl < 1e-9, "{}", f32.mean_kl);
     assert_eq!(f32.top1_agreement, 1.0);
     assert!((f32.ppl_model / f32.ppl_reference - 1.0).abs() < 1e-5);
-    assert!(w4.mean_kl > 1e-6 && w4.mean_kl > 1000.0 * f32.mean_kl.max(1e-12), "{}", w4.mean_kl);
+    assert!(
+        w4.mean_kl > 1e-6 && w4.mean_kl > 1000.0 * f32.mean_kl.max(1e-12),
+        "{}",
+        w4.mean_kl
+    );
 }

@@ -62,7 +62,11 @@ fn runnable(set: &k::ArmKernels) -> Result<(), String> {
     if set.sve_bytes != 0 {
         let bytes = sve_bytes();
         if bytes != set.sve_bytes {
-            return Err(format!("SVE vectors are {} bits here, the kernels need {}", bytes * 8, set.sve_bytes * 8));
+            return Err(format!(
+                "SVE vectors are {} bits here, the kernels need {}",
+                bytes * 8,
+                set.sve_bytes * 8
+            ));
         }
     }
     Ok(())
@@ -99,7 +103,8 @@ fn arm_matches_twin(module: &str) -> bool {
     let mut checked = 0;
     for case in cases() {
         let (r, c, s) = (case.rows, case.cols, case.scheme);
-        let simd = k::kernel(module, r, c, s).unwrap_or_else(|| panic!("no {module} kernel for {s} {r}x{c}"));
+        let simd = k::kernel(module, r, c, s)
+            .unwrap_or_else(|| panic!("no {module} kernel for {s} {r}x{c}"));
         let twin = k::kernel(set.twin, r, c, s).unwrap();
         let blob = tiled_blob(&case, set.nr);
         // Every pass size (1..=8 covers i8mm's odd and even pairs), and past the token block
@@ -107,7 +112,11 @@ fn arm_matches_twin(module: &str) -> bool {
         let sweeps = 2 * token_block_for(8, c) + 3;
         let extra = (c == 4864).then_some(sweeps);
         let small = (r * c) <= 13 * 96;
-        let tokens: Vec<usize> = if small { (1..=9).chain([17]).collect() } else { TOKENS.to_vec() };
+        let tokens: Vec<usize> = if small {
+            (1..=9).chain([17]).collect()
+        } else {
+            TOKENS.to_vec()
+        };
         for (i, n) in tokens.into_iter().chain(extra).enumerate() {
             let x = Q8Acts::quantize(&activations(n, c, 7 + i as u64), c);
             let want = run(twin, &blob, &x, r);

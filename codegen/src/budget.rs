@@ -40,12 +40,30 @@ use crate::reference::{ReferenceWeights, Tap};
 /// The schemes the kernels support that a budget chooses from. 2- and 3-bit schemes are not
 /// offered: no kernel exists for them. f32/bf16 are never worth their bytes here.
 pub const CANDIDATES: [Scheme; 7] = [
-    Scheme::W4 { group: 128, asymmetric: false },
-    Scheme::W4 { group: 128, asymmetric: true },
-    Scheme::W4 { group: 64, asymmetric: false },
-    Scheme::W4 { group: 64, asymmetric: true },
-    Scheme::W4 { group: 32, asymmetric: false },
-    Scheme::W4 { group: 32, asymmetric: true },
+    Scheme::W4 {
+        group: 128,
+        asymmetric: false,
+    },
+    Scheme::W4 {
+        group: 128,
+        asymmetric: true,
+    },
+    Scheme::W4 {
+        group: 64,
+        asymmetric: false,
+    },
+    Scheme::W4 {
+        group: 64,
+        asymmetric: true,
+    },
+    Scheme::W4 {
+        group: 32,
+        asymmetric: false,
+    },
+    Scheme::W4 {
+        group: 32,
+        asymmetric: true,
+    },
     Scheme::W8,
 ];
 
@@ -54,7 +72,10 @@ pub const PROXY: &str = "relative output error E|(W-Q(W))x|^2 / E|Wx|^2 per fuse
 
 /// Stored bytes of a `[rows, cols]` matrix in `scheme` (as `compressed::matrix_parts`).
 pub fn matrix_bytes(rows: usize, cols: usize, scheme: Scheme) -> u64 {
-    crate::compressed::matrix_parts("", rows, cols, scheme).iter().map(|p| p.n_bytes() as u64).sum()
+    crate::compressed::matrix_parts("", rows, cols, scheme)
+        .iter()
+        .map(|p| p.n_bytes() as u64)
+        .sum()
 }
 
 /// One option of a group: a scheme, its bytes and predicted cost.
@@ -96,7 +117,13 @@ pub fn second_moments(x: &[f32], cols: usize) -> Vec<f64> {
 
 /// (err_s(W), sig(W)) with column weights `m` (see the module docs). Row blocks are quantized
 /// independently: every scheme is row-local, so this equals quantizing the whole matrix.
-pub fn weighted_error(w: &[f32], rows: usize, cols: usize, m: &[f64], scheme: Scheme) -> (f64, f64) {
+pub fn weighted_error(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    m: &[f64],
+    scheme: Scheme,
+) -> (f64, f64) {
     const BLOCK: usize = 256;
     assert_eq!(w.len(), rows * cols, "matrix length");
     // Blocks in order, then summed in order: the same bits on every run, whatever the threads.
@@ -129,7 +156,14 @@ pub const MAX_SAMPLED_WEIGHTS: usize = 1 << 20;
 /// [`weighted_error`] on at most `max_weights` weights: every row when the matrix is that
 /// small, else evenly spread blocks of 16 rows, scaled up to the whole matrix (rows / sampled
 /// rows) so that members of one group sampled differently still add up.
-pub fn sampled_error(w: &[f32], rows: usize, cols: usize, m: &[f64], scheme: Scheme, max_weights: usize) -> (f64, f64) {
+pub fn sampled_error(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    m: &[f64],
+    scheme: Scheme,
+    max_weights: usize,
+) -> (f64, f64) {
     const ROWS: usize = 16;
     if rows * cols <= max_weights {
         return weighted_error(w, rows, cols, m, scheme);
@@ -157,7 +191,13 @@ pub fn measure(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Vec<Group> {
     let c = &weights.config;
-    let (h, q, kv, f, v) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.vocab_size);
+    let (h, q, kv, f, v) = (
+        c.hidden_size,
+        c.q_dim(),
+        c.kv_dim(),
+        c.intermediate_size,
+        c.vocab_size,
+    );
     // (name, members [(hf name, w, rows)], cols, column weights, weight)
     type Member<'a> = (String, &'a [f32], usize);
     let mut specs: Vec<(String, Vec<Member>, usize, Vec<f64>, f64)> = Vec::new();
@@ -177,28 +217,65 @@ pub fn measure(
         let ml = |m: &str| format!("{p}.mlp.{m}.weight");
         specs.push((
             format!("layers.{l}.qkv"),
-            vec![(a("q_proj"), &lw.q_proj[..], q), (a("k_proj"), &lw.k_proj[..], kv), (a("v_proj"), &lw.v_proj[..], kv)],
+            vec![
+                (a("q_proj"), &lw.q_proj[..], q),
+                (a("k_proj"), &lw.k_proj[..], kv),
+                (a("v_proj"), &lw.v_proj[..], kv),
+            ],
             h,
             moments(Tap::Attn, h),
             1.0,
         ));
-        specs.push((format!("layers.{l}.o_proj"), vec![(a("o_proj"), &lw.o_proj[..], h)], q, moments(Tap::OProj, q), 1.0));
+        specs.push((
+            format!("layers.{l}.o_proj"),
+            vec![(a("o_proj"), &lw.o_proj[..], h)],
+            q,
+            moments(Tap::OProj, q),
+            1.0,
+        ));
         specs.push((
             format!("layers.{l}.gate_up"),
-            vec![(ml("gate_proj"), &lw.gate_proj[..], f), (ml("up_proj"), &lw.up_proj[..], f)],
+            vec![
+                (ml("gate_proj"), &lw.gate_proj[..], f),
+                (ml("up_proj"), &lw.up_proj[..], f),
+            ],
             h,
             moments(Tap::Mlp, h),
             1.0,
         ));
-        specs.push((format!("layers.{l}.down"), vec![(ml("down_proj"), &lw.down_proj[..], h)], f, moments(Tap::Down, f), 1.0));
+        specs.push((
+            format!("layers.{l}.down"),
+            vec![(ml("down_proj"), &lw.down_proj[..], h)],
+            f,
+            moments(Tap::Down, f),
+            1.0,
+        ));
     }
     match &weights.lm_head {
         Some(head) => {
-            specs.push(("embed".into(), vec![(EMBED.into(), &weights.embed[..], v)], h, vec![1.0; h], 1.0));
-            specs.push(("lm_head".into(), vec![(LM_HEAD.into(), &head[..], v)], h, vec![1.0; h], 1.0));
+            specs.push((
+                "embed".into(),
+                vec![(EMBED.into(), &weights.embed[..], v)],
+                h,
+                vec![1.0; h],
+                1.0,
+            ));
+            specs.push((
+                "lm_head".into(),
+                vec![(LM_HEAD.into(), &head[..], v)],
+                h,
+                vec![1.0; h],
+                1.0,
+            ));
         }
         // Tied: one matrix that is both the embedding and the lm_head.
-        None => specs.push(("embed".into(), vec![(EMBED.into(), &weights.embed[..], v)], h, vec![1.0; h], 2.0)),
+        None => specs.push((
+            "embed".into(),
+            vec![(EMBED.into(), &weights.embed[..], v)],
+            h,
+            vec![1.0; h],
+            2.0,
+        )),
     }
     let total = specs.len();
     let mut groups = Vec::with_capacity(total);
@@ -208,19 +285,28 @@ pub fn measure(
             if scheme.check_cols(cols).is_err() {
                 continue;
             }
-            let errs: Vec<(f64, f64)> =
-                members.iter().map(|(_, w, rows)| sampled_error(w, *rows, cols, &m, scheme, MAX_SAMPLED_WEIGHTS)).collect();
+            let errs: Vec<(f64, f64)> = members
+                .iter()
+                .map(|(_, w, rows)| sampled_error(w, *rows, cols, &m, scheme, MAX_SAMPLED_WEIGHTS))
+                .collect();
             let sig: f64 = errs.iter().map(|e| e.1).sum::<f64>().max(f64::MIN_POSITIVE);
             let member_costs: Vec<f64> = errs.iter().map(|e| weight * e.0 / sig).collect();
             options.push(GroupOption {
                 scheme,
-                bytes: members.iter().map(|(_, _, rows)| matrix_bytes(*rows, cols, scheme)).sum(),
+                bytes: members
+                    .iter()
+                    .map(|(_, _, rows)| matrix_bytes(*rows, cols, scheme))
+                    .sum(),
                 cost: member_costs.iter().sum(),
                 member_costs,
             });
         }
         options.sort_by(|a, b| a.bytes.cmp(&b.bytes).then(a.cost.total_cmp(&b.cost)));
-        groups.push(Group { name, members: members.into_iter().map(|m| m.0).collect(), options });
+        groups.push(Group {
+            name,
+            members: members.into_iter().map(|m| m.0).collect(),
+            options,
+        });
         progress(i + 1, total);
     }
     groups
@@ -232,7 +318,11 @@ pub enum BudgetError {
         "budget of {budget} bytes ({:.1} MB) is below the smallest assignment ({minimum} bytes, {:.1} MB: every matrix in its cheapest scheme{}): raise --budget-mb to at least {}",
         *budget as f64 / 1e6, *minimum as f64 / 1e6, cheapest.as_deref().map(|s| format!(", {s}")).unwrap_or_default(), minimum.div_ceil(1_000_000)
     )]
-    TooSmall { budget: u64, minimum: u64, cheapest: Option<String> },
+    TooSmall {
+        budget: u64,
+        minimum: u64,
+        cheapest: Option<String>,
+    },
     #[error("group `{0}` has no scheme that fits its shape")]
     NoOption(String),
 }
@@ -258,9 +348,16 @@ pub fn select(groups: &[Group], budget: u64) -> Result<Selection, BudgetError> {
     let mut choice: Vec<usize> = vec![0; groups.len()];
     let minimum: u64 = groups.iter().map(|g| g.options[0].bytes).sum();
     if minimum > budget {
-        let mut names: Vec<String> = groups.iter().map(|g| g.options[0].scheme.to_string()).collect();
+        let mut names: Vec<String> = groups
+            .iter()
+            .map(|g| g.options[0].scheme.to_string())
+            .collect();
         names.dedup();
-        return Err(BudgetError::TooSmall { budget, minimum, cheapest: Some(names.join("/")) });
+        return Err(BudgetError::TooSmall {
+            budget,
+            minimum,
+            cheapest: Some(names.join("/")),
+        });
     }
     // Lower convex hull of (bytes, cost) per group: options worth taking in order.
     let hulls: Vec<Vec<usize>> = groups.iter().map(|g| lower_hull(&g.options)).collect();
@@ -270,7 +367,9 @@ pub fn select(groups: &[Group], budget: u64) -> Result<Selection, BudgetError> {
         let mut best: Option<(f64, usize)> = None;
         for (gi, g) in groups.iter().enumerate() {
             let hull = &hulls[gi];
-            let Some(&next) = hull.get(pos[gi] + 1) else { continue };
+            let Some(&next) = hull.get(pos[gi] + 1) else {
+                continue;
+            };
             let (cur, nxt) = (&g.options[hull[pos[gi]]], &g.options[next]);
             let extra = nxt.bytes - cur.bytes;
             if used + extra > budget {
@@ -283,7 +382,8 @@ pub fn select(groups: &[Group], budget: u64) -> Result<Selection, BudgetError> {
         }
         let Some((_, gi)) = best else { break };
         let hull = &hulls[gi];
-        used += groups[gi].options[hull[pos[gi] + 1]].bytes - groups[gi].options[hull[pos[gi]]].bytes;
+        used +=
+            groups[gi].options[hull[pos[gi] + 1]].bytes - groups[gi].options[hull[pos[gi]]].bytes;
         pos[gi] += 1;
     }
     for (gi, hull) in hulls.iter().enumerate() {
@@ -296,7 +396,10 @@ pub fn select(groups: &[Group], budget: u64) -> Result<Selection, BudgetError> {
             let cur = &g.options[choice[gi]];
             for (oi, o) in g.options.iter().enumerate() {
                 let gain = cur.cost - o.cost;
-                if gain > 0.0 && used - cur.bytes + o.bytes <= budget && best.is_none_or(|(b, _, _)| gain > b) {
+                if gain > 0.0
+                    && used - cur.bytes + o.bytes <= budget
+                    && best.is_none_or(|(b, _, _)| gain > b)
+                {
                     best = Some((gain, gi, oi));
                 }
             }
@@ -305,8 +408,16 @@ pub fn select(groups: &[Group], budget: u64) -> Result<Selection, BudgetError> {
         used = used - groups[gi].options[choice[gi]].bytes + groups[gi].options[oi].bytes;
         choice[gi] = oi;
     }
-    let cost = groups.iter().zip(&choice).map(|(g, &c)| g.options[c].cost).sum();
-    Ok(Selection { choice, bytes: used, cost })
+    let cost = groups
+        .iter()
+        .zip(&choice)
+        .map(|(g, &c)| g.options[c].cost)
+        .sum();
+    Ok(Selection {
+        choice,
+        bytes: used,
+        cost,
+    })
 }
 
 /// Indices of `options` (sorted by bytes) on the lower convex hull of (bytes, cost), from the
@@ -321,7 +432,10 @@ fn lower_hull(options: &[GroupOption]) -> Vec<usize> {
             continue;
         }
         while hull.len() >= 2 {
-            let (a, b) = (&options[hull[hull.len() - 2]], &options[hull[hull.len() - 1]]);
+            let (a, b) = (
+                &options[hull[hull.len() - 2]],
+                &options[hull[hull.len() - 1]],
+            );
             // b is above the segment a→o: drop it.
             let slope_ab = (a.cost - b.cost) / (b.bytes - a.bytes) as f64;
             let slope_ao = (a.cost - o.cost) / (o.bytes - a.bytes) as f64;
@@ -341,16 +455,31 @@ mod tests {
     use super::*;
 
     fn opt(scheme: &str, bytes: u64, cost: f64) -> GroupOption {
-        GroupOption { scheme: scheme.parse().unwrap(), bytes, cost, member_costs: vec![cost] }
+        GroupOption {
+            scheme: scheme.parse().unwrap(),
+            bytes,
+            cost,
+            member_costs: vec![cost],
+        }
     }
 
     fn group(name: &str, options: Vec<GroupOption>) -> Group {
-        Group { name: name.into(), members: vec![name.into()], options }
+        Group {
+            name: name.into(),
+            members: vec![name.into()],
+            options,
+        }
     }
 
     #[test]
     fn hull_drops_dominated_and_concave_points() {
-        let o = vec![opt("w4g128", 10, 10.0), opt("w4g64", 11, 9.9), opt("w4g32", 12, 5.0), opt("w4g32a", 13, 6.0), opt("w8", 20, 0.0)];
+        let o = vec![
+            opt("w4g128", 10, 10.0),
+            opt("w4g64", 11, 9.9),
+            opt("w4g32", 12, 5.0),
+            opt("w4g32a", 13, 6.0),
+            opt("w8", 20, 0.0),
+        ];
         assert_eq!(lower_hull(&o), vec![0, 2, 4]);
     }
 
@@ -365,28 +494,50 @@ mod tests {
         assert_eq!(select(&groups, 40).unwrap().choice, vec![1, 1]);
         assert_eq!(select(&groups, 29).unwrap().choice, vec![0, 0]);
         let err = select(&groups, 19).unwrap_err();
-        assert!(matches!(err, BudgetError::TooSmall { minimum: 20, budget: 19, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                BudgetError::TooSmall {
+                    minimum: 20,
+                    budget: 19,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(err.to_string().contains("raise --budget-mb"), "{err}");
     }
 
     #[test]
     fn sampling_is_exact_for_small_matrices_and_close_for_large() {
         let (rows, cols) = (512, 64);
-        let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 504.0).collect();
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 504.0)
+            .collect();
         let m: Vec<f64> = (0..cols).map(|j| 1.0 + j as f64 / 8.0).collect();
         let s: Scheme = "w4g32a".parse().unwrap();
         let full = weighted_error(&w, rows, cols, &m, s);
         assert_eq!(sampled_error(&w, rows, cols, &m, s, rows * cols), full);
         let part = sampled_error(&w, rows, cols, &m, s, rows * cols / 4);
         let (ratio_full, ratio_part) = (full.0 / full.1, part.0 / part.1);
-        assert!((ratio_part / ratio_full - 1.0).abs() < 0.1, "{ratio_part} vs {ratio_full}");
-        assert!((part.1 / full.1 - 1.0).abs() < 0.1, "{} vs {}", part.1, full.1);
+        assert!(
+            (ratio_part / ratio_full - 1.0).abs() < 0.1,
+            "{ratio_part} vs {ratio_full}"
+        );
+        assert!(
+            (part.1 / full.1 - 1.0).abs() < 0.1,
+            "{} vs {}",
+            part.1,
+            full.1
+        );
     }
 
     #[test]
     fn moments_and_errors() {
         assert_eq!(second_moments(&[1.0, 2.0, 3.0, 4.0], 2), vec![5.0, 10.0]);
-        let w: Vec<f32> = (0..8 * 64).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+        let w: Vec<f32> = (0..8 * 64)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
         let m = vec![1.0; 64];
         let (e8, sig) = weighted_error(&w, 8, 64, &m, Scheme::W8);
         let (e4, sig4) = weighted_error(&w, 8, 64, &m, "w4g32".parse().unwrap());
@@ -394,7 +545,11 @@ mod tests {
         assert!(e8 < e4 && e4 < sig, "{e8} {e4} {sig}");
         // Weighting a column scales its share.
         let whole = dequantize(&quantize_rtn(&w, 8, 64, Scheme::W8));
-        let direct: f64 = whole.iter().zip(&w).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        let direct: f64 = whole
+            .iter()
+            .zip(&w)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum();
         assert!((direct - e8).abs() <= 1e-9 * direct.max(1.0));
     }
 }
@@ -411,7 +566,14 @@ pub fn compress_with_budget(
     force: bool,
 ) -> Result<crate::compress::CompressReport, Box<dyn std::error::Error + Send + Sync>> {
     use crate::compress::{CompressOptions, CompressPlan, Rtn};
-    let mut plan = CompressPlan::new(source, out, &CompressOptions { force, ..Default::default() })?;
+    let mut plan = CompressPlan::new(
+        source,
+        out,
+        &CompressOptions {
+            force,
+            ..Default::default()
+        },
+    )?;
     plan.check_budget(budget_bytes, &CANDIDATES)?;
     let weights = ReferenceWeights::load(&plan.checkpoint, &mut |_, _, _| {})?;
     let calib = crate::calibrate::capture(&weights, tokens, tokens.len(), seq_len, &mut |_, _| {})?;
@@ -444,7 +606,8 @@ pub fn budget_between(
     let calib = crate::calibrate::capture(&weights, tokens, tokens.len(), seq_len, &mut |_, _| {})?;
     let groups = measure(&weights, &calib, &CANDIDATES, &mut |_, _| {});
     drop(weights);
-    let mut plan = CompressPlan::for_checkpoint(checkpoint, source, source, &SchemeArgs::default())?;
+    let mut plan =
+        CompressPlan::for_checkpoint(checkpoint, source, source, &SchemeArgs::default())?;
     let min = match plan.apply_budget(&groups, 1, calib.tokens) {
         Err(CompressError::Budget(BudgetError::TooSmall { minimum, .. })) => minimum,
         other => return Err(format!("a 1-byte budget gave {:?}", other.map(|s| s.bytes)).into()),

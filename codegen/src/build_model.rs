@@ -16,8 +16,14 @@ use crate::quant::Scheme;
 /// The default scheme: 4-bit groups of 32 in the layers, 8-bit embedding and lm_head.
 pub fn default_schemes() -> Schemes {
     Schemes {
-        attn: Scheme::W4 { group: 32, asymmetric: false },
-        mlp: Scheme::W4 { group: 32, asymmetric: false },
+        attn: Scheme::W4 {
+            group: 32,
+            asymmetric: false,
+        },
+        mlp: Scheme::W4 {
+            group: 32,
+            asymmetric: false,
+        },
         embed: Scheme::W8,
         lm_head: Scheme::W8,
     }
@@ -27,20 +33,40 @@ pub fn default_schemes() -> Schemes {
 /// by `,embed=S,lm_head=S,attn=S,mlp=S` overrides. `f32`/`bf16`/`w8` alone apply everywhere.
 pub fn parse_schemes(text: &str) -> std::result::Result<Schemes, String> {
     let mut parts = text.split(',');
-    let base: Scheme = parts.next().unwrap_or("").trim().parse().map_err(|e| format!("{e}"))?;
+    let base: Scheme = parts
+        .next()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .map_err(|e| format!("{e}"))?;
     let mut s = match base {
-        Scheme::W4 { .. } => Schemes { attn: base, mlp: base, ..default_schemes() },
-        _ => Schemes { attn: base, mlp: base, embed: base, lm_head: base },
+        Scheme::W4 { .. } => Schemes {
+            attn: base,
+            mlp: base,
+            ..default_schemes()
+        },
+        _ => Schemes {
+            attn: base,
+            mlp: base,
+            embed: base,
+            lm_head: base,
+        },
     };
     for part in parts {
-        let (class, scheme) = part.split_once('=').ok_or_else(|| format!("expected class=scheme, got `{part}`"))?;
+        let (class, scheme) = part
+            .split_once('=')
+            .ok_or_else(|| format!("expected class=scheme, got `{part}`"))?;
         let scheme: Scheme = scheme.trim().parse().map_err(|e| format!("{e}"))?;
         match class.trim() {
             "attn" => s.attn = scheme,
             "mlp" => s.mlp = scheme,
             "embed" => s.embed = scheme,
             "lm_head" => s.lm_head = scheme,
-            other => return Err(format!("unknown tensor class `{other}` (attn, mlp, embed, lm_head)")),
+            other => {
+                return Err(format!(
+                    "unknown tensor class `{other}` (attn, mlp, embed, lm_head)"
+                ))
+            }
         }
     }
     Ok(s)
@@ -58,13 +84,28 @@ pub struct Compiled {
 /// Compile the model at `path`: a compressed directory from `qwenc compress` (its schemes are
 /// fixed: `schemes` must be `None` or equal), or an HF directory / GGUF file quantized on the
 /// fly with round-to-nearest `schemes` (default [`default_schemes`]).
-pub fn compile_model(path: &Path, schemes: Option<Schemes>, backend: Backend, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<Compiled> {
+pub fn compile_model(
+    path: &Path,
+    schemes: Option<Schemes>,
+    backend: Backend,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<Compiled> {
     if !path.join("manifest.json").exists() {
-        return compile_checkpoint(path, schemes.unwrap_or_else(default_schemes), backend, progress);
+        return compile_checkpoint(
+            path,
+            schemes.unwrap_or_else(default_schemes),
+            backend,
+            progress,
+        );
     }
     let model = CompressedModel::open(path)?;
     let s = &model.manifest.schemes;
-    let stored = Schemes { attn: s.attn, mlp: s.mlp, embed: s.embed, lm_head: s.lm_head };
+    let stored = Schemes {
+        attn: s.attn,
+        mlp: s.mlp,
+        embed: s.embed,
+        lm_head: s.lm_head,
+    };
     if let Some(wanted) = schemes.filter(|w| *w != stored) {
         return Err(LoadError::config(
             path,
@@ -74,7 +115,11 @@ pub fn compile_model(path: &Path, schemes: Option<Schemes>, backend: Backend, pr
     // Each fused matrix in the scheme its tensors are stored in (per tensor after
     // `qwenc compress --budget-mb`; fused parts must agree).
     let scheme_of = |parts: &[String], _class| -> std::result::Result<Scheme, String> {
-        let mut schemes = parts.iter().map(|p| model.scheme(p).ok_or_else(|| format!("`{p}` is missing from the manifest")));
+        let mut schemes = parts.iter().map(|p| {
+            model
+                .scheme(p)
+                .ok_or_else(|| format!("`{p}` is missing from the manifest"))
+        });
         let first = schemes.next().expect("a fused matrix has parts")?;
         for (p, s) in parts.iter().zip(std::iter::once(Ok(first)).chain(schemes)) {
             let s = s?;
@@ -84,25 +129,61 @@ pub fn compile_model(path: &Path, schemes: Option<Schemes>, backend: Backend, pr
         }
         Ok(first)
     };
-    let plan = Plan::per_matrix(&model.config, stored, model.tied_embeddings(), &scheme_of).map_err(|e| LoadError::config(path, e))?;
+    let plan = Plan::per_matrix(&model.config, stored, model.tied_embeddings(), &scheme_of)
+        .map_err(|e| LoadError::config(path, e))?;
     let packed = pack(&plan, &model, backend, progress)?;
-    finish(path, plan, packed, backend, model.tokenizer.to_tokenizer_json())
+    finish(
+        path,
+        plan,
+        packed,
+        backend,
+        model.tokenizer.to_tokenizer_json(),
+    )
 }
 
 /// Compile the checkpoint at `model` (HF directory or GGUF) with round-to-nearest schemes.
-pub fn compile_checkpoint(model: &Path, schemes: Schemes, backend: Backend, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<Compiled> {
+pub fn compile_checkpoint(
+    model: &Path,
+    schemes: Schemes,
+    backend: Backend,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<Compiled> {
     let ckpt = Checkpoint::open(model)?;
     let tied = ckpt.config.tie_word_embeddings || !ckpt.has_separate_lm_head();
     let plan = Plan::new(&ckpt.config, schemes, tied).map_err(|e| LoadError::config(model, e))?;
     let packed = pack(&plan, &QuantizeOnTheFly(&ckpt), backend, progress)?;
-    finish(model, plan, packed, backend, ckpt.tokenizer.to_tokenizer_json())
+    finish(
+        model,
+        plan,
+        packed,
+        backend,
+        ckpt.tokenizer.to_tokenizer_json(),
+    )
 }
 
-fn finish(path: &Path, plan: Plan, packed: Packed, backend: Backend, tokenizer_json: String) -> Result<Compiled> {
-    let name = path.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
-    let meta = ModelMeta { name, weights_len: packed.bytes.len() as u64, weights_hash: weights_hash(&packed.bytes) };
+fn finish(
+    path: &Path,
+    plan: Plan,
+    packed: Packed,
+    backend: Backend,
+    tokenizer_json: String,
+) -> Result<Compiled> {
+    let name = path
+        .file_name()
+        .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+    let meta = ModelMeta {
+        name,
+        weights_len: packed.bytes.len() as u64,
+        weights_hash: weights_hash(&packed.bytes),
+    };
     let files = generate(&plan, &packed, backend, &meta);
-    Ok(Compiled { plan, packed, files, tokenizer_json, meta })
+    Ok(Compiled {
+        plan,
+        packed,
+        files,
+        tokenizer_json,
+        meta,
+    })
 }
 
 /// Write `contents` to `path` only when it differs, so that cargo does not rebuild needlessly.
@@ -119,7 +200,10 @@ pub fn write_if_changed(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 /// The directory cargo puts the final binaries in, from a build script's OUT_DIR
 /// (`<target>/<profile>/build/<pkg>-<hash>/out`).
 pub fn artifact_dir(out_dir: &Path) -> PathBuf {
-    out_dir.ancestors().nth(3).map_or_else(|| out_dir.to_path_buf(), Path::to_path_buf)
+    out_dir
+        .ancestors()
+        .nth(3)
+        .map_or_else(|| out_dir.to_path_buf(), Path::to_path_buf)
 }
 
 /// The review copy in `generated/`: the code for the Qwen2.5-0.5B shapes with the default
@@ -140,7 +224,11 @@ pub fn review_files(config_json: &Path) -> Result<std::collections::BTreeMap<Str
     ];
     for backend in backends {
         let layout = crate::pack::layout(&plan, backend);
-        let meta = ModelMeta { name: "Qwen2.5-0.5B (review copy)".into(), weights_len: layout.packed_len() as u64, weights_hash: 0 };
+        let meta = ModelMeta {
+            name: "Qwen2.5-0.5B (review copy)".into(),
+            weights_len: layout.packed_len() as u64,
+            weights_hash: 0,
+        };
         for (name, code) in generate(&plan, &layout, backend, &meta) {
             files.insert(format!("{}/{name}", backend.name()), code);
         }
@@ -167,7 +255,11 @@ pub fn parse_variant(text: &str) -> std::result::Result<VariantSpec, String> {
         Some(s) => (s, true),
         None => (rest, false),
     };
-    Ok(VariantSpec { schemes: parse_schemes(schemes)?, tied, backend })
+    Ok(VariantSpec {
+        schemes: parse_schemes(schemes)?,
+        tied,
+        backend,
+    })
 }
 
 /// A Rust identifier for a variant's module and weights file.

@@ -79,7 +79,9 @@ pub fn tap_of(name: &str) -> Option<(usize, Tap)> {
     let (layer, rest) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let tap = match rest {
-        "self_attn.q_proj.weight" | "self_attn.k_proj.weight" | "self_attn.v_proj.weight" => Tap::Attn,
+        "self_attn.q_proj.weight" | "self_attn.k_proj.weight" | "self_attn.v_proj.weight" => {
+            Tap::Attn
+        }
         "self_attn.o_proj.weight" => Tap::OProj,
         "mlp.gate_proj.weight" | "mlp.up_proj.weight" => Tap::Mlp,
         "mlp.down_proj.weight" => Tap::Down,
@@ -90,7 +92,9 @@ pub fn tap_of(name: &str) -> Option<(usize, Tap)> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CalibrateError {
-    #[error("the calibration text has {have} tokens, fewer than the {want} asked for (--calib-tokens)")]
+    #[error(
+        "the calibration text has {have} tokens, fewer than the {want} asked for (--calib-tokens)"
+    )]
     TooFewTokens { have: usize, want: usize },
     #[error("calibration needs at least 1 token and a sequence length of at least 1")]
     Empty,
@@ -210,7 +214,11 @@ impl std::str::FromStr for Methods {
                 }
                 Some(("attn", v)) => m.attn = v.parse()?,
                 Some(("mlp", v)) => m.mlp = v.parse()?,
-                Some((k, _)) => return Err(format!("unknown class `{k}` in --method (expected attn or mlp)")),
+                Some((k, _)) => {
+                    return Err(format!(
+                        "unknown class `{k}` in --method (expected attn or mlp)"
+                    ))
+                }
             }
         }
         Ok(m)
@@ -263,12 +271,24 @@ pub fn search_awq_per_layer(
         let mut s = LayerScales::default();
         if methods.attn == Method::Awq {
             let mats = [(&w.q_proj[..], q), (&w.k_proj[..], kv), (&w.v_proj[..], kv)];
-            s.attn = Some(awq::search(&mats, h, &a.attn, scheme_of(l, Tap::Attn), opts));
+            s.attn = Some(awq::search(
+                &mats,
+                h,
+                &a.attn,
+                scheme_of(l, Tap::Attn),
+                opts,
+            ));
         }
         if methods.mlp == Method::Awq {
             let mats = [(&w.gate_proj[..], f), (&w.up_proj[..], f)];
             s.mlp = Some(awq::search(&mats, h, &a.mlp, scheme_of(l, Tap::Mlp), opts));
-            s.down = Some(awq::search(&[(&w.down_proj[..], h)], f, &a.down, scheme_of(l, Tap::Down), opts));
+            s.down = Some(awq::search(
+                &[(&w.down_proj[..], h)],
+                f,
+                &a.down,
+                scheme_of(l, Tap::Down),
+                opts,
+            ));
         }
         out.push(s);
         progress(l + 1, total);
@@ -310,7 +330,13 @@ impl CalibratedQuantizer {
         } else {
             "rtn".to_string()
         };
-        CalibratedQuantizer { methods, scales, calibration, gptq, name }
+        CalibratedQuantizer {
+            methods,
+            scales,
+            calibration,
+            gptq,
+            name,
+        }
     }
 }
 
@@ -330,9 +356,15 @@ impl Quantizer for CalibratedQuantizer {
     }
 
     fn transform(&self, name: &str, w: &mut [f32]) {
-        let Some(rest) = name.strip_prefix("model.layers.") else { return };
-        let Some((layer, rest)) = rest.split_once('.') else { return };
-        let Some(s) = layer.parse::<usize>().ok().and_then(|l| self.scales.get(l)) else { return };
+        let Some(rest) = name.strip_prefix("model.layers.") else {
+            return;
+        };
+        let Some((layer, rest)) = rest.split_once('.') else {
+            return;
+        };
+        let Some(s) = layer.parse::<usize>().ok().and_then(|l| self.scales.get(l)) else {
+            return;
+        };
         let get = |x: &Option<AwqSearch>| x.as_ref().map(|x| x.scales.clone());
         match rest {
             "input_layernorm.weight" => {
@@ -372,7 +404,14 @@ impl Quantizer for CalibratedQuantizer {
         }
     }
 
-    fn quantize(&self, name: &str, w: &[f32], rows: usize, cols: usize, scheme: Scheme) -> QuantizedMatrix {
+    fn quantize(
+        &self,
+        name: &str,
+        w: &[f32],
+        rows: usize,
+        cols: usize,
+        scheme: Scheme,
+    ) -> QuantizedMatrix {
         let integer = matches!(scheme, Scheme::W8 | Scheme::W4 { .. });
         if let (Some((_, tap)), Some(calib), true) = (tap_of(name), &self.calibration, integer) {
             if self.methods.of(tap) == Method::Gptq {
@@ -381,7 +420,9 @@ impl Quantizer for CalibratedQuantizer {
                     match quantize_gptq(w, rows, cols, &h, scheme, &self.gptq) {
                         Ok(m) => return m,
                         // Never silent: say so, and store the RTN result instead.
-                        Err(e) => eprintln!("warning: {name}: GPTQ failed ({e}); round-to-nearest used"),
+                        Err(e) => {
+                            eprintln!("warning: {name}: GPTQ failed ({e}); round-to-nearest used")
+                        }
                     }
                 }
             }

@@ -57,7 +57,8 @@ impl Checkpoint {
         if meta.is_dir() {
             let config = QwenConfig::from_file(&path.join("config.json"))?;
             let tok_path = path.join("tokenizer.json");
-            let text = std::fs::read_to_string(&tok_path).map_err(|e| LoadError::io(&tok_path, e))?;
+            let text =
+                std::fs::read_to_string(&tok_path).map_err(|e| LoadError::io(&tok_path, e))?;
             let tokenizer = TokenizerSpec::from_tokenizer_json(&text)
                 .map_err(|e| LoadError::format(&tok_path, e.to_string()))?;
             let tensors = SafetensorsDir::open(path)?;
@@ -94,7 +95,10 @@ impl Checkpoint {
             return Err(LoadError::tensor(
                 path,
                 name,
-                format!("shape {:?} does not match the config, which implies {:?}", meta.shape, shape),
+                format!(
+                    "shape {:?} does not match the config, which implies {:?}",
+                    meta.shape, shape
+                ),
             ));
         }
         self.tensors.load_f32(name)

@@ -24,9 +24,9 @@ use sha2::{Digest, Sha256};
 use crate::budget;
 use crate::checkpoint::Checkpoint;
 use crate::compressed::{
-    file_len, matrix_data, matrix_parts, vector_part, BudgetInfo, ClassSchemes, Manifest, PartData, PartSpec,
-    SafetensorsWriter, SourceInfo, TensorClass, TensorEntry, CONFIG_FILE, FORMAT, MANIFEST_FILE,
-    SAFETENSORS_FILE, TOKENIZER_FILE,
+    file_len, matrix_data, matrix_parts, vector_part, BudgetInfo, ClassSchemes, Manifest, PartData,
+    PartSpec, SafetensorsWriter, SourceInfo, TensorClass, TensorEntry, CONFIG_FILE, FORMAT,
+    MANIFEST_FILE, SAFETENSORS_FILE, TOKENIZER_FILE,
 };
 use crate::error::LoadError;
 use crate::quant::{quantize_rtn, QuantizedMatrix, Scheme};
@@ -300,19 +300,26 @@ impl CompressPlan {
     ) -> Result<budget::Selection, CompressError> {
         let (fixed_bytes, header_reserve) = self.budget_overhead();
         let overhead = fixed_bytes + header_reserve;
-        let too_small = |minimum_matrices: u64, cheapest: Option<String>| CompressError::Budget(budget::BudgetError::TooSmall {
-            budget: budget_bytes,
-            minimum: minimum_matrices + overhead,
-            cheapest,
-        });
+        let too_small = |minimum_matrices: u64, cheapest: Option<String>| {
+            CompressError::Budget(budget::BudgetError::TooSmall {
+                budget: budget_bytes,
+                minimum: minimum_matrices + overhead,
+                cheapest,
+            })
+        };
         let matrix_budget = budget_bytes.checked_sub(overhead);
         let selection = match matrix_budget {
             Some(b) => budget::select(groups, b).map_err(|e| match e {
-                budget::BudgetError::TooSmall { minimum, cheapest, .. } => too_small(minimum, cheapest),
+                budget::BudgetError::TooSmall {
+                    minimum, cheapest, ..
+                } => too_small(minimum, cheapest),
                 e => CompressError::Budget(e),
             })?,
             None => {
-                let minimum = groups.iter().map(|g| g.options.first().map_or(0, |o| o.bytes)).sum();
+                let minimum = groups
+                    .iter()
+                    .map(|g| g.options.first().map_or(0, |o| o.bytes))
+                    .sum();
                 return Err(too_small(minimum, None));
             }
         };
@@ -328,7 +335,10 @@ impl CompressPlan {
                 continue;
             }
             let &(scheme, cost) = chosen.get(t.name.as_str()).ok_or_else(|| {
-                CompressError::Budget(budget::BudgetError::NoOption(format!("{} (not measured)", t.name)))
+                CompressError::Budget(budget::BudgetError::NoOption(format!(
+                    "{} (not measured)",
+                    t.name
+                )))
             })?;
             t.scheme = scheme;
             t.predicted_cost = Some(cost);
@@ -336,7 +346,9 @@ impl CompressPlan {
         // The class summary: each class's most common scheme by parameters.
         let mut by_class: BTreeMap<(TensorClass, String), (u64, Scheme)> = BTreeMap::new();
         for t in self.tensors.iter().filter(|t| t.shape.len() == 2) {
-            let e = by_class.entry((t.class, t.scheme.to_string())).or_insert((0, t.scheme));
+            let e = by_class
+                .entry((t.class, t.scheme.to_string()))
+                .or_insert((0, t.scheme));
             e.0 += t.shape.iter().product::<usize>() as u64;
         }
         let common = |class: TensorClass| {
@@ -362,14 +374,18 @@ impl CompressPlan {
             return Err(too_small(file - overhead, None));
         }
         let minimum_cost = groups.iter().map(|g| g.options[0].cost).sum();
-        let mut candidates: Vec<Scheme> = groups.iter().flat_map(|g| g.options.iter().map(|o| o.scheme)).collect();
+        let mut candidates: Vec<Scheme> = groups
+            .iter()
+            .flat_map(|g| g.options.iter().map(|o| o.scheme))
+            .collect();
         candidates.sort();
         candidates.dedup();
         self.budget = Some(BudgetInfo {
             budget_bytes,
             calibration_tokens,
             candidates: candidates.iter().map(Scheme::to_string).collect(),
-            minimum_bytes: groups.iter().map(|g| g.options[0].bytes).sum::<u64>() + (file - selection.bytes),
+            minimum_bytes: groups.iter().map(|g| g.options[0].bytes).sum::<u64>()
+                + (file - selection.bytes),
             predicted_cost: selection.cost,
             predicted_cost_minimum: minimum_cost,
             proxy: budget::PROXY.to_string(),
@@ -379,7 +395,11 @@ impl CompressPlan {
 
     /// Refuse a budget below the smallest assignment from the shapes alone, before any
     /// calibration (the same bound [`CompressPlan::apply_budget`] enforces).
-    pub fn check_budget(&self, budget_bytes: u64, candidates: &[Scheme]) -> Result<(), CompressError> {
+    pub fn check_budget(
+        &self,
+        budget_bytes: u64,
+        candidates: &[Scheme],
+    ) -> Result<(), CompressError> {
         let (fixed, reserve) = self.budget_overhead();
         let mut cheapest = Vec::new();
         let mut matrices = 0u64;
@@ -399,7 +419,12 @@ impl CompressPlan {
         cheapest.dedup();
         let minimum = matrices + fixed + reserve;
         if minimum > budget_bytes {
-            return Err(budget::BudgetError::TooSmall { budget: budget_bytes, minimum, cheapest: Some(cheapest.join("/")) }.into());
+            return Err(budget::BudgetError::TooSmall {
+                budget: budget_bytes,
+                minimum,
+                cheapest: Some(cheapest.join("/")),
+            }
+            .into());
         }
         Ok(())
     }
@@ -418,7 +443,15 @@ impl CompressPlan {
             .tensors
             .iter()
             .flat_map(|t| match t.shape[..] {
-                [rows, cols] => matrix_parts(&t.name, rows, cols, Scheme::W4 { group: 32, asymmetric: true }),
+                [rows, cols] => matrix_parts(
+                    &t.name,
+                    rows,
+                    cols,
+                    Scheme::W4 {
+                        group: 32,
+                        asymmetric: true,
+                    },
+                ),
                 _ => vec![vector_part(&t.name, t.shape[0])],
             })
             .collect();

@@ -57,10 +57,11 @@ impl QwenConfig {
         let usize_field = |key: &str| -> Result<usize> {
             match obj.get(key) {
                 None | Some(Value::Null) => Err(err(format!("missing field `{key}`"))),
-                Some(v) => v
-                    .as_u64()
-                    .map(|n| n as usize)
-                    .ok_or_else(|| err(format!("field `{key}` must be a non-negative integer, got {v}"))),
+                Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| {
+                    err(format!(
+                        "field `{key}` must be a non-negative integer, got {v}"
+                    ))
+                }),
             }
         };
         let hidden_size = usize_field("hidden_size")?;
@@ -79,7 +80,9 @@ impl QwenConfig {
 
         // transformers 5 moved rope_theta into rope_parameters; a missing theta must not
         // silently become some default (transformers 4 reads it as 10000, which is wrong here).
-        let rope = obj.get("rope_parameters").or_else(|| obj.get("rope_scaling"));
+        let rope = obj
+            .get("rope_parameters")
+            .or_else(|| obj.get("rope_scaling"));
         if let Some(Value::Object(rope)) = rope {
             let kind = rope
                 .get("rope_type")
@@ -87,14 +90,18 @@ impl QwenConfig {
                 .and_then(Value::as_str)
                 .unwrap_or("default");
             if kind != "default" {
-                return Err(err(format!("unsupported rope_type `{kind}` (only `default` RoPE)")));
+                return Err(err(format!(
+                    "unsupported rope_type `{kind}` (only `default` RoPE)"
+                )));
             }
         }
         let rope_theta = obj
             .get("rope_theta")
             .or_else(|| rope.and_then(|r| r.get("rope_theta")))
             .and_then(Value::as_f64)
-            .ok_or_else(|| err("missing `rope_theta` (top level or in `rope_parameters`)".into()))?;
+            .ok_or_else(
+                || err("missing `rope_theta` (top level or in `rope_parameters`)".into()),
+            )?;
 
         let rms_norm_eps = obj
             .get("rms_norm_eps")
@@ -102,7 +109,9 @@ impl QwenConfig {
             .ok_or_else(|| err("missing field `rms_norm_eps`".into()))?;
         if let Some(act) = obj.get("hidden_act").and_then(Value::as_str) {
             if act != "silu" {
-                return Err(err(format!("unsupported hidden_act `{act}` (Qwen2 uses silu)")));
+                return Err(err(format!(
+                    "unsupported hidden_act `{act}` (Qwen2 uses silu)"
+                )));
             }
         }
         if obj.get("use_sliding_window").and_then(Value::as_bool) == Some(true) {

@@ -24,7 +24,13 @@ pub const ALIGN: usize = 64;
 /// quantized on the fly.
 pub trait WeightSource {
     /// The Hugging Face tensor `name` (`[rows, cols]`) in `scheme`.
-    fn matrix(&self, name: &str, rows: usize, cols: usize, scheme: Scheme) -> Result<QuantizedMatrix>;
+    fn matrix(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        scheme: Scheme,
+    ) -> Result<QuantizedMatrix>;
     /// An f32 vector (norm weight, bias) of `len` values.
     fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>>;
 }
@@ -33,7 +39,13 @@ pub trait WeightSource {
 pub struct QuantizeOnTheFly<'a>(pub &'a Checkpoint);
 
 impl WeightSource for QuantizeOnTheFly<'_> {
-    fn matrix(&self, name: &str, rows: usize, cols: usize, scheme: Scheme) -> Result<QuantizedMatrix> {
+    fn matrix(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        scheme: Scheme,
+    ) -> Result<QuantizedMatrix> {
         let w = self.0.load(name, &[rows, cols])?;
         Ok(quantize_rtn(&w, rows, cols, scheme))
     }
@@ -58,16 +70,27 @@ pub struct Packed {
 impl Packed {
     /// Bytes the packed weights take (the end of the last region).
     pub fn packed_len(&self) -> usize {
-        self.regions.values().map(|r| r.offset + r.len).max().unwrap_or(0)
+        self.regions
+            .values()
+            .map(|r| r.offset + r.len)
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn region(&self, name: &str) -> Region {
-        *self.regions.get(name).unwrap_or_else(|| panic!("no packed region `{name}`"))
+        *self
+            .regions
+            .get(name)
+            .unwrap_or_else(|| panic!("no packed region `{name}`"))
     }
 
     fn write(&mut self, name: &str, data: &[u8]) {
         let r = self.region(name);
-        assert_eq!(r.len, data.len(), "packed size of `{name}` disagrees with the layout");
+        assert_eq!(
+            r.len,
+            data.len(),
+            "packed size of `{name}` disagrees with the layout"
+        );
         self.bytes[r.offset..r.offset + r.len].copy_from_slice(data);
     }
 }
@@ -109,9 +132,15 @@ pub fn layout(plan: &Plan, backend: Backend) -> Packed {
         }
     }
     for (name, parts) in plan.vectors() {
-        place(name, parts.iter().map(|p| vector_len(plan, p)).sum::<usize>() * 4);
+        place(
+            name,
+            parts.iter().map(|p| vector_len(plan, p)).sum::<usize>() * 4,
+        );
     }
-    Packed { bytes: Vec::new(), regions }
+    Packed {
+        bytes: Vec::new(),
+        regions,
+    }
 }
 
 /// Stack same-scheme matrices along rows.
@@ -119,7 +148,11 @@ fn stack(parts: Vec<QuantizedMatrix>) -> QuantizedMatrix {
     let mut it = parts.into_iter();
     let mut acc = it.next().expect("a fused matrix has at least one part");
     for m in it {
-        assert_eq!((m.cols, m.scheme), (acc.cols, acc.scheme), "fused parts share cols and scheme");
+        assert_eq!(
+            (m.cols, m.scheme),
+            (acc.cols, acc.scheme),
+            "fused parts share cols and scheme"
+        );
         acc.rows += m.rows;
         match (&mut acc.data, m.data) {
             (QuantizedData::F32(a), QuantizedData::F32(b)) => a.extend(b),
@@ -129,8 +162,16 @@ fn stack(parts: Vec<QuantizedMatrix>) -> QuantizedMatrix {
                 scales.extend(s2);
             }
             (
-                QuantizedData::W4 { packed, scales, mins },
-                QuantizedData::W4 { packed: p2, scales: s2, mins: m2 },
+                QuantizedData::W4 {
+                    packed,
+                    scales,
+                    mins,
+                },
+                QuantizedData::W4 {
+                    packed: p2,
+                    scales: s2,
+                    mins: m2,
+                },
             ) => {
                 packed.extend(p2);
                 scales.extend(s2);
@@ -149,7 +190,12 @@ fn le_bytes<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u
 }
 
 /// Pack every weight of the plan. `progress(done, total, name)` is called per matrix.
-pub fn pack(plan: &Plan, source: &dyn WeightSource, backend: Backend, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<Packed> {
+pub fn pack(
+    plan: &Plan,
+    source: &dyn WeightSource,
+    backend: Backend,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<Packed> {
     let mut packed = layout(plan, backend);
     packed.bytes = vec![0; packed.packed_len()];
     let matrices: Vec<_> = plan.matrices().collect();
@@ -177,7 +223,11 @@ pub fn pack(plan: &Plan, source: &dyn WeightSource, backend: Backend, progress: 
                 packed.write(&name("q"), &le_bytes(q, i8::to_le_bytes));
                 packed.write(&name("scale"), &le_bytes(scales, f32::to_le_bytes));
             }
-            QuantizedData::W4 { packed: codes, scales, mins } => {
+            QuantizedData::W4 {
+                packed: codes,
+                scales,
+                mins,
+            } => {
                 packed.write(&name("q"), codes);
                 packed.write(&name("scale"), &le_bytes(scales, |x| x.to_le_bytes()));
                 if let Some(mins) = mins {

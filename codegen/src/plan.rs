@@ -50,7 +50,11 @@ impl Schemes {
 
 impl std::fmt::Display for Schemes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "attn={} mlp={} embed={} lm_head={}", self.attn, self.mlp, self.embed, self.lm_head)
+        write!(
+            f,
+            "attn={} mlp={} embed={} lm_head={}",
+            self.attn, self.mlp, self.embed, self.lm_head
+        )
     }
 }
 
@@ -101,11 +105,29 @@ impl Plan {
         scheme_of: &dyn Fn(&[String], MatrixClass) -> Result<Scheme, String>,
     ) -> Result<Plan, String> {
         let c = config;
-        let (h, q, kv, f, v) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.vocab_size);
-        let matrix = |name: String, class: MatrixClass, rows: usize, cols: usize, parts: Vec<String>| -> Result<FusedMatrix, String> {
+        let (h, q, kv, f, v) = (
+            c.hidden_size,
+            c.q_dim(),
+            c.kv_dim(),
+            c.intermediate_size,
+            c.vocab_size,
+        );
+        let matrix = |name: String,
+                      class: MatrixClass,
+                      rows: usize,
+                      cols: usize,
+                      parts: Vec<String>|
+         -> Result<FusedMatrix, String> {
             let scheme = scheme_of(&parts, class).map_err(|e| format!("{name}: {e}"))?;
-            scheme.check_cols(cols).map_err(|e| format!("{name} with {scheme}: {e}"))?;
-            Ok(FusedMatrix { name, class, shape: MatmulShape { rows, cols, scheme }, parts })
+            scheme
+                .check_cols(cols)
+                .map_err(|e| format!("{name} with {scheme}: {e}"))?;
+            Ok(FusedMatrix {
+                name,
+                class,
+                shape: MatmulShape { rows, cols, scheme },
+                parts,
+            })
         };
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for l in 0..c.num_hidden_layers {
@@ -113,25 +135,75 @@ impl Plan {
             let attn = |m: &str| format!("{p}.self_attn.{m}.weight");
             let mlp = |m: &str| format!("{p}.mlp.{m}.weight");
             layers.push([
-                matrix(format!("layers.{l}.qkv"), MatrixClass::Attn, q + 2 * kv, h, vec![attn("q_proj"), attn("k_proj"), attn("v_proj")])?,
-                matrix(format!("layers.{l}.o_proj"), MatrixClass::Attn, h, q, vec![attn("o_proj")])?,
-                matrix(format!("layers.{l}.gate_up"), MatrixClass::Mlp, 2 * f, h, vec![mlp("gate_proj"), mlp("up_proj")])?,
-                matrix(format!("layers.{l}.down"), MatrixClass::Mlp, h, f, vec![mlp("down_proj")])?,
+                matrix(
+                    format!("layers.{l}.qkv"),
+                    MatrixClass::Attn,
+                    q + 2 * kv,
+                    h,
+                    vec![attn("q_proj"), attn("k_proj"), attn("v_proj")],
+                )?,
+                matrix(
+                    format!("layers.{l}.o_proj"),
+                    MatrixClass::Attn,
+                    h,
+                    q,
+                    vec![attn("o_proj")],
+                )?,
+                matrix(
+                    format!("layers.{l}.gate_up"),
+                    MatrixClass::Mlp,
+                    2 * f,
+                    h,
+                    vec![mlp("gate_proj"), mlp("up_proj")],
+                )?,
+                matrix(
+                    format!("layers.{l}.down"),
+                    MatrixClass::Mlp,
+                    h,
+                    f,
+                    vec![mlp("down_proj")],
+                )?,
             ]);
         }
-        let embed_class = if tied { MatrixClass::LmHead } else { MatrixClass::Embed };
-        let embed = matrix("embed".into(), embed_class, v, h, vec![crate::checkpoint::EMBED.into()])?;
+        let embed_class = if tied {
+            MatrixClass::LmHead
+        } else {
+            MatrixClass::Embed
+        };
+        let embed = matrix(
+            "embed".into(),
+            embed_class,
+            v,
+            h,
+            vec![crate::checkpoint::EMBED.into()],
+        )?;
         let lm_head = if tied {
             None
         } else {
-            Some(matrix("lm_head".into(), MatrixClass::LmHead, v, h, vec![crate::checkpoint::LM_HEAD.into()])?)
+            Some(matrix(
+                "lm_head".into(),
+                MatrixClass::LmHead,
+                v,
+                h,
+                vec![crate::checkpoint::LM_HEAD.into()],
+            )?)
         };
-        Ok(Plan { config: config.clone(), schemes, layers, embed, lm_head })
+        Ok(Plan {
+            config: config.clone(),
+            schemes,
+            layers,
+            embed,
+            lm_head,
+        })
     }
 
     /// Whether some class uses more than one scheme (a per-tensor, mixed-precision plan).
     pub fn is_mixed(&self) -> bool {
-        (0..4).any(|i| self.layers.iter().any(|l| l[i].shape != self.layers[0][i].shape))
+        (0..4).any(|i| {
+            self.layers
+                .iter()
+                .any(|l| l[i].shape != self.layers[0][i].shape)
+        })
     }
 
     /// The schemes for humans: [`Schemes`]' text for a uniform plan; for a mixed one, every
@@ -157,14 +229,17 @@ impl Plan {
 
     /// Every distinct matmul the forward pass runs (the embedding is only gathered from).
     pub fn matmul_shapes(&self) -> BTreeSet<MatmulShape> {
-        let mut shapes: BTreeSet<MatmulShape> = self.layers.iter().flatten().map(|m| m.shape).collect();
+        let mut shapes: BTreeSet<MatmulShape> =
+            self.layers.iter().flatten().map(|m| m.shape).collect();
         shapes.insert(self.lm_head.as_ref().unwrap_or(&self.embed).shape);
         shapes
     }
 
     /// Every fused matrix in packing order.
     pub fn matrices(&self) -> impl Iterator<Item = &FusedMatrix> {
-        std::iter::once(&self.embed).chain(self.layers.iter().flatten()).chain(self.lm_head.iter())
+        std::iter::once(&self.embed)
+            .chain(self.layers.iter().flatten())
+            .chain(self.lm_head.iter())
     }
 
     /// The f32 vectors (norm weights, biases) in packing order: (packed name, HF names stacked).
@@ -172,14 +247,26 @@ impl Plan {
         let mut out = Vec::new();
         for l in 0..self.config.num_hidden_layers {
             let p = format!("model.layers.{l}");
-            out.push((format!("layers.{l}.attn_norm"), vec![format!("{p}.input_layernorm.weight")]));
+            out.push((
+                format!("layers.{l}.attn_norm"),
+                vec![format!("{p}.input_layernorm.weight")],
+            ));
             out.push((
                 format!("layers.{l}.qkv_bias"),
-                ["q_proj", "k_proj", "v_proj"].iter().map(|m| format!("{p}.self_attn.{m}.bias")).collect(),
+                ["q_proj", "k_proj", "v_proj"]
+                    .iter()
+                    .map(|m| format!("{p}.self_attn.{m}.bias"))
+                    .collect(),
             ));
-            out.push((format!("layers.{l}.mlp_norm"), vec![format!("{p}.post_attention_layernorm.weight")]));
+            out.push((
+                format!("layers.{l}.mlp_norm"),
+                vec![format!("{p}.post_attention_layernorm.weight")],
+            ));
         }
-        out.push(("final_norm".into(), vec![crate::checkpoint::FINAL_NORM.into()]));
+        out.push((
+            "final_norm".into(),
+            vec![crate::checkpoint::FINAL_NORM.into()],
+        ));
         out
     }
 }

@@ -70,7 +70,10 @@ impl SafetensorsDir {
     pub fn open(dir: &Path) -> Result<Self> {
         let index = dir.join("model.safetensors.index.json");
         let files: Vec<PathBuf> = if index.exists() {
-            shard_files(&index)?.into_iter().map(|f| dir.join(f)).collect()
+            shard_files(&index)?
+                .into_iter()
+                .map(|f| dir.join(f))
+                .collect()
         } else {
             let mut found = Vec::new();
             let listing = std::fs::read_dir(dir).map_err(|e| LoadError::io(dir, e))?;
@@ -84,7 +87,10 @@ impl SafetensorsDir {
             found
         };
         if files.is_empty() {
-            return Err(LoadError::format(dir, "no *.safetensors files in the directory"));
+            return Err(LoadError::format(
+                dir,
+                "no *.safetensors files in the directory",
+            ));
         }
         let mut this = SafetensorsDir {
             dir: dir.to_path_buf(),
@@ -102,7 +108,11 @@ impl SafetensorsDir {
             for (name, mut entry) in parsed {
                 entry.file = file_index;
                 if this.entries.contains_key(&name) {
-                    return Err(LoadError::tensor(&path, &name, "appears in more than one shard"));
+                    return Err(LoadError::tensor(
+                        &path,
+                        &name,
+                        "appears in more than one shard",
+                    ));
                 }
                 this.entries.insert(name, entry);
             }
@@ -134,10 +144,9 @@ impl TensorSource for SafetensorsDir {
     }
 
     fn load_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let entry = self
-            .entries
-            .get(name)
-            .ok_or_else(|| LoadError::tensor(&self.dir, name, "no such tensor in the checkpoint"))?;
+        let entry = self.entries.get(name).ok_or_else(|| {
+            LoadError::tensor(&self.dir, name, "no such tensor in the checkpoint")
+        })?;
         let bytes = &self.files[entry.file].1[entry.start..entry.end];
         Ok(match entry.dtype {
             Dtype::F32 => bytes
@@ -171,7 +180,11 @@ fn shard_files(index: &Path) -> Result<Vec<String>> {
             .as_str()
             .ok_or_else(|| LoadError::tensor(index, tensor, "shard name is not a string"))?;
         if file.contains('/') || file.contains("..") {
-            return Err(LoadError::tensor(index, tensor, format!("shard `{file}` is not a plain file name")));
+            return Err(LoadError::tensor(
+                index,
+                tensor,
+                format!("shard `{file}` is not a plain file name"),
+            ));
         }
         if !files.iter().any(|f| f == file) {
             files.push(file.to_string());
@@ -184,9 +197,21 @@ fn shard_files(index: &Path) -> Result<Vec<String>> {
 /// The checked header of one file, as entries with absolute ranges.
 fn parse_header(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Entry)>> {
     let parse = |name: &str| Dtype::parse(name).map(|d| (d, d.size()));
-    let (entries, _) = safetensors_header::parse_header(path, bytes, parse, "qwenc reads F32, F16 and BF16")?;
+    let (entries, _) =
+        safetensors_header::parse_header(path, bytes, parse, "qwenc reads F32, F16 and BF16")?;
     Ok(entries
         .into_iter()
-        .map(|e| (e.name, Entry { file: 0, dtype: e.dtype, shape: e.shape, start: e.start, end: e.end }))
+        .map(|e| {
+            (
+                e.name,
+                Entry {
+                    file: 0,
+                    dtype: e.dtype,
+                    shape: e.shape,
+                    start: e.start,
+                    end: e.end,
+                },
+            )
+        })
         .collect())
 }

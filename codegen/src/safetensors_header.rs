@@ -32,24 +32,36 @@ pub fn parse_header<D>(
     if bytes.len() < 8 {
         return Err(LoadError::format(
             path,
-            format!("file is {} bytes, too short for a safetensors header", bytes.len()),
+            format!(
+                "file is {} bytes, too short for a safetensors header",
+                bytes.len()
+            ),
         ));
     }
     let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes checked"));
     if header_len > MAX_HEADER_BYTES {
-        return Err(LoadError::format(path, format!("header length {header_len} exceeds the 100 MB limit")));
+        return Err(LoadError::format(
+            path,
+            format!("header length {header_len} exceeds the 100 MB limit"),
+        ));
     }
     let data_start = 8 + header_len as usize;
     if data_start > bytes.len() {
         return Err(LoadError::format(
             path,
-            format!("header length {header_len} runs past the end of the {}-byte file (truncated?)", bytes.len()),
+            format!(
+                "header length {header_len} runs past the end of the {}-byte file (truncated?)",
+                bytes.len()
+            ),
         ));
     }
-    let header = std::str::from_utf8(&bytes[8..data_start]).map_err(|_| LoadError::format(path, "header is not UTF-8"))?;
+    let header = std::str::from_utf8(&bytes[8..data_start])
+        .map_err(|_| LoadError::format(path, "header is not UTF-8"))?;
     let json: Value = serde_json::from_str(header.trim_end_matches(' '))
         .map_err(|e| LoadError::format(path, format!("header is not valid JSON: {e}")))?;
-    let object = json.as_object().ok_or_else(|| LoadError::format(path, "header is not a JSON object"))?;
+    let object = json
+        .as_object()
+        .ok_or_else(|| LoadError::format(path, "header is not a JSON object"))?;
     let data_len = bytes.len() - data_start;
 
     let mut entries = Vec::new();
@@ -58,7 +70,10 @@ pub fn parse_header<D>(
             continue;
         }
         let bad = |problem: String| LoadError::tensor(path, name, problem);
-        let dtype_name = info.get("dtype").and_then(Value::as_str).ok_or_else(|| bad("missing `dtype`".into()))?;
+        let dtype_name = info
+            .get("dtype")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("missing `dtype`".into()))?;
         let (dtype, size) = dtype(dtype_name)
             .ok_or_else(|| bad(format!("unsupported dtype `{dtype_name}` ({supported})")))?;
         let shape: Vec<usize> = info

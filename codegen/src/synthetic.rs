@@ -91,14 +91,18 @@ pub fn tiny_tokenizer() -> TokenizerSpec {
         vocab.push((format!("{a}{b}"), vocab.len() as u32));
         merges.push((a.to_string(), b.to_string()));
     }
-    let added = [(ENDOFTEXT, "<|endoftext|>"), (IM_START, "<|im_start|>"), (IM_END, "<|im_end|>")]
-        .into_iter()
-        .map(|(id, content)| AddedToken {
-            id,
-            content: content.to_string(),
-            special: true,
-        })
-        .collect();
+    let added = [
+        (ENDOFTEXT, "<|endoftext|>"),
+        (IM_START, "<|im_start|>"),
+        (IM_END, "<|im_end|>"),
+    ]
+    .into_iter()
+    .map(|(id, content)| AddedToken {
+        id,
+        content: content.to_string(),
+        special: true,
+    })
+    .collect();
     TokenizerSpec {
         vocab,
         merges,
@@ -149,15 +153,24 @@ pub fn write_tiny_model(dir: &Path, options: &SyntheticOptions) -> std::io::Resu
     let config = tiny_config(options.tie_word_embeddings);
     let json = serde_json::to_string_pretty(&config.to_hf_json())?;
     std::fs::write(dir.join("config.json"), json)?;
-    std::fs::write(dir.join("tokenizer.json"), tiny_tokenizer().to_tokenizer_json())?;
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        tiny_tokenizer().to_tokenizer_json(),
+    )?;
 
     let tensors = tiny_tensors(&config, options.seed);
     let (dtype, encoded): (Dtype, BTreeMap<&str, Vec<u8>>) = {
         let encode = |v: &[f32]| -> Vec<u8> {
             match options.store_as {
                 StoreAs::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                StoreAs::F16 => v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
-                StoreAs::BF16 => v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
+                StoreAs::F16 => v
+                    .iter()
+                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                    .collect(),
+                StoreAs::BF16 => v
+                    .iter()
+                    .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                    .collect(),
             }
         };
         let dtype = match options.store_as {
@@ -165,7 +178,13 @@ pub fn write_tiny_model(dir: &Path, options: &SyntheticOptions) -> std::io::Resu
             StoreAs::F16 => Dtype::F16,
             StoreAs::BF16 => Dtype::BF16,
         };
-        (dtype, tensors.iter().map(|(k, (_, v))| (k.as_str(), encode(v))).collect())
+        (
+            dtype,
+            tensors
+                .iter()
+                .map(|(k, (_, v))| (k.as_str(), encode(v)))
+                .collect(),
+        )
     };
     let views = |names: &mut dyn Iterator<Item = &String>| -> Vec<(String, TensorView<'_>)> {
         names
@@ -182,17 +201,28 @@ pub fn write_tiny_model(dir: &Path, options: &SyntheticOptions) -> std::io::Resu
         let (layers, rest): (Vec<&String>, Vec<&String>) =
             tensors.keys().partition(|n| n.starts_with("model.layers."));
         let mut weight_map = serde_json::Map::new();
-        for (file, names) in [("model-00001-of-00002.safetensors", rest), ("model-00002-of-00002.safetensors", layers)] {
+        for (file, names) in [
+            ("model-00001-of-00002.safetensors", rest),
+            ("model-00002-of-00002.safetensors", layers),
+        ] {
             for n in &names {
                 weight_map.insert((*n).clone(), file.into());
             }
-            safetensors::serialize_to_file(views(&mut names.into_iter()), &None, &dir.join(file)).map_err(to_io)?;
+            safetensors::serialize_to_file(views(&mut names.into_iter()), &None, &dir.join(file))
+                .map_err(to_io)?;
         }
         let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
-        std::fs::write(dir.join("model.safetensors.index.json"), serde_json::to_string_pretty(&index)?)?;
+        std::fs::write(
+            dir.join("model.safetensors.index.json"),
+            serde_json::to_string_pretty(&index)?,
+        )?;
     } else {
-        safetensors::serialize_to_file(views(&mut tensors.keys()), &None, &dir.join("model.safetensors"))
-            .map_err(to_io)?;
+        safetensors::serialize_to_file(
+            views(&mut tensors.keys()),
+            &None,
+            &dir.join("model.safetensors"),
+        )
+        .map_err(to_io)?;
     }
     Ok(())
 }

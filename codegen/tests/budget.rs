@@ -19,7 +19,11 @@ pub fn calibration_ids() -> Vec<u32> {
     (0..96u32).map(|i| (i * 37 + 11) % 300).collect()
 }
 
-fn run(src: &Path, out: &Path, budget: u64) -> Result<CompressReport, Box<dyn std::error::Error + Send + Sync>> {
+fn run(
+    src: &Path,
+    out: &Path,
+    budget: u64,
+) -> Result<CompressReport, Box<dyn std::error::Error + Send + Sync>> {
     compress_with_budget(src, out, budget, &calibration_ids(), 32, true)
 }
 
@@ -27,7 +31,9 @@ fn run(src: &Path, out: &Path, budget: u64) -> Result<CompressReport, Box<dyn st
 fn minimum(src: &Path, out: &Path) -> u64 {
     let err = run(src, out, 1).unwrap_err();
     match err.downcast_ref::<CompressError>() {
-        Some(CompressError::Budget(BudgetError::TooSmall { minimum, budget: 1, .. })) => *minimum,
+        Some(CompressError::Budget(BudgetError::TooSmall {
+            minimum, budget: 1, ..
+        })) => *minimum,
         _ => panic!("expected a TooSmall budget error, got {err}"),
     }
 }
@@ -37,20 +43,37 @@ fn a_middle_budget_mixes_schemes_fits_and_compiles() {
     for tied in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
-        write_tiny_model(&src, &SyntheticOptions { tie_word_embeddings: tied, ..Default::default() }).unwrap();
+        write_tiny_model(
+            &src,
+            &SyntheticOptions {
+                tie_word_embeddings: tied,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let min = minimum(&src, &dir.path().join("min"));
-        let max = run(&src, &dir.path().join("max"), u64::MAX / 2).unwrap().safetensors_bytes;
+        let max = run(&src, &dir.path().join("max"), u64::MAX / 2)
+            .unwrap()
+            .safetensors_bytes;
         assert!(max > min, "{max} {min}");
         let budget = min + (max - min) / 3;
         let out = dir.path().join("mixed");
         let report = run(&src, &out, budget).unwrap();
-        assert!(report.safetensors_bytes <= budget, "{} > {budget}", report.safetensors_bytes);
+        assert!(
+            report.safetensors_bytes <= budget,
+            "{} > {budget}",
+            report.safetensors_bytes
+        );
         let m = &report.manifest;
         let b = m.budget.as_ref().expect("a budget manifest records it");
         assert_eq!(b.budget_bytes, budget);
         assert!(b.predicted_cost < b.predicted_cost_minimum, "{b:?}");
-        let schemes: BTreeSet<String> =
-            m.tensors.values().filter(|e| e.is_matrix()).map(|e| e.scheme.to_string()).collect();
+        let schemes: BTreeSet<String> = m
+            .tensors
+            .values()
+            .filter(|e| e.is_matrix())
+            .map(|e| e.scheme.to_string())
+            .collect();
         assert!(schemes.len() >= 2, "one scheme only: {schemes:?}");
         // Every matrix has a predicted cost, vectors none; fused parts share a scheme.
         for (name, e) in &m.tensors {
@@ -70,8 +93,18 @@ fn a_middle_budget_mixes_schemes_fits_and_compiles() {
         for backend in [Backend::Scalar, Backend::native(std::env::consts::ARCH)] {
             let compiled = compile_model(&out, None, backend, &mut |_, _, _| {}).unwrap();
             let code = &compiled.files["model.rs"];
-            let kinds = ["QKV_KERNEL", "O_PROJ_KERNEL", "GATE_UP_KERNEL", "DOWN_KERNEL"];
-            assert_eq!(compiled.plan.is_mixed(), kinds.iter().any(|k| code.contains(&format!("const {k}"))), "{}", backend.name());
+            let kinds = [
+                "QKV_KERNEL",
+                "O_PROJ_KERNEL",
+                "GATE_UP_KERNEL",
+                "DOWN_KERNEL",
+            ];
+            assert_eq!(
+                compiled.plan.is_mixed(),
+                kinds.iter().any(|k| code.contains(&format!("const {k}"))),
+                "{}",
+                backend.name()
+            );
             // One kernel per distinct (shape, scheme).
             for shape in compiled.plan.matmul_shapes() {
                 let name = format!("_matmul_{}_{}x{}(", shape.scheme, shape.rows, shape.cols);
@@ -91,11 +124,20 @@ fn a_budget_below_the_cheapest_assignment_is_a_named_error() {
     let err = run(&src, &out, min - 1).unwrap_err();
     let text = err.to_string();
     assert!(
-        matches!(err.downcast_ref::<CompressError>(), Some(CompressError::Budget(BudgetError::TooSmall { .. }))),
+        matches!(
+            err.downcast_ref::<CompressError>(),
+            Some(CompressError::Budget(BudgetError::TooSmall { .. }))
+        ),
         "{text}"
     );
-    assert!(text.contains("below the smallest assignment") && text.contains("--budget-mb"), "{text}");
-    assert!(!out.join(MANIFEST_FILE).exists(), "nothing is written when the budget fails");
+    assert!(
+        text.contains("below the smallest assignment") && text.contains("--budget-mb"),
+        "{text}"
+    );
+    assert!(
+        !out.join(MANIFEST_FILE).exists(),
+        "nothing is written when the budget fails"
+    );
     // Exactly the minimum fits.
     let report = run(&src, &out, min).unwrap();
     assert!(report.safetensors_bytes <= min);
@@ -112,6 +154,10 @@ fn the_budget_manifest_is_deterministic() {
     run(&src, &a, budget).unwrap();
     run(&src, &b, budget).unwrap();
     for file in [MANIFEST_FILE, SAFETENSORS_FILE] {
-        assert_eq!(std::fs::read(a.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap(), "{file}");
+        assert_eq!(
+            std::fs::read(a.join(file)).unwrap(),
+            std::fs::read(b.join(file)).unwrap(),
+            "{file}"
+        );
     }
 }

@@ -11,12 +11,20 @@ fn pretty(tokens: proc_macro2::TokenStream) -> String {
 }
 
 fn shape(scheme: &str) -> MatmulShape {
-    MatmulShape { rows: 8, cols: 64, scheme: scheme.parse().unwrap() }
+    MatmulShape {
+        rows: 8,
+        cols: 64,
+        scheme: scheme.parse().unwrap(),
+    }
 }
 
 fn kernel(isa: ArmIsa, scheme: &str) -> String {
     let code = pretty(isa.matmul(&shape(scheme)));
-    assert_eq!(code, pretty(isa.matmul(&shape(scheme))), "two generations differ");
+    assert_eq!(
+        code,
+        pretty(isa.matmul(&shape(scheme))),
+        "two generations differ"
+    );
     code
 }
 
@@ -27,21 +35,39 @@ fn aarch64_kernels() {
     insta::assert_snapshot!("i8mm_w4g32", kernel(ArmIsa::I8mm, "w4g32"));
     insta::assert_snapshot!("i8mm_w8", kernel(ArmIsa::I8mm, "w8"));
     insta::assert_snapshot!("sve128_w4g32", kernel(ArmIsa::Sve2 { bits: 128 }, "w4g32"));
-    insta::assert_snapshot!("sve256_w4g64a", kernel(ArmIsa::Sve2 { bits: 256 }, "w4g64a"));
+    insta::assert_snapshot!(
+        "sve256_w4g64a",
+        kernel(ArmIsa::Sve2 { bits: 256 }, "w4g64a")
+    );
     insta::assert_snapshot!("sve512_w8", kernel(ArmIsa::Sve2 { bits: 512 }, "w8"));
 }
 
 #[test]
 fn names_rows_and_features() {
     let names: Vec<&str> = ArmIsa::ALL.iter().map(|i| i.name()).collect();
-    assert_eq!(names, ["aarch64-neon", "aarch64-i8mm", "aarch64-sve2", "aarch64-sve2-256", "aarch64-sve2-512"]);
+    assert_eq!(
+        names,
+        [
+            "aarch64-neon",
+            "aarch64-i8mm",
+            "aarch64-sve2",
+            "aarch64-sve2-256",
+            "aarch64-sve2-512"
+        ]
+    );
     let rows: Vec<usize> = ArmIsa::ALL.iter().map(|i| i.nr()).collect();
     assert_eq!(rows, [4, 4, 4, 8, 16]);
     assert!(ArmIsa::I8mm.target_features().contains(&"i8mm"));
-    assert_eq!(kernel_name(ArmIsa::I8mm.name(), &shape("w4g32")).to_string(), "aarch64_i8mm_matmul_w4g32_8x64");
-    assert!(kernel(ArmIsa::Sve2 { bits: 256 }, "w8").contains("pub fn aarch64_sve2_256_matmul_w8_8x64("));
+    assert_eq!(
+        kernel_name(ArmIsa::I8mm.name(), &shape("w4g32")).to_string(),
+        "aarch64_i8mm_matmul_w4g32_8x64"
+    );
+    assert!(kernel(ArmIsa::Sve2 { bits: 256 }, "w8")
+        .contains("pub fn aarch64_sve2_256_matmul_w8_8x64("));
     // The SVE start-up check compares the vector length.
-    assert!(ArmIsa::Sve2 { bits: 512 }.requirement().contains("512 bits (cntb = 64)"));
+    assert!(ArmIsa::Sve2 { bits: 512 }
+        .requirement()
+        .contains("512 bits (cntb = 64)"));
 }
 
 #[test]
@@ -49,11 +75,16 @@ fn backends_are_refused_for_the_other_arch() {
     for isa in ArmIsa::ALL {
         assert_eq!(Backend::parse(isa.name(), "aarch64"), Ok(Backend::Arm(isa)));
         let err = Backend::parse(isa.name(), "x86_64").unwrap_err();
-        assert!(err.contains("is for aarch64") && err.contains("x86_64"), "{err}");
+        assert!(
+            err.contains("is for aarch64") && err.contains("x86_64"),
+            "{err}"
+        );
     }
     let err = Backend::parse("x86-avx2", "aarch64").unwrap_err();
     assert!(err.contains("is for x86_64"), "{err}");
-    assert!(Backend::parse("aarch64-sve3", "aarch64").unwrap_err().contains("unknown target"));
+    assert!(Backend::parse("aarch64-sve3", "aarch64")
+        .unwrap_err()
+        .contains("unknown target"));
     assert_eq!(Backend::parse("scalar", "aarch64"), Ok(Backend::Scalar));
     // Cross builds from this host pick the portable backend for `native`.
     if !cfg!(target_arch = "aarch64") {

@@ -11,8 +11,15 @@ fn pretty(tokens: proc_macro2::TokenStream) -> String {
 #[test]
 fn scalar_kernels() {
     for scheme in ["f32", "bf16", "w8", "w4g32", "w4g64a"] {
-        let shape = MatmulShape { rows: 8, cols: 64, scheme: scheme.parse().unwrap() };
+        let shape = MatmulShape {
+            rows: 8,
+            cols: 64,
+            scheme: scheme.parse().unwrap(),
+        };
         insta::assert_snapshot!(format!("matmul_{scheme}"), pretty(scalar::matmul(&shape)));
-        insta::assert_snapshot!(format!("embed_row_{scheme}"), pretty(scalar::embed_row(&shape)));
+        insta::assert_snapshot!(
+            format!("embed_row_{scheme}"),
+            pretty(scalar::embed_row(&shape))
+        );
     }
 }

@@ -11,7 +11,11 @@ fn generated_dir_is_up_to_date_and_deterministic() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../generated");
     let config = root.join("qwen2.5-0.5b.config.json");
     let files = review_files(&config).unwrap();
-    assert_eq!(files, review_files(&config).unwrap(), "two generations differ");
+    assert_eq!(
+        files,
+        review_files(&config).unwrap(),
+        "two generations differ"
+    );
     let bless = std::env::var_os("QWENC_BLESS").is_some_and(|v| v == "1");
     let mut stale = Vec::new();
     for (name, code) in &files {

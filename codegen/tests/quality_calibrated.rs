@@ -33,7 +33,10 @@ fn awq_fold_is_exact_and_the_search_never_loses_to_rtn() {
         &SchemeArgs::default(),
     )
     .unwrap();
-    let opts = AwqOptions { grid: 10, search_tokens: 96 };
+    let opts = AwqOptions {
+        grid: 10,
+        search_tokens: 96,
+    };
     let scales = search_awq(&w, &calib, &methods, &plan.schemes, &opts, &mut |_, _| {});
     for s in &scales {
         for x in [&s.attn, &s.mlp, &s.down] {
@@ -46,8 +49,14 @@ fn awq_fold_is_exact_and_the_search_never_loses_to_rtn() {
     let mut t = ReferenceWeights::load(&ckpt, &mut |_, _, _| {}).unwrap();
     for (l, layer) in t.layers.iter_mut().enumerate() {
         let p = format!("model.layers.{l}");
-        q.transform(&format!("{p}.input_layernorm.weight"), &mut layer.input_norm);
-        q.transform(&format!("{p}.post_attention_layernorm.weight"), &mut layer.post_norm);
+        q.transform(
+            &format!("{p}.input_layernorm.weight"),
+            &mut layer.input_norm,
+        );
+        q.transform(
+            &format!("{p}.post_attention_layernorm.weight"),
+            &mut layer.post_norm,
+        );
         for (n, m) in [
             ("self_attn.q_proj", &mut layer.q_proj),
             ("self_attn.k_proj", &mut layer.k_proj),
@@ -60,12 +69,27 @@ fn awq_fold_is_exact_and_the_search_never_loses_to_rtn() {
             q.transform(&format!("{p}.{n}.weight"), m);
         }
     }
-    assert_ne!(t.layers[0].q_proj, w.layers[0].q_proj, "the fold changed the weights");
-    let a = w.forward(&tokens()[..20], &mut KvCache::new(3), Logits::All).unwrap();
-    let b = t.forward(&tokens()[..20], &mut KvCache::new(3), Logits::All).unwrap();
+    assert_ne!(
+        t.layers[0].q_proj, w.layers[0].q_proj,
+        "the fold changed the weights"
+    );
+    let a = w
+        .forward(&tokens()[..20], &mut KvCache::new(3), Logits::All)
+        .unwrap();
+    let b = t
+        .forward(&tokens()[..20], &mut KvCache::new(3), Logits::All)
+        .unwrap();
     let scale = a.iter().flatten().fold(0.0f32, |m, x| m.max(x.abs()));
-    let worst = a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-    assert!(worst <= 1e-4 * scale, "folded model differs by {worst} (scale {scale})");
+    let worst = a
+        .iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= 1e-4 * scale,
+        "folded model differs by {worst} (scale {scale})"
+    );
 }
 
 #[test]
@@ -79,21 +103,51 @@ fn compressed_awq_and_gptq_directories_open_and_name_their_method() {
         let methods: Methods = spec.parse().unwrap();
         let out = dir.path().join(format!("out-{spec}"));
         let options = CompressOptions {
-            schemes: SchemeArgs { scheme: Some(Scheme::W4 { group: 32, asymmetric: false }), ..Default::default() },
+            schemes: SchemeArgs {
+                scheme: Some(Scheme::W4 {
+                    group: 32,
+                    asymmetric: false,
+                }),
+                ..Default::default()
+            },
             force: false,
         };
         let plan = CompressPlan::new(dir.path(), &out, &options).unwrap();
         let scales = if methods.attn == Method::Awq || methods.mlp == Method::Awq {
-            search_awq(&w, &calib, &methods, &plan.schemes, &AwqOptions::default(), &mut |_, _| {})
+            search_awq(
+                &w,
+                &calib,
+                &methods,
+                &plan.schemes,
+                &AwqOptions::default(),
+                &mut |_, _| {},
+            )
         } else {
             Vec::new()
         };
-        let q = CalibratedQuantizer::new(methods, scales, Some(calib.clone()), 96, GptqOptions::default());
+        let q = CalibratedQuantizer::new(
+            methods,
+            scales,
+            Some(calib.clone()),
+            96,
+            GptqOptions::default(),
+        );
         let report = plan.run(&q, &mut |_, _, _| {}).unwrap();
-        assert!(report.manifest.quantizer.starts_with(spec), "{}", report.manifest.quantizer);
-        assert!(report.manifest.quantizer.contains("96 tokens"), "{}", report.manifest.quantizer);
+        assert!(
+            report.manifest.quantizer.starts_with(spec),
+            "{}",
+            report.manifest.quantizer
+        );
+        assert!(
+            report.manifest.quantizer.contains("96 tokens"),
+            "{}",
+            report.manifest.quantizer
+        );
         CompressedModel::open(&out).unwrap();
     }
     assert!("awq,attn=bogus".parse::<Methods>().is_err());
-    assert!("emb=awq".parse::<Methods>().unwrap_err().contains("unknown class"));
+    assert!("emb=awq"
+        .parse::<Methods>()
+        .unwrap_err()
+        .contains("unknown class"));
 }

@@ -39,7 +39,10 @@ fn model() -> &'static (ReferenceWeights, TokenizerSpec) {
 }
 
 fn fixture() -> Fixture {
-    serde_json::from_str(&std::fs::read_to_string(common::fixture("reference_logits.json")).unwrap()).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(common::fixture("reference_logits.json")).unwrap(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -50,18 +53,43 @@ fn logits_match_transformers_at_every_position() {
     let mut worst_top = 0.0f32;
     let mut worst_lse = 0.0f64;
     for case in fixture().cases {
-        assert_eq!(tokenizer.encode(&case.prompt), case.ids, "tokenization of {:?}", case.prompt);
-        let logits = w.forward(&case.ids, &mut KvCache::new(w.config.num_hidden_layers), Logits::All).unwrap();
+        assert_eq!(
+            tokenizer.encode(&case.prompt),
+            case.ids,
+            "tokenization of {:?}",
+            case.prompt
+        );
+        let logits = w
+            .forward(
+                &case.ids,
+                &mut KvCache::new(w.config.num_hidden_layers),
+                Logits::All,
+            )
+            .unwrap();
         for (t, (row, want)) in logits.iter().zip(&case.positions).enumerate() {
-            assert_eq!(argmax(row), want.top_ids[0], "top-1 of {:?} at position {t}", case.prompt);
+            assert_eq!(
+                argmax(row),
+                want.top_ids[0],
+                "top-1 of {:?} at position {t}",
+                case.prompt
+            );
             for (&id, &value) in want.top_ids.iter().zip(&want.top_logits) {
                 let err = (row[id as usize] - value).abs();
                 worst_top = worst_top.max(err);
-                assert!(err <= 1e-2, "{:?} position {t} id {id}: {} vs {value}", case.prompt, row[id as usize]);
+                assert!(
+                    err <= 1e-2,
+                    "{:?} position {t} id {id}: {} vs {value}",
+                    case.prompt,
+                    row[id as usize]
+                );
             }
             let err = (logsumexp(row) - want.logsumexp).abs();
             worst_lse = worst_lse.max(err);
-            assert!(err <= 1e-2, "{:?} position {t}: logsumexp off by {err}", case.prompt);
+            assert!(
+                err <= 1e-2,
+                "{:?} position {t}: logsumexp off by {err}",
+                case.prompt
+            );
         }
     }
     eprintln!("worst top-10 logit error {worst_top:.2e}, worst logsumexp error {worst_lse:.2e}");
@@ -75,6 +103,10 @@ fn greedy_continuations_match_transformers() {
     let eos = Eos::Suppress(w.config.eos_token_ids.clone());
     for case in fixture().cases {
         let ids = w.generate_greedy(&case.ids, 32, &eos, &mut |_| {}).unwrap();
-        assert_eq!(ids, case.greedy_32, "greedy continuation of {:?}", case.prompt);
+        assert_eq!(
+            ids, case.greedy_32,
+            "greedy continuation of {:?}",
+            case.prompt
+        );
     }
 }

@@ -7,7 +7,14 @@ use qwenc_codegen::Checkpoint;
 
 fn tiny_weights(tied: bool) -> ReferenceWeights {
     let dir = tempfile::tempdir().unwrap();
-    write_tiny_model(dir.path(), &SyntheticOptions { tie_word_embeddings: tied, ..Default::default() }).unwrap();
+    write_tiny_model(
+        dir.path(),
+        &SyntheticOptions {
+            tie_word_embeddings: tied,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let ckpt = Checkpoint::open(dir.path()).unwrap();
     ReferenceWeights::load(&ckpt, &mut |_, _, _| {}).unwrap()
 }
@@ -26,7 +33,10 @@ fn one_batch_equals_token_by_token() {
         for (t, &id) in PROMPT.iter().enumerate() {
             let step = w.forward(&[id], &mut cache, Logits::Last).unwrap();
             for (a, b) in step[0].iter().zip(&batched[t]) {
-                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "tied={tied} position {t}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "tied={tied} position {t}: {a} vs {b}"
+                );
             }
         }
     }
@@ -46,14 +56,21 @@ fn logits_depend_on_context_and_position() {
     // (Two equal tokens alone would attend to equal values: a third token makes them differ.)
     let lc = w.forward(&[42, 7, 42], &mut c, Logits::All).unwrap();
     let diff: f32 = lc[0].iter().zip(&lc[2]).map(|(x, y)| (x - y).abs()).sum();
-    assert!(diff > 1e-3, "same token at two positions gave the same logits");
+    assert!(
+        diff > 1e-3,
+        "same token at two positions gave the same logits"
+    );
 }
 
 #[test]
 fn tied_head_reads_the_embedding() {
     let w = tiny_weights(true);
     assert!(w.lm_head.is_none());
-    assert_eq!(w.lm_head().as_ptr(), w.embed.as_ptr(), "no second copy of the embedding");
+    assert_eq!(
+        w.lm_head().as_ptr(),
+        w.embed.as_ptr(),
+        "no second copy of the embedding"
+    );
 }
 
 #[test]
@@ -64,7 +81,9 @@ fn cache_truncation_rescoring_matches_a_fresh_pass() {
     w.forward(&[1, 2, 3], &mut cache, Logits::Last).unwrap();
     cache.truncate(5, w.config.kv_dim());
     let reused = w.forward(&PROMPT[5..], &mut cache, Logits::Last).unwrap();
-    let fresh = w.forward(&PROMPT, &mut KvCache::new(3), Logits::Last).unwrap();
+    let fresh = w
+        .forward(&PROMPT, &mut KvCache::new(3), Logits::Last)
+        .unwrap();
     for (a, b) in reused[0].iter().zip(&fresh[0]) {
         assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()));
     }
@@ -76,14 +95,24 @@ fn bad_input_is_refused() {
     let mut cache = KvCache::new(3);
     assert_eq!(
         w.forward(&[1, 320], &mut cache, Logits::Last).unwrap_err(),
-        ForwardError::TokenOutOfRange { id: 320, pos: 1, vocab: 320 }
+        ForwardError::TokenOutOfRange {
+            id: 320,
+            pos: 1,
+            vocab: 320
+        }
     );
     let long = vec![1u32; 257];
     assert_eq!(
         w.forward(&long, &mut cache, Logits::Last).unwrap_err(),
-        ForwardError::ContextOverflow { needed: 257, max: 256 }
+        ForwardError::ContextOverflow {
+            needed: 257,
+            max: 256
+        }
     );
-    assert!(cache.is_empty(), "a refused pass leaves the cache untouched");
+    assert!(
+        cache.is_empty(),
+        "a refused pass leaves the cache untouched"
+    );
 }
 
 #[test]
@@ -91,17 +120,30 @@ fn greedy_generation_is_deterministic_and_stops() {
     let w = tiny_weights(false);
     let mut seen = Vec::new();
     let none = Eos::StopAt(vec![]);
-    let a = w.generate_greedy(&PROMPT, 12, &none, &mut |t| seen.push(t)).unwrap();
+    let a = w
+        .generate_greedy(&PROMPT, 12, &none, &mut |t| seen.push(t))
+        .unwrap();
     assert_eq!(a.len(), 12);
     assert_eq!(a, seen);
-    assert_eq!(a, w.generate_greedy(&PROMPT, 12, &none, &mut |_| {}).unwrap());
+    assert_eq!(
+        a,
+        w.generate_greedy(&PROMPT, 12, &none, &mut |_| {}).unwrap()
+    );
     // Stopping at the first generated token.
     let first = a[0];
-    assert_eq!(w.generate_greedy(&PROMPT, 12, &Eos::StopAt(vec![first]), &mut |_| {}).unwrap(), vec![first]);
+    assert_eq!(
+        w.generate_greedy(&PROMPT, 12, &Eos::StopAt(vec![first]), &mut |_| {})
+            .unwrap(),
+        vec![first]
+    );
     // Suppressing it: it never appears and exactly 12 tokens come out.
-    let b = w.generate_greedy(&PROMPT, 12, &Eos::Suppress(vec![first]), &mut |_| {}).unwrap();
+    let b = w
+        .generate_greedy(&PROMPT, 12, &Eos::Suppress(vec![first]), &mut |_| {})
+        .unwrap();
     assert_eq!(b.len(), 12);
     assert!(!b.contains(&first));
-    let logits = w.forward(&PROMPT, &mut KvCache::new(3), Logits::Last).unwrap();
+    let logits = w
+        .forward(&PROMPT, &mut KvCache::new(3), Logits::Last)
+        .unwrap();
     assert_eq!(argmax(&logits[0]), first);
 }

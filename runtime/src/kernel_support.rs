@@ -77,10 +77,18 @@ impl Q8Acts {
     pub fn quantize(x: &[f32], cols: usize) -> Q8Acts {
         debug_assert_eq!(cols % Q8_BLOCK, 0);
         let blocks = x.len() / Q8_BLOCK;
-        let mut acts = Q8Acts { q: vec![0; x.len()], scale: vec![0.0; blocks], sum: vec![0; blocks], cols };
+        let mut acts = Q8Acts {
+            q: vec![0; x.len()],
+            scale: vec![0.0; blocks],
+            sum: vec![0; blocks],
+            cols,
+        };
         let run = |x: &[f32], q: &mut [i8], scale: &mut [f32], sum: &mut [i32]| {
-            for (((block, q), scale), sum) in
-                x.chunks(Q8_BLOCK).zip(q.chunks_mut(Q8_BLOCK)).zip(scale.iter_mut()).zip(sum.iter_mut())
+            for (((block, q), scale), sum) in x
+                .chunks(Q8_BLOCK)
+                .zip(q.chunks_mut(Q8_BLOCK))
+                .zip(scale.iter_mut())
+                .zip(sum.iter_mut())
             {
                 (*scale, *sum) = quantize_block(block, q);
             }
@@ -131,17 +139,24 @@ mod tests {
 
     #[test]
     fn the_parallel_path_equals_block_by_block() {
-        let x: Vec<f32> = (0..40 * 896).map(|i| ((i * 2654435761usize) % 1000) as f32 / 100.0 - 5.0).collect();
+        let x: Vec<f32> = (0..40 * 896)
+            .map(|i| ((i * 2654435761usize) % 1000) as f32 / 100.0 - 5.0)
+            .collect();
         let all = Q8Acts::quantize(&x, 896);
         for (b, block) in x.chunks(32).enumerate() {
             let one = Q8Acts::quantize(block, 32);
-            assert_eq!((&all.q[b * 32..][..32], all.scale[b], all.sum[b]), (&one.q[..], one.scale[0], one.sum[0]));
+            assert_eq!(
+                (&all.q[b * 32..][..32], all.scale[b], all.sum[b]),
+                (&one.q[..], one.scale[0], one.sum[0])
+            );
         }
     }
 
     #[test]
     fn quantization_error_is_half_a_step() {
-        let x: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin() * (1 + i / 32) as f32).collect();
+        let x: Vec<f32> = (0..64)
+            .map(|i| (i as f32 * 0.37).sin() * (1 + i / 32) as f32)
+            .collect();
         let a = Q8Acts::quantize(&x, 64);
         for (i, &v) in x.iter().enumerate() {
             let b = i / 32;
@@ -149,10 +164,15 @@ mod tests {
         }
         assert_eq!(a.sum[0], a.q[..32].iter().map(|&q| q as i32).sum::<i32>());
         // The magic-number rounding is round-half-to-even, extremes included.
-        let x: Vec<f32> = (0..96).map(|i| ((i * 7919) % 255) as f32 - 127.0 + if i % 3 == 0 { 0.5 } else { 0.25 }).collect();
+        let x: Vec<f32> = (0..96)
+            .map(|i| ((i * 7919) % 255) as f32 - 127.0 + if i % 3 == 0 { 0.5 } else { 0.25 })
+            .collect();
         let a = Q8Acts::quantize(&x, 32);
         for (i, &v) in x.iter().enumerate() {
-            let inv = 127.0 / x[i / 32 * 32..][..32].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let inv = 127.0
+                / x[i / 32 * 32..][..32]
+                    .iter()
+                    .fold(0.0f32, |m, v| m.max(v.abs()));
             assert_eq!(a.q[i], (v * inv).round_ties_even() as i8, "value {v}");
         }
         assert!(a.q.contains(&127) || a.q.contains(&-127));

@@ -96,5 +96,10 @@ pub trait Model: Sync {
     fn new_cache(&self, capacity: usize) -> KvCache;
     /// Run `tokens` at positions `cache.len..`, extend the cache, and return the logits
     /// `[rows, vocab]` of the requested positions.
-    fn forward(&self, cache: &mut KvCache, tokens: &[u32], logits: LogitsFor) -> Result<Vec<f32>, ForwardError>;
+    fn forward(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: LogitsFor,
+    ) -> Result<Vec<f32>, ForwardError>;
 }

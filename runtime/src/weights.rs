@@ -9,11 +9,22 @@ use memmap2::Mmap;
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
     #[error("cannot open the weights file {}: {source} (set QWEN_WEIGHTS to its path)", path.display())]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("weights file {} has {found} bytes, this executable was built for {expected}: rebuild, or point QWEN_WEIGHTS at the right file", path.display())]
-    Size { path: PathBuf, found: u64, expected: u64 },
+    Size {
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
     #[error("weights file {} has content hash {found:016x}, this executable was built for {expected:016x}: it belongs to another build", path.display())]
-    Hash { path: PathBuf, found: u64, expected: u64 },
+    Hash {
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
 }
 
 /// Memory-mapped packed weights (page-aligned, so every 64-byte-aligned region is aligned).
@@ -25,30 +36,53 @@ pub struct Weights {
 impl Weights {
     /// Open `QWEN_WEIGHTS` if set, else `<executable>.weights`, and verify it.
     pub fn open_default(expected_len: u64, expected_hash: u64) -> Result<Weights, WeightsError> {
-        let path = std::env::var_os("QWEN_WEIGHTS").map(PathBuf::from).unwrap_or_else(|| {
-            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("qwen"));
-            let mut name = exe.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-            name.push(".weights");
-            exe.with_file_name(name)
-        });
+        let path = std::env::var_os("QWEN_WEIGHTS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("qwen"));
+                let mut name = exe
+                    .file_name()
+                    .map(|n| n.to_os_string())
+                    .unwrap_or_default();
+                name.push(".weights");
+                exe.with_file_name(name)
+            });
         Self::open(&path, expected_len, expected_hash)
     }
 
-    pub fn open(path: &Path, expected_len: u64, expected_hash: u64) -> Result<Weights, WeightsError> {
-        let open_err = |source| WeightsError::Open { path: path.to_path_buf(), source };
+    pub fn open(
+        path: &Path,
+        expected_len: u64,
+        expected_hash: u64,
+    ) -> Result<Weights, WeightsError> {
+        let open_err = |source| WeightsError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(open_err)?;
         let found = file.metadata().map_err(open_err)?.len();
         if found != expected_len {
-            return Err(WeightsError::Size { path: path.to_path_buf(), found, expected: expected_len });
+            return Err(WeightsError::Size {
+                path: path.to_path_buf(),
+                found,
+                expected: expected_len,
+            });
         }
         // SAFETY: read-only map of a file we do not modify; a concurrent writer could change
         // the numbers we read, never the memory safety of the bounds-checked views below.
         let map = unsafe { Mmap::map(&file) }.map_err(open_err)?;
         let found = weights_hash(&map);
         if found != expected_hash {
-            return Err(WeightsError::Hash { path: path.to_path_buf(), found, expected: expected_hash });
+            return Err(WeightsError::Hash {
+                path: path.to_path_buf(),
+                found,
+                expected: expected_hash,
+            });
         }
-        Ok(Weights { map, path: path.to_path_buf() })
+        Ok(Weights {
+            map,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -62,7 +96,8 @@ pub fn weights_hash(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ bytes.len() as u64;
     let mut words = bytes.chunks_exact(8);
     for w in &mut words {
-        h = (h ^ u64::from_le_bytes(w.try_into().expect("chunks of 8"))).wrapping_mul(0x0000_0100_0000_01b3);
+        h = (h ^ u64::from_le_bytes(w.try_into().expect("chunks of 8")))
+            .wrapping_mul(0x0000_0100_0000_01b3);
         h ^= h >> 29;
     }
     for &b in words.remainder() {
@@ -76,7 +111,11 @@ pub fn weights_hash(bytes: &[u8]) -> u64 {
 pub fn view<T: Pod>(bytes: &[u8], offset: usize, len: usize) -> &[T] {
     let size = std::mem::size_of::<T>();
     let region = &bytes[offset..offset + len * size];
-    assert_eq!(region.as_ptr() as usize % std::mem::align_of::<T>(), 0, "misaligned weights region at {offset}");
+    assert_eq!(
+        region.as_ptr() as usize % std::mem::align_of::<T>(),
+        0,
+        "misaligned weights region at {offset}"
+    );
     // SAFETY: in bounds (sliced above), aligned (checked), and T is plain old data.
     unsafe { std::slice::from_raw_parts(region.as_ptr() as *const T, len) }
 }
@@ -122,7 +161,10 @@ mod tests {
         for bits in 0..=u16::MAX {
             let want = half_reference(bits);
             let got = f16_to_f32(bits);
-            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{bits:#06x}: {got} vs {want}");
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{bits:#06x}: {got} vs {want}"
+            );
         }
     }
 

@@ -5,18 +5,22 @@ use std::io::Cursor;
 
 use qwenc_runtime::cli::{run, Io};
 use qwenc_runtime::eval::kl::{
-    compare, compare_all, model_chunk_logits, parse_reference, read_reference, run_kl, write_reference,
-    ChunkPlan, ReferenceHeader, ReferenceLogits, ReferenceRecord, MAGIC,
+    compare, compare_all, model_chunk_logits, parse_reference, read_reference, run_kl,
+    write_reference, ChunkPlan, ReferenceHeader, ReferenceLogits, ReferenceRecord, MAGIC,
 };
 use qwenc_runtime::model::Model;
 use qwenc_runtime::testing::{FakeModel, VOCAB_SIZE};
 
 /// Deterministic pseudo-random logits in [-scale, scale).
 fn noise(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
         })
         .collect()
@@ -28,7 +32,10 @@ fn full_kl(p: &[f32], q: &[f32]) -> f64 {
         m + x.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln()
     };
     let (lp, lq) = (lse(p), lse(q));
-    p.iter().zip(q).map(|(&a, &b)| (a as f64 - lp).exp() * ((a as f64 - lp) - (b as f64 - lq))).sum()
+    p.iter()
+        .zip(q)
+        .map(|(&a, &b)| (a as f64 - lp).exp() * ((a as f64 - lp) - (b as f64 - lq)))
+        .sum()
 }
 
 #[test]
@@ -37,28 +44,49 @@ fn identical_logits_give_zero_and_the_top_k_bucket_bounds_the_full_kl_from_below
     let p = noise(1, vocab, 6.0);
     let r = ReferenceRecord::from_logits(&p, 17, 32);
     assert_eq!(r.ids.len(), 32);
-    assert!(r.logits.windows(2).all(|w| w[0] >= w[1]), "sorted by decreasing logit");
+    assert!(
+        r.logits.windows(2).all(|w| w[0] >= w[1]),
+        "sorted by decreasing logit"
+    );
     let same = compare(&r, &p, 17);
     assert!(same.kl.abs() < 1e-9, "{}", same.kl);
     assert!(same.top1_same);
     assert!((same.ref_logprob - same.model_logprob).abs() < 1e-6);
 
     for seed in 2..6 {
-        let q: Vec<f32> = p.iter().zip(noise(seed, vocab, 1.0)).map(|(a, b)| a + b).collect();
+        let q: Vec<f32> = p
+            .iter()
+            .zip(noise(seed, vocab, 1.0))
+            .map(|(a, b)| a + b)
+            .collect();
         let exact = full_kl(&p, &q);
         let approx = compare(&r, &q, 17).kl;
         assert!(approx > 0.0);
-        assert!(approx <= exact + 1e-9, "merging the tail can only lower KL: {approx} > {exact}");
+        assert!(
+            approx <= exact + 1e-9,
+            "merging the tail can only lower KL: {approx} > {exact}"
+        );
         // With K = vocabulary there is no tail: the formula is the exact KL.
         let all = ReferenceRecord::from_logits(&p, 17, vocab);
         let full = compare(&all, &q, 17).kl;
-        assert!((full - exact).abs() < 1e-6 * exact.max(1.0), "{full} vs {exact}");
+        assert!(
+            (full - exact).abs() < 1e-6 * exact.max(1.0),
+            "{full} vs {exact}"
+        );
     }
 }
 
 /// A reference file made from the fake model itself.
-fn fake_reference(model: &FakeModel, n_tokens: usize, context: usize, top_k: usize) -> ReferenceLogits {
-    let tokens: Vec<u32> = model.tokenizer().encode(&"the quick brown fox jumps over the lazy dog. ".repeat(20))[..n_tokens].to_vec();
+fn fake_reference(
+    model: &FakeModel,
+    n_tokens: usize,
+    context: usize,
+    top_k: usize,
+) -> ReferenceLogits {
+    let tokens: Vec<u32> = model
+        .tokenizer()
+        .encode(&"the quick brown fox jumps over the lazy dog. ".repeat(20))[..n_tokens]
+        .to_vec();
     let header = ReferenceHeader {
         model: "fake".into(),
         text: "inline".into(),
@@ -74,16 +102,27 @@ fn fake_reference(model: &FakeModel, n_tokens: usize, context: usize, top_k: usi
         let chunk = &header.tokens[c * context..][..context];
         let logits = model_chunk_logits(model, &mut cache, chunk, plan.first).unwrap();
         for (i, row) in logits.chunks(VOCAB_SIZE).enumerate() {
-            records.push(ReferenceRecord::from_logits(row, chunk[plan.first + i + 1], top_k));
+            records.push(ReferenceRecord::from_logits(
+                row,
+                chunk[plan.first + i + 1],
+                top_k,
+            ));
         }
     }
-    ReferenceLogits { header, plan, records }
+    ReferenceLogits {
+        header,
+        plan,
+        records,
+    }
 }
 
 #[test]
 fn chunk_plan_scores_the_second_half_of_each_chunk() {
     let p = ChunkPlan::new(1000, 100).unwrap();
-    assert_eq!((p.chunks, p.first, p.scored_per_chunk(), p.positions()), (10, 50, 49, 490));
+    assert_eq!(
+        (p.chunks, p.first, p.scored_per_chunk(), p.positions()),
+        (10, 50, 49, 490)
+    );
     assert!(ChunkPlan::new(99, 100).is_err());
     assert!(ChunkPlan::new(100, 2).is_err());
 }
@@ -106,7 +145,10 @@ fn the_model_against_itself_has_zero_kl_and_a_perturbed_model_does_not() {
         VOCAB_SIZE,
         &mut |chunk, first| {
             let mut l = model_chunk_logits(&model, &mut cache, chunk, first)?;
-            for (x, n) in l.iter_mut().zip(noise(9, usize::MAX.min(1 << 20), 2.0).into_iter().cycle()) {
+            for (x, n) in l
+                .iter_mut()
+                .zip(noise(9, usize::MAX.min(1 << 20), 2.0).into_iter().cycle())
+            {
                 *x += n;
             }
             Ok(l)
@@ -142,7 +184,11 @@ fn the_file_round_trips_and_bad_files_are_named() {
     let hlen = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
     let mut bad = bytes.clone();
     bad[16 + hlen + 12..][..4].copy_from_slice(&(VOCAB_SIZE as u32).to_le_bytes());
-    assert!(err(&bad).contains("outside the vocabulary"), "{}", err(&bad));
+    assert!(
+        err(&bad).contains("outside the vocabulary"),
+        "{}",
+        err(&bad)
+    );
     let mut bad = bytes.clone();
     bad[16 + hlen..][..8].copy_from_slice(&f64::NAN.to_le_bytes());
     assert!(err(&bad).contains("not finite"));
@@ -153,7 +199,12 @@ fn the_file_round_trips_and_bad_files_are_named() {
     let code = run(
         ["qwen", "kl", path.to_str().unwrap(), "--json"],
         &model,
-        &mut Io { stdin: &mut Cursor::new(Vec::new()), stdout: &mut out, stderr: &mut errs, interactive: false },
+        &mut Io {
+            stdin: &mut Cursor::new(Vec::new()),
+            stdout: &mut out,
+            stderr: &mut errs,
+            interactive: false,
+        },
     );
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&errs));
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -164,7 +215,12 @@ fn the_file_round_trips_and_bad_files_are_named() {
     let code = run(
         ["qwen", "kl", path.to_str().unwrap()],
         &model,
-        &mut Io { stdin: &mut Cursor::new(Vec::new()), stdout: &mut out, stderr: &mut errs, interactive: false },
+        &mut Io {
+            stdin: &mut Cursor::new(Vec::new()),
+            stdout: &mut out,
+            stderr: &mut errs,
+            interactive: false,
+        },
     );
     assert_eq!(code, 1);
     assert!(String::from_utf8_lossy(&errs).contains(path.to_str().unwrap()));

@@ -27,7 +27,13 @@ fn bench_json() -> Value {
 }
 
 fn baseline() -> Baseline {
-    Baseline { p_max: 0.50, p_min: 0.40, mem_mb: 4000.0, prefill_tok_s: 250.0, decode_tok_s: 12.5 }
+    Baseline {
+        p_max: 0.50,
+        p_min: 0.40,
+        mem_mb: 4000.0,
+        prefill_tok_s: 250.0,
+        decode_tok_s: 12.5,
+    }
 }
 
 fn close(a: f64, b: f64) {
@@ -54,7 +60,12 @@ fn worked_example() {
     close(s.prefill.raw, 0.75);
     close(s.decode.raw, 0.875);
     close(s.total, 0.7);
-    let best = Best { acc: 0.8, mem: 0.875, prefill: 0.75, decode: 0.7 };
+    let best = Best {
+        acc: 0.8,
+        mem: 0.875,
+        prefill: 0.75,
+        decode: 0.7,
+    };
     let s = score(&m, &baseline(), &best).unwrap();
     close(s.acc.normalised, 0.625);
     close(s.mem.normalised, 1.0);
@@ -66,12 +77,21 @@ fn worked_example() {
 fn accuracy_at_or_above_p_max_counts_as_one_and_below_p_min_goes_negative() {
     let mut m = measured_from_reports(&eval_json(), &bench_json()).unwrap();
     m.accuracy = 0.5;
-    close(score(&m, &baseline(), &Best::default()).unwrap().acc.raw, 1.0);
+    close(
+        score(&m, &baseline(), &Best::default()).unwrap().acc.raw,
+        1.0,
+    );
     m.accuracy = 0.7;
-    close(score(&m, &baseline(), &Best::default()).unwrap().acc.raw, 1.0);
+    close(
+        score(&m, &baseline(), &Best::default()).unwrap().acc.raw,
+        1.0,
+    );
     // (0.35 - 0.40) / 0.10 = -0.5: the formula is not clamped.
     m.accuracy = 0.35;
-    close(score(&m, &baseline(), &Best::default()).unwrap().acc.raw, -0.5);
+    close(
+        score(&m, &baseline(), &Best::default()).unwrap().acc.raw,
+        -0.5,
+    );
 }
 
 #[test]
@@ -82,7 +102,10 @@ fn optimum_profile_reads_the_throughput_targets() {
     }});
     let m = measured_from_reports(&eval_json(), &bench).unwrap();
     assert_eq!(m.bench_profile, "optimum");
-    assert_eq!((m.prefill_tok_s, m.decode_tok_s, m.mem_mb), (500.0, 50.0, 320.0));
+    assert_eq!(
+        (m.prefill_tok_s, m.decode_tok_s, m.mem_mb),
+        (500.0, 50.0, 320.0)
+    );
 }
 
 #[test]
@@ -90,7 +113,9 @@ fn bad_inputs_are_named() {
     let mut eval = eval_json();
     eval["results"].as_object_mut().unwrap().remove("piqa");
     match measured_from_reports(&eval, &bench_json()) {
-        Err(ScoreError::MissingTask { task, metric }) => assert_eq!((task.as_str(), metric.as_str()), ("piqa", "acc")),
+        Err(ScoreError::MissingTask { task, metric }) => {
+            assert_eq!((task.as_str(), metric.as_str()), ("piqa", "acc"))
+        }
         other => panic!("{other:?}"),
     }
     let err = measured_from_reports(&eval_json(), &json!({"nothing": 1})).unwrap_err();
@@ -98,11 +123,20 @@ fn bad_inputs_are_named() {
     let m = measured_from_reports(&eval_json(), &bench_json()).unwrap();
     let mut b = baseline();
     b.p_min = 0.5;
-    assert!(matches!(score(&m, &b, &Best::default()), Err(ScoreError::AccuracyRange { .. })));
+    assert!(matches!(
+        score(&m, &b, &Best::default()),
+        Err(ScoreError::AccuracyRange { .. })
+    ));
     let mut b = baseline();
     b.decode_tok_s = 0.0;
-    assert!(score(&m, &b, &Best::default()).unwrap_err().to_string().contains("baseline decode"));
-    let best = Best { mem: -1.0, ..Best::default() };
+    assert!(score(&m, &b, &Best::default())
+        .unwrap_err()
+        .to_string()
+        .contains("baseline decode"));
+    let best = Best {
+        mem: -1.0,
+        ..Best::default()
+    };
     assert!(score(&m, &baseline(), &best).is_err());
 }
 
@@ -112,9 +146,18 @@ fn qwen(args: &[&str]) -> (u8, String, String) {
     let code = run(
         std::iter::once("qwen").chain(args.iter().copied()),
         &model,
-        &mut Io { stdin: &mut Cursor::new(Vec::new()), stdout: &mut out, stderr: &mut err, interactive: false },
+        &mut Io {
+            stdin: &mut Cursor::new(Vec::new()),
+            stdout: &mut out,
+            stderr: &mut err,
+            interactive: false,
+        },
     );
-    (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
 }
 
 #[test]
@@ -125,8 +168,21 @@ fn the_command_prints_the_total() {
     std::fs::write(&eval, eval_json().to_string()).unwrap();
     std::fs::write(&bench, bench_json().to_string()).unwrap();
     let common = [
-        "score", "--eval", eval.to_str().unwrap(), "--bench", bench.to_str().unwrap(),
-        "--p-max", "0.5", "--p-min", "0.4", "--mem-ori", "4000", "--prefill-ori", "250", "--decode-ori", "12.5",
+        "score",
+        "--eval",
+        eval.to_str().unwrap(),
+        "--bench",
+        bench.to_str().unwrap(),
+        "--p-max",
+        "0.5",
+        "--p-min",
+        "0.4",
+        "--mem-ori",
+        "4000",
+        "--prefill-ori",
+        "250",
+        "--decode-ori",
+        "12.5",
     ];
     let (code, out, err) = qwen(&common);
     assert_eq!(code, 0, "{err}");

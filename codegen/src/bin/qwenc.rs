@@ -14,7 +14,11 @@ use qwenc_codegen::Checkpoint;
 use qwenc_runtime::tokenizer::{StreamDecoder, Tokenizer};
 
 #[derive(Parser)]
-#[command(name = "qwenc", version, about = "qwenc: compile Qwen2.5 models into fast CPU executables")]
+#[command(
+    name = "qwenc",
+    version,
+    about = "qwenc: compile Qwen2.5 models into fast CPU executables"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -90,7 +94,11 @@ enum Command {
         /// A Hugging Face directory, a GGUF file or a compressed directory's source.
         model: PathBuf,
         /// The text (tokenized whole, no BOS).
-        #[arg(long, value_name = "PATH", default_value = "../shared/data/wikitext2_test.txt")]
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "../shared/data/wikitext2_test.txt"
+        )]
         file: PathBuf,
         /// Output file.
         #[arg(short = 'o', long = "output")]
@@ -136,7 +144,11 @@ struct CalibArgs {
     #[arg(long, value_name = "M", default_value = "rtn")]
     method: qwenc_codegen::calibrate::Methods,
     /// Calibration text for awq/gptq (never the evaluation data).
-    #[arg(long, value_name = "PATH", default_value = "../shared/data/war_and_peace.txt")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "../shared/data/war_and_peace.txt"
+    )]
     calib_file: PathBuf,
     /// Calibration tokens (from the start of --calib-file).
     #[arg(long, value_name = "N", default_value_t = 512)]
@@ -189,7 +201,13 @@ fn main() -> ExitCode {
                 embed,
                 lm_head,
             };
-            compress(&source, &output, CompressOptions { schemes, force }, &calib, budget_mb)
+            compress(
+                &source,
+                &output,
+                CompressOptions { schemes, force },
+                &calib,
+                budget_mb,
+            )
         }
         Command::ReferenceLogits {
             model,
@@ -205,7 +223,13 @@ fn main() -> ExitCode {
             target,
             scheme,
             triple,
-        } => build(&model, &output, &target, scheme.as_deref(), triple.as_deref()),
+        } => build(
+            &model,
+            &output,
+            &target,
+            scheme.as_deref(),
+            triple.as_deref(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -221,7 +245,11 @@ type AnyResult = Result<(), Box<dyn std::error::Error>>;
 fn info(path: &Path) -> AnyResult {
     if path.join(qwenc_codegen::compressed::MANIFEST_FILE).exists() {
         let model = qwenc_codegen::compressed::CompressedModel::open(path)?;
-        println!("compressed model: {} (quantizer {})", path.display(), model.manifest.quantizer);
+        println!(
+            "compressed model: {} (quantizer {})",
+            path.display(),
+            model.manifest.quantizer
+        );
         print_manifest(&model.manifest);
         return Ok(());
     }
@@ -249,16 +277,28 @@ fn info(path: &Path) -> AnyResult {
         ckpt.tokenizer.added.len()
     );
     let tensors = ckpt.tensors.tensors();
-    println!("\n{:<52} {:>6} {:>16} {:>12}", "tensor", "dtype", "shape", "bytes");
+    println!(
+        "\n{:<52} {:>6} {:>16} {:>12}",
+        "tensor", "dtype", "shape", "bytes"
+    );
     let mut by_dtype: std::collections::BTreeMap<String, (usize, u64, usize)> = Default::default();
     for t in &tensors {
-        println!("{:<52} {:>6} {:>16} {:>12}", t.name, t.dtype, format!("{:?}", t.shape), t.n_bytes);
+        println!(
+            "{:<52} {:>6} {:>16} {:>12}",
+            t.name,
+            t.dtype,
+            format!("{:?}", t.shape),
+            t.n_bytes
+        );
         let e = by_dtype.entry(t.dtype.clone()).or_default();
         e.0 += 1;
         e.1 += t.n_bytes;
         e.2 += t.n_elements();
     }
-    println!("\n{:<8} {:>8} {:>14} {:>14} {:>8}", "dtype", "tensors", "bytes", "params", "bits/w");
+    println!(
+        "\n{:<8} {:>8} {:>14} {:>14} {:>8}",
+        "dtype", "tensors", "bytes", "params", "bits/w"
+    );
     let (mut all_bytes, mut all_params) = (0u64, 0usize);
     for (dtype, (count, bytes, params)) in &by_dtype {
         println!(
@@ -292,7 +332,13 @@ fn tokenize(path: &Path, decode: bool) -> AnyResult {
     Ok(())
 }
 
-fn reference(path: &Path, prompt: &str, max_tokens: usize, json: bool, ignore_eos: bool) -> AnyResult {
+fn reference(
+    path: &Path,
+    prompt: &str,
+    max_tokens: usize,
+    json: bool,
+    ignore_eos: bool,
+) -> AnyResult {
     let ckpt = Checkpoint::open(path)?;
     let tokenizer = Tokenizer::from_spec(ckpt.tokenizer.clone())?;
     let weights = load_with_progress(&ckpt)?;
@@ -300,7 +346,11 @@ fn reference(path: &Path, prompt: &str, max_tokens: usize, json: bool, ignore_eo
 
     let prompt_ids = tokenizer.encode(prompt);
     let eos_ids = weights.config.eos_token_ids.clone();
-    let eos = if ignore_eos { Eos::Suppress(eos_ids) } else { Eos::StopAt(eos_ids) };
+    let eos = if ignore_eos {
+        Eos::Suppress(eos_ids)
+    } else {
+        Eos::StopAt(eos_ids)
+    };
     let start = Instant::now();
     let mut stream = StreamDecoder::new(&tokenizer);
     let mut stdout = std::io::stdout().lock();
@@ -368,11 +418,17 @@ fn reference_logits(
     };
     let plan = header.plan()?;
     if context > weights.config.max_position_embeddings {
-        return Err(format!("--context {context} exceeds the model's {}", weights.config.max_position_embeddings).into());
+        return Err(format!(
+            "--context {context} exceeds the model's {}",
+            weights.config.max_position_embeddings
+        )
+        .into());
     }
     let bar = ProgressBar::new(plan.chunks as u64).with_style(
-        ProgressStyle::with_template("reference logits {bar:40} {pos}/{len} chunks {elapsed}/{duration}")
-            .expect("static template"),
+        ProgressStyle::with_template(
+            "reference logits {bar:40} {pos}/{len} chunks {elapsed}/{duration}",
+        )
+        .expect("static template"),
     );
     let mut records = Vec::with_capacity(plan.positions());
     for c in 0..plan.chunks {
@@ -385,7 +441,11 @@ fn reference_logits(
             let upto = (pos + 64).min(context - 1);
             let rows = weights.forward(&chunk[pos..upto], &mut cache, Logits::All)?;
             for (i, row) in rows.iter().enumerate() {
-                records.push(ReferenceRecord::from_logits(row, chunk[pos + i + 1], header.top_k));
+                records.push(ReferenceRecord::from_logits(
+                    row,
+                    chunk[pos + i + 1],
+                    header.top_k,
+                ));
             }
             pos = upto;
         }
@@ -427,9 +487,9 @@ fn calibrated_quantizer(
     budget_mb: Option<f64>,
 ) -> Result<qwenc_codegen::calibrate::CalibratedQuantizer, Box<dyn std::error::Error>> {
     use qwenc_codegen::calibrate::{capture, search_awq_per_layer, CalibratedQuantizer, Method};
-    use qwenc_codegen::reference::Tap;
     use qwenc_codegen::quant::awq::AwqOptions;
     use qwenc_codegen::quant::gptq::GptqOptions;
+    use qwenc_codegen::reference::Tap;
     let methods = calib.method;
     let gptq = GptqOptions {
         damp: calib.gptq_damp,
@@ -437,7 +497,9 @@ fn calibrated_quantizer(
         ..Default::default()
     };
     let budget_bytes = match budget_mb {
-        Some(mb) if !(mb > 0.0 && mb.is_finite()) => return Err(format!("--budget-mb {mb}: expected a positive number of MB").into()),
+        Some(mb) if !(mb > 0.0 && mb.is_finite()) => {
+            return Err(format!("--budget-mb {mb}: expected a positive number of MB").into())
+        }
         Some(mb) => Some((mb * 1e6).floor() as u64),
         None => None,
     };
@@ -456,11 +518,16 @@ fn calibrated_quantizer(
     let weights = load_with_progress(&plan.checkpoint)?;
     let seqs = calib.calib_tokens.div_ceil(calib.calib_seq_len.max(1));
     let bar = ProgressBar::new(seqs as u64).with_style(
-        ProgressStyle::with_template("calibrating {bar:40} {pos}/{len} sequences {elapsed}").expect("static template"),
+        ProgressStyle::with_template("calibrating {bar:40} {pos}/{len} sequences {elapsed}")
+            .expect("static template"),
     );
-    let calibration = capture(&weights, &tokens, calib.calib_tokens, calib.calib_seq_len, &mut |done, _| {
-        bar.set_position(done as u64)
-    })?;
+    let calibration = capture(
+        &weights,
+        &tokens,
+        calib.calib_tokens,
+        calib.calib_seq_len,
+        &mut |done, _| bar.set_position(done as u64),
+    )?;
     bar.finish_and_clear();
     eprintln!(
         "calibration: {} tokens of {} in sequences of {}, {:.0} MB of activations ({:.1} s)",
@@ -474,15 +541,24 @@ fn calibrated_quantizer(
         let t = Instant::now();
         let candidates = qwenc_codegen::budget::CANDIDATES;
         let bar = ProgressBar::new(0).with_style(
-            ProgressStyle::with_template("sensitivity {bar:40} {pos}/{len} matrices {elapsed}").expect("static template"),
+            ProgressStyle::with_template("sensitivity {bar:40} {pos}/{len} matrices {elapsed}")
+                .expect("static template"),
         );
-        let groups = qwenc_codegen::budget::measure(&weights, &calibration, &candidates, &mut |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64)
-        });
+        let groups = qwenc_codegen::budget::measure(
+            &weights,
+            &calibration,
+            &candidates,
+            &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64)
+            },
+        );
         bar.finish_and_clear();
         let selection = plan.apply_budget(&groups, budget_bytes, calibration.tokens)?;
-        let b = plan.budget.as_ref().expect("apply_budget records the budget");
+        let b = plan
+            .budget
+            .as_ref()
+            .expect("apply_budget records the budget");
         eprintln!(
             "budget: {:.1} MB → matrices {:.1} MB, model.safetensors {:.1} MB (cheapest assignment {:.1} MB); predicted cost {:.4} vs {:.4} for the cheapest ({:.1} s)",
             budget_bytes as f64 / 1e6,
@@ -500,12 +576,22 @@ fn calibrated_quantizer(
     let mut scales = Vec::new();
     if methods.attn == Method::Awq || methods.mlp == Method::Awq {
         let t = Instant::now();
-        let opts = AwqOptions { grid: calib.awq_grid, search_tokens: calib.awq_search_tokens };
+        let opts = AwqOptions {
+            grid: calib.awq_grid,
+            search_tokens: calib.awq_search_tokens,
+        };
         let bar = ProgressBar::new(weights.layers.len() as u64).with_style(
-            ProgressStyle::with_template("awq search {bar:40} {pos}/{len} layers {elapsed}/{duration}").expect("static template"),
+            ProgressStyle::with_template(
+                "awq search {bar:40} {pos}/{len} layers {elapsed}/{duration}",
+            )
+            .expect("static template"),
         );
         // Per layer, the schemes the plan chose (one per class without --budget-mb).
-        let schemes: std::collections::BTreeMap<&str, Scheme> = plan.tensors.iter().map(|t| (t.name.as_str(), t.scheme)).collect();
+        let schemes: std::collections::BTreeMap<&str, Scheme> = plan
+            .tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t.scheme))
+            .collect();
         let scheme_of = |l: usize, tap: Tap| {
             let name = match tap {
                 Tap::Attn => format!("model.layers.{l}.self_attn.q_proj.weight"),
@@ -515,9 +601,14 @@ fn calibrated_quantizer(
             };
             schemes[name.as_str()]
         };
-        scales = search_awq_per_layer(&weights, &calibration, &methods, &scheme_of, &opts, &mut |done, _| {
-            bar.set_position(done as u64)
-        });
+        scales = search_awq_per_layer(
+            &weights,
+            &calibration,
+            &methods,
+            &scheme_of,
+            &opts,
+            &mut |done, _| bar.set_position(done as u64),
+        );
         bar.finish_and_clear();
         let (mut err, mut rtn) = (0.0, 0.0);
         for s in &scales {
@@ -531,7 +622,10 @@ fn calibrated_quantizer(
             .map(|s| {
                 [&s.attn, &s.mlp, &s.down]
                     .iter()
-                    .map(|x| x.as_ref().map_or("-".to_string(), |x| format!("{:.2}", x.alpha)))
+                    .map(|x| {
+                        x.as_ref()
+                            .map_or("-".to_string(), |x| format!("{:.2}", x.alpha))
+                    })
                     .collect::<Vec<_>>()
                     .join("/")
             })
@@ -548,10 +642,22 @@ fn calibrated_quantizer(
     drop(weights);
     let needs_acts = methods.attn == Method::Gptq || methods.mlp == Method::Gptq;
     let tokens = calibration.tokens;
-    Ok(CalibratedQuantizer::new(methods, scales, needs_acts.then_some(calibration), tokens, gptq))
+    Ok(CalibratedQuantizer::new(
+        methods,
+        scales,
+        needs_acts.then_some(calibration),
+        tokens,
+        gptq,
+    ))
 }
 
-fn compress(source: &Path, output: &Path, options: CompressOptions, calib: &CalibArgs, budget_mb: Option<f64>) -> AnyResult {
+fn compress(
+    source: &Path,
+    output: &Path,
+    options: CompressOptions,
+    calib: &CalibArgs,
+    budget_mb: Option<f64>,
+) -> AnyResult {
     let start = Instant::now();
     let mut plan = CompressPlan::new(source, output, &options)?;
     for warning in &plan.warnings {
@@ -606,10 +712,12 @@ fn print_manifest(m: &qwenc_codegen::compressed::Manifest) {
             b.proxy
         );
         let entry = |name: &str| {
-            m.tensors.get(name).map_or("-".to_string(), |e| match e.predicted_cost {
-                Some(c) => format!("{} {:.2e}", e.scheme, c),
-                None => e.scheme.to_string(),
-            })
+            m.tensors
+                .get(name)
+                .map_or("-".to_string(), |e| match e.predicted_cost {
+                    Some(c) => format!("{} {:.2e}", e.scheme, c),
+                    None => e.scheme.to_string(),
+                })
         };
         // Fused groups share a scheme; their cost is the sum of the members'.
         let group = |names: &[String]| {
@@ -622,10 +730,16 @@ fn print_manifest(m: &qwenc_codegen::compressed::Manifest) {
                 }
             }
         };
-        println!("\n{:<6} {:<18} {:<18} {:<18} {:<18}", "layer", "q/k/v", "o_proj", "gate/up", "down");
+        println!(
+            "\n{:<6} {:<18} {:<18} {:<18} {:<18}",
+            "layer", "q/k/v", "o_proj", "gate/up", "down"
+        );
         for l in 0.. {
             let p = format!("model.layers.{l}");
-            if !m.tensors.contains_key(&format!("{p}.self_attn.o_proj.weight")) {
+            if !m
+                .tensors
+                .contains_key(&format!("{p}.self_attn.o_proj.weight"))
+            {
                 break;
             }
             let a = |x: &str| format!("{p}.self_attn.{x}.weight");
@@ -649,11 +763,19 @@ fn print_manifest(m: &qwenc_codegen::compressed::Manifest) {
     );
     for c in m.class_totals() {
         use qwenc_codegen::compressed::TensorClass;
-        let mixed = m.tensors.iter().filter(|(n, _)| TensorClass::of(n) == c.class).any(|(_, e)| Some(e.scheme) != c.scheme);
+        let mixed = m
+            .tensors
+            .iter()
+            .filter(|(n, _)| TensorClass::of(n) == c.class)
+            .any(|(_, e)| Some(e.scheme) != c.scheme);
         println!(
             "{:<14} {:<8} {:>8} {:>14} {:>14} {:>8.3}",
             c.class.label(),
-            if mixed && c.class != TensorClass::Vector { "mixed".to_string() } else { c.scheme.map_or("f32".to_string(), |s| s.to_string()) },
+            if mixed && c.class != TensorClass::Vector {
+                "mixed".to_string()
+            } else {
+                c.scheme.map_or("f32".to_string(), |s| s.to_string())
+            },
             c.tensors,
             c.params,
             c.bytes,
@@ -673,10 +795,17 @@ fn print_manifest(m: &qwenc_codegen::compressed::Manifest) {
 
 /// `QWENC_MODEL=... cargo build --release --bin qwen` in the source tree, then copy the
 /// executable and its weights to `output`.
-fn build(model: &Path, output: &Path, target: &str, scheme: Option<&str>, triple: Option<&str>) -> AnyResult {
+fn build(
+    model: &Path,
+    output: &Path,
+    target: &str,
+    scheme: Option<&str>,
+    triple: Option<&str>,
+) -> AnyResult {
     let model = std::fs::canonicalize(model).map_err(|e| format!("{}: {e}", model.display()))?;
     let source_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut cargo = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let mut cargo =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cargo
         .current_dir(&source_tree)
         .args(["build", "--release", "--bin", "qwen"])
@@ -689,7 +818,9 @@ fn build(model: &Path, output: &Path, target: &str, scheme: Option<&str>, triple
         cargo.args(["--target", triple]);
     }
     let started = Instant::now();
-    let status = cargo.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    let status = cargo
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
         return Err(format!("cargo build failed ({status})").into());
     }

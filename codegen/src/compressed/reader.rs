@@ -406,10 +406,21 @@ fn check_parts(path: &Path, m: &Manifest, parts: &BTreeMap<String, StoredPart>) 
 fn parse_header(path: &Path, bytes: &[u8]) -> Result<(BTreeMap<String, StoredPart>, usize)> {
     let parse = |name: &str| StoredDtype::parse(name).map(|d| (d, d.size()));
     let supported = "compressed models use F32, F16, BF16, I8 and U8";
-    let (entries, data_len) = crate::safetensors_header::parse_header(path, bytes, parse, supported)?;
+    let (entries, data_len) =
+        crate::safetensors_header::parse_header(path, bytes, parse, supported)?;
     let parts = entries
         .into_iter()
-        .map(|e| (e.name, StoredPart { dtype: e.dtype, shape: e.shape, start: e.start, end: e.end }))
+        .map(|e| {
+            (
+                e.name,
+                StoredPart {
+                    dtype: e.dtype,
+                    shape: e.shape,
+                    start: e.start,
+                    end: e.end,
+                },
+            )
+        })
         .collect();
     Ok((parts, data_len))
 }

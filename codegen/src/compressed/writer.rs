@@ -97,12 +97,23 @@ pub struct SafetensorsWriter {
 /// The size of the file [`SafetensorsWriter::create`] lays out for `parts`: header and data.
 pub fn file_len(parts: &[PartSpec], metadata: &BTreeMap<String, String>) -> u64 {
     let mut sorted: Vec<&PartSpec> = parts.iter().collect();
-    sorted.sort_by(|a, b| b.dtype.size().cmp(&a.dtype.size()).then_with(|| a.name.cmp(&b.name)));
+    sorted.sort_by(|a, b| {
+        b.dtype
+            .size()
+            .cmp(&a.dtype.size())
+            .then_with(|| a.name.cmp(&b.name))
+    });
     let mut slots = BTreeMap::new();
     let mut offset = 0u64;
     for part in sorted {
         let n_bytes = part.n_bytes() as u64;
-        let slot = Slot { dtype: part.dtype, n_elements: part.n_elements(), start: offset, end: offset + n_bytes, written: false };
+        let slot = Slot {
+            dtype: part.dtype,
+            n_elements: part.n_elements(),
+            start: offset,
+            end: offset + n_bytes,
+            written: false,
+        };
         offset += n_bytes;
         slots.insert(part.name.clone(), slot);
     }

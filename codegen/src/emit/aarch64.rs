@@ -148,7 +148,10 @@ impl ArmIsa {
         let features = self.target_features().join(", ");
         match self.sve_bytes() {
             None => features,
-            Some(bytes) => format!("{features}, and SVE vectors of {} bits (cntb = {bytes})", bytes * 8),
+            Some(bytes) => format!(
+                "{features}, and SVE vectors of {} bits (cntb = {bytes})",
+                bytes * 8
+            ),
         }
     }
 
@@ -325,7 +328,12 @@ impl TilePrims for Neon {
     fn store_f32(&self, ptr: TokenStream, v: TokenStream) -> TokenStream {
         quote! { vst1q_f32(#ptr, #v) }
     }
-    fn token_pass(&self, shape: &MatmulShape, m: usize, params: &TokenStream) -> Option<TokenStream> {
+    fn token_pass(
+        &self,
+        shape: &MatmulShape,
+        m: usize,
+        params: &TokenStream,
+    ) -> Option<TokenStream> {
         (self.i8mm && m >= 2).then(|| smmla_pass(self, shape, m, params))
     }
 }
@@ -355,7 +363,10 @@ fn smmla_pass(p: &Neon, shape: &MatmulShape, m: usize, params: &TokenStream) -> 
             });
         }
         for k in 0..4 {
-            let (a, b) = (format_ident!("v{}", 2 * k as usize), format_ident!("v{}", 2 * k as usize + 1));
+            let (a, b) = (
+                format_ident!("v{}", 2 * k as usize),
+                format_ident!("v{}", 2 * k as usize + 1),
+            );
             let (lo, hi) = (format_ident!("w{k}_01"), format_ident!("w{k}_23"));
             block.extend(quote! {
                 let #lo = vzip1q_s32(#a, #b);
@@ -394,7 +405,10 @@ fn smmla_pass(p: &Neon, shape: &MatmulShape, m: usize, params: &TokenStream) -> 
             });
         }
         // (row, token) 2 × 2 tiles → 4 rows of token t0 (even lanes) and of t1 (odd lanes).
-        let (d0, d1) = (format_ident!("dot{t0}"), format_ident!("dot{}", 2 * pair + 1));
+        let (d0, d1) = (
+            format_ident!("dot{t0}"),
+            format_ident!("dot{}", 2 * pair + 1),
+        );
         block.extend(quote! { let #d0 = vuzp1q_s32(#a01, #a23); });
         if 2 * pair + 1 < m {
             block.extend(quote! { let #d1 = vuzp2q_s32(#a01, #a23); });
@@ -412,7 +426,8 @@ fn smmla_pass(p: &Neon, shape: &MatmulShape, m: usize, params: &TokenStream) -> 
                         let #dot = vsubq_s32(#dot, vdupq_n_s32(8 * *xsum.add(#jl * BLOCKS + b)));
                     });
                 }
-                let mut u = quote! { vfmaq_f32(#fj, vcvtq_f32_s32(#dot), vmulq_f32(d, vdupq_n_f32(sa))) };
+                let mut u =
+                    quote! { vfmaq_f32(#fj, vcvtq_f32_s32(#dot), vmulq_f32(d, vdupq_n_f32(sa))) };
                 if asymmetric {
                     u = quote! { vfmaq_f32(#u, mn, vdupq_n_f32(sa * *xsum.add(#jl * BLOCKS + b) as f32)) };
                 }
@@ -460,7 +475,11 @@ fn smmla_pass(p: &Neon, shape: &MatmulShape, m: usize, params: &TokenStream) -> 
     };
     let stores = f.iter().enumerate().map(|(j, fj)| {
         let jl = lit(j);
-        let v = if w8 { quote! { vmulq_f32(#fj, row_scale) } } else { quote! { #fj } };
+        let v = if w8 {
+            quote! { vmulq_f32(#fj, row_scale) }
+        } else {
+            quote! { #fj }
+        };
         quote! { vst1q_f32(out.add(#jl * NR), #v); }
     });
     let row_scale = w8.then(|| quote! { let row_scale = vld1q_f32(scales); });
@@ -634,7 +653,11 @@ mod sve {
         for j in 0..m {
             let jl = super::lit(j);
             let (xq, xs, xsum) = (format!("xq{j}"), format!("xs{j}"), format!("xsum{j}"));
-            let (xq, xs, xsum) = (format_ident!("{xq}"), format_ident!("{xs}"), format_ident!("{xsum}"));
+            let (xq, xs, xsum) = (
+                format_ident!("{xq}"),
+                format_ident!("{xs}"),
+                format_ident!("{xsum}"),
+            );
             operands.push(quote! { #xq = inout(reg) xq.add(#jl * COLS) => _ });
             operands.push(quote! { #xs = inout(reg) xs.add(#jl * BLOCKS) => _ });
             if !w8 {
@@ -656,7 +679,9 @@ mod sve {
             quote! { out(#v) _ }
         });
         let unused = w8.then(|| quote! { let _ = xsum; });
-        let doc = format!(" One tile ({nr} rows, one SVE vector) × {m} token(s): one asm loop over the blocks.");
+        let doc = format!(
+            " One tile ({nr} rows, one SVE vector) × {m} token(s): one asm loop over the blocks."
+        );
         quote! {
             #[doc = #doc]
             #tf

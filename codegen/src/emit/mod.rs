@@ -6,8 +6,8 @@
 
 pub mod aarch64;
 mod embed;
-mod ops;
 pub mod kernel_tests;
+mod ops;
 pub mod scalar;
 pub mod tiled;
 pub mod x86;
@@ -18,10 +18,10 @@ use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use crate::pack::Packed;
-use aarch64::ArmIsa;
-use x86::X86Isa;
 use crate::plan::{FusedMatrix, MatmulShape, Plan};
 use crate::quant::Scheme;
+use aarch64::ArmIsa;
+use x86::X86Isa;
 
 pub const CODEGEN_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -137,7 +137,10 @@ impl Backend {
                 }
             },
             Backend::X86(isa) => {
-                let features = isa.target_features().iter().map(|f| quote! { std::arch::is_x86_feature_detected!(#f) });
+                let features = isa
+                    .target_features()
+                    .iter()
+                    .map(|f| quote! { std::arch::is_x86_feature_detected!(#f) });
                 let check = quote! { let ok = #(#features)&&*; };
                 let message = format!(
                     "this executable was compiled for {} ({}), which this CPU lacks: rebuild with QWENC_TARGET=x86-avx2 or QWENC_TARGET=scalar",
@@ -221,15 +224,34 @@ pub fn lit(n: usize) -> Literal {
 
 /// The one place kernel names are made.
 pub fn kernel_name(backend: &str, shape: &MatmulShape) -> Ident {
-    format_ident!("{}_matmul_{}_{}x{}", backend.replace('-', "_"), shape.scheme.to_string(), shape.rows, shape.cols)
+    format_ident!(
+        "{}_matmul_{}_{}x{}",
+        backend.replace('-', "_"),
+        shape.scheme.to_string(),
+        shape.rows,
+        shape.cols
+    )
 }
 
 /// Generate `model.rs` for `plan` with weights laid out as `packed`.
-pub fn generate(plan: &Plan, packed: &Packed, backend: Backend, meta: &ModelMeta) -> BTreeMap<String, String> {
+pub fn generate(
+    plan: &Plan,
+    packed: &Packed,
+    backend: Backend,
+    meta: &ModelMeta,
+) -> BTreeMap<String, String> {
     let c = &plan.config;
-    let kernels: Vec<TokenStream> = plan.matmul_shapes().iter().map(|s| backend.matmul(s)).collect();
+    let kernels: Vec<TokenStream> = plan
+        .matmul_shapes()
+        .iter()
+        .map(|s| backend.matmul(s))
+        .collect();
     // A tied embedding is the lm_head matrix, in the lm_head kernel's layout.
-    let embed_row = match crate::pack::tile_rows(plan, &plan.embed, backend.kernel_backend(plan.embed.shape.scheme)) {
+    let embed_row = match crate::pack::tile_rows(
+        plan,
+        &plan.embed,
+        backend.kernel_backend(plan.embed.shape.scheme),
+    ) {
         Some(nr) => embed::tiled(&plan.embed.shape, nr),
         None => scalar::embed_row(&plan.embed.shape),
     };
@@ -280,20 +302,39 @@ pub fn generate(plan: &Plan, packed: &Packed, backend: Backend, meta: &ModelMeta
         backend.name()
     );
     let mut files = BTreeMap::new();
-    files.insert("model.rs".to_string(), header + &prettyplease::unparse(&syntax));
+    files.insert(
+        "model.rs".to_string(),
+        header + &prettyplease::unparse(&syntax),
+    );
     files
 }
 
 fn constants(plan: &Plan, backend: Backend, meta: &ModelMeta) -> TokenStream {
     let c = &plan.config;
-    let (hidden, q_dim, kv_dim, head_dim) = (lit(c.hidden_size), lit(c.q_dim()), lit(c.kv_dim()), lit(c.head_dim));
-    let (heads, kv_heads, ffn, vocab) =
-        (lit(c.num_attention_heads), lit(c.num_key_value_heads), lit(c.intermediate_size), lit(c.vocab_size));
+    let (hidden, q_dim, kv_dim, head_dim) = (
+        lit(c.hidden_size),
+        lit(c.q_dim()),
+        lit(c.kv_dim()),
+        lit(c.head_dim),
+    );
+    let (heads, kv_heads, ffn, vocab) = (
+        lit(c.num_attention_heads),
+        lit(c.num_key_value_heads),
+        lit(c.intermediate_size),
+        lit(c.vocab_size),
+    );
     let (layers, max_ctx) = (lit(c.num_hidden_layers), lit(c.max_position_embeddings));
     let eps = Literal::f32_suffixed(c.rms_norm_eps);
-    let eos: Vec<Literal> = c.eos_token_ids.iter().map(|&i| Literal::u32_unsuffixed(i)).collect();
+    let eos: Vec<Literal> = c
+        .eos_token_ids
+        .iter()
+        .map(|&i| Literal::u32_unsuffixed(i))
+        .collect();
     let n_eos = lit(eos.len());
-    let (wlen, whash) = (Literal::u64_unsuffixed(meta.weights_len), Literal::u64_unsuffixed(meta.weights_hash));
+    let (wlen, whash) = (
+        Literal::u64_unsuffixed(meta.weights_len),
+        Literal::u64_unsuffixed(meta.weights_hash),
+    );
     let (name, scheme, backend_name) = (&meta.name, plan.schemes_label(), backend.name());
     quote! {
         pub const MODEL_NAME: &str = #name;
@@ -331,18 +372,31 @@ fn rope_table(head_dim: usize, theta: f32) -> TokenStream {
 }
 
 fn matrix_at(packed: &Packed, m: &FusedMatrix) -> TokenStream {
-    let get = |part: &str| lit(packed.regions.get(&format!("{}.{part}", m.name)).map_or(0, |r| r.offset));
+    let get = |part: &str| {
+        lit(packed
+            .regions
+            .get(&format!("{}.{part}", m.name))
+            .map_or(0, |r| r.offset))
+    };
     let (w, q, scale, min) = (get("w"), get("q"), get("scale"), get("min"));
     quote! { MatrixAt { w: #w, q: #q, scale: #scale, min: #min } }
 }
 
 fn offsets(plan: &Plan, packed: &Packed) -> TokenStream {
-    let per_layer = |i: usize| -> Vec<TokenStream> { plan.layers.iter().map(|l| matrix_at(packed, &l[i])).collect() };
+    let per_layer = |i: usize| -> Vec<TokenStream> {
+        plan.layers
+            .iter()
+            .map(|l| matrix_at(packed, &l[i]))
+            .collect()
+    };
     let (qkv, o, gate_up, down) = (per_layer(0), per_layer(1), per_layer(2), per_layer(3));
     let vector = |suffix: &str| -> Vec<Literal> {
-        (0..plan.config.num_hidden_layers).map(|l| lit(packed.region(&format!("layers.{l}.{suffix}")).offset)).collect()
+        (0..plan.config.num_hidden_layers)
+            .map(|l| lit(packed.region(&format!("layers.{l}.{suffix}")).offset))
+            .collect()
     };
-    let (attn_norm, qkv_bias, mlp_norm) = (vector("attn_norm"), vector("qkv_bias"), vector("mlp_norm"));
+    let (attn_norm, qkv_bias, mlp_norm) =
+        (vector("attn_norm"), vector("qkv_bias"), vector("mlp_norm"));
     let final_norm = lit(packed.region("final_norm").offset);
     let embed = matrix_at(packed, &plan.embed);
     let lm_head = matrix_at(packed, plan.lm_head.as_ref().unwrap_or(&plan.embed));
@@ -365,12 +419,20 @@ fn offsets(plan: &Plan, packed: &Packed) -> TokenStream {
 }
 
 /// A call of the matmul for `shape`, quantizing the f32 input first for integer schemes.
-fn matmul_call(backend: Backend, shape: &MatmulShape, at: TokenStream, x: TokenStream, y: TokenStream) -> TokenStream {
+fn matmul_call(
+    backend: Backend,
+    shape: &MatmulShape,
+    at: TokenStream,
+    x: TokenStream,
+    y: TokenStream,
+) -> TokenStream {
     let kernel = kernel_name(backend.kernel_backend(shape.scheme).name(), shape);
     let cols = lit(shape.cols);
     match shape.scheme {
         Scheme::F32 | Scheme::Bf16 => quote! { #kernel(w, &#at, #x, #y) },
-        Scheme::W8 | Scheme::W4 { .. } => quote! { #kernel(w, &#at, &Q8Acts::quantize(#x, #cols), #y) },
+        Scheme::W8 | Scheme::W4 { .. } => {
+            quote! { #kernel(w, &#at, &Q8Acts::quantize(#x, #cols), #y) }
+        }
     }
 }
 
@@ -395,7 +457,12 @@ fn layer_kernels(plan: &Plan, i: usize) -> (Vec<MatmulShape>, Vec<usize>) {
 /// `KERNEL[l]`: which kernel each layer's matrix of kind `i` calls, for kinds whose layers
 /// use more than one scheme (mixed precision); nothing for a uniform kind.
 fn kernel_tables(plan: &Plan) -> TokenStream {
-    let names = ["QKV_KERNEL", "O_PROJ_KERNEL", "GATE_UP_KERNEL", "DOWN_KERNEL"];
+    let names = [
+        "QKV_KERNEL",
+        "O_PROJ_KERNEL",
+        "GATE_UP_KERNEL",
+        "DOWN_KERNEL",
+    ];
     let mut out = TokenStream::new();
     for (i, name) in names.iter().enumerate() {
         let (shapes, index) = layer_kernels(plan, i);
@@ -404,7 +471,12 @@ fn kernel_tables(plan: &Plan) -> TokenStream {
             let index = index.into_iter().map(|k| Literal::u8_unsuffixed(k as u8));
             let doc = format!(
                 " Per layer, the kernel of its matrix: {}.",
-                shapes.iter().enumerate().map(|(k, s)| format!("{k} = {}", s.scheme)).collect::<Vec<_>>().join(", ")
+                shapes
+                    .iter()
+                    .enumerate()
+                    .map(|(k, s)| format!("{k} = {}", s.scheme))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             out.extend(quote! {
                 #[doc = #doc]
@@ -417,12 +489,27 @@ fn kernel_tables(plan: &Plan) -> TokenStream {
 
 /// The call of layer `l`'s matrix of kind `i`: one kernel when every layer shares its scheme,
 /// else a `match` on the kind's kernel table.
-fn layer_call(plan: &Plan, backend: Backend, i: usize, at: TokenStream, x: TokenStream, y: TokenStream) -> TokenStream {
+fn layer_call(
+    plan: &Plan,
+    backend: Backend,
+    i: usize,
+    at: TokenStream,
+    x: TokenStream,
+    y: TokenStream,
+) -> TokenStream {
     let (shapes, _) = layer_kernels(plan, i);
     if shapes.len() == 1 {
         return matmul_call(backend, &shapes[0], at, x, y);
     }
-    let table = format_ident!("{}", ["QKV_KERNEL", "O_PROJ_KERNEL", "GATE_UP_KERNEL", "DOWN_KERNEL"][i]);
+    let table = format_ident!(
+        "{}",
+        [
+            "QKV_KERNEL",
+            "O_PROJ_KERNEL",
+            "GATE_UP_KERNEL",
+            "DOWN_KERNEL"
+        ][i]
+    );
     let arms = shapes.iter().enumerate().map(|(k, s)| {
         let k = Literal::u8_unsuffixed(k as u8);
         let call = matmul_call(backend, s, at.clone(), x.clone(), y.clone());
@@ -438,11 +525,45 @@ fn layer_call(plan: &Plan, backend: Backend, i: usize, at: TokenStream, x: Token
 
 fn forward(plan: &Plan, backend: Backend) -> TokenStream {
     let lm_head = plan.lm_head.as_ref().unwrap_or(&plan.embed);
-    let qkv_call = layer_call(plan, backend, 0, quote!(QKV[l]), quote!(&h), quote!(&mut qkv));
-    let o_call = layer_call(plan, backend, 1, quote!(O_PROJ[l]), quote!(&attn), quote!(&mut proj));
-    let gate_up_call = layer_call(plan, backend, 2, quote!(GATE_UP[l]), quote!(&h), quote!(&mut gate_up));
-    let down_call = layer_call(plan, backend, 3, quote!(DOWN[l]), quote!(&act), quote!(&mut proj));
-    let head_call = matmul_call(backend, &lm_head.shape, quote!(LM_HEAD), quote!(&last), quote!(&mut logits));
+    let qkv_call = layer_call(
+        plan,
+        backend,
+        0,
+        quote!(QKV[l]),
+        quote!(&h),
+        quote!(&mut qkv),
+    );
+    let o_call = layer_call(
+        plan,
+        backend,
+        1,
+        quote!(O_PROJ[l]),
+        quote!(&attn),
+        quote!(&mut proj),
+    );
+    let gate_up_call = layer_call(
+        plan,
+        backend,
+        2,
+        quote!(GATE_UP[l]),
+        quote!(&h),
+        quote!(&mut gate_up),
+    );
+    let down_call = layer_call(
+        plan,
+        backend,
+        3,
+        quote!(DOWN[l]),
+        quote!(&act),
+        quote!(&mut proj),
+    );
+    let head_call = matmul_call(
+        backend,
+        &lm_head.shape,
+        quote!(LM_HEAD),
+        quote!(&last),
+        quote!(&mut logits),
+    );
     quote! {
         /// Run `tokens` at positions `cache.len..`, extend the cache, return logits `[rows, VOCAB]`.
         pub fn forward(w: &[u8], cache: &mut KvCache, tokens: &[u32], logits_for: LogitsFor) -> Result<Vec<f32>, ForwardError> {

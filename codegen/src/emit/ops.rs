@@ -19,7 +19,10 @@ use super::{lit, Backend};
 
 /// Lanes of the partial sums: the widest of 16, 8, 4, 2, 1 that divides `n`.
 fn lanes(n: usize) -> usize {
-    [16, 8, 4, 2, 1].into_iter().find(|l| n % l == 0).unwrap_or(1)
+    [16, 8, 4, 2, 1]
+        .into_iter()
+        .find(|l| n % l == 0)
+        .unwrap_or(1)
 }
 
 /// The ops, for a model of hidden size `hidden`.

@@ -14,7 +14,10 @@ pub const BACKEND: &str = "scalar";
 pub fn matmul(shape: &MatmulShape) -> TokenStream {
     let name = kernel_name(BACKEND, shape);
     let (rows, cols) = (lit(shape.rows), lit(shape.cols));
-    let doc = format!(" `y[n, {}] = x[n, {}] · Wᵀ`, W in `{}`.", shape.rows, shape.cols, shape.scheme);
+    let doc = format!(
+        " `y[n, {}] = x[n, {}] · Wᵀ`, W in `{}`.",
+        shape.rows, shape.cols, shape.scheme
+    );
     match shape.scheme {
         Scheme::F32 | Scheme::Bf16 => {
             let load = if shape.scheme == Scheme::F32 {
@@ -22,7 +25,11 @@ pub fn matmul(shape: &MatmulShape) -> TokenStream {
             } else {
                 quote! { let wm: &[u16] = view(w, at.w, ROWS * COLS); }
             };
-            let weight = if shape.scheme == Scheme::F32 { quote! { row[c] } } else { quote! { bf16_to_f32(row[c]) } };
+            let weight = if shape.scheme == Scheme::F32 {
+                quote! { row[c] }
+            } else {
+                quote! { bf16_to_f32(row[c]) }
+            };
             quote! {
                 #[doc = #doc]
                 pub fn #name(w: &[u8], at: &MatrixAt, x: &[f32], y: &mut [f32]) {

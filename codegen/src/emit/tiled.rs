@@ -136,7 +136,12 @@ pub trait TilePrims: Sync {
     /// A pass of `m` tokens written by the ISA itself (`unsafe fn tokens_{m}(codes, PARAMS
     /// xq, xs, xsum, out)` as [`matmul_with`] calls it), or `None` for the generic body. Arm
     /// i8mm uses it for its matrix-matrix passes.
-    fn token_pass(&self, shape: &MatmulShape, m: usize, params: &TokenStream) -> Option<TokenStream> {
+    fn token_pass(
+        &self,
+        shape: &MatmulShape,
+        m: usize,
+        params: &TokenStream,
+    ) -> Option<TokenStream> {
         let _ = (shape, m, params);
         None
     }
@@ -342,7 +347,8 @@ fn scheme_info(scheme: Scheme) -> SchemeInfo {
 pub fn matmul_with(p: &dyn TilePrims, shape: &MatmulShape) -> TokenStream {
     let info = scheme_info(shape.scheme);
     tile_loop(&TileLoop::of(p), shape, &|m, params| {
-        p.token_pass(shape, m, params).unwrap_or_else(|| token_pass(p, &info, m, params))
+        p.token_pass(shape, m, params)
+            .unwrap_or_else(|| token_pass(p, &info, m, params))
     })
 }
 

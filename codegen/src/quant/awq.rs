@@ -59,7 +59,13 @@ pub struct AwqSearch {
 }
 
 /// `‖(Q(W·diag s)·diag(1/s) − W) Xᵀ‖²` summed over `mats` (`(w [rows, cols], rows)`).
-pub fn scaled_error(mats: &[(&[f32], usize)], cols: usize, x: &[f32], s: &[f32], scheme: Scheme) -> f64 {
+pub fn scaled_error(
+    mats: &[(&[f32], usize)],
+    cols: usize,
+    x: &[f32],
+    s: &[f32],
+    scheme: Scheme,
+) -> f64 {
     mats.iter()
         .map(|&(w, rows)| {
             let scaled: Vec<f32> = w
@@ -72,7 +78,11 @@ pub fn scaled_error(mats: &[(&[f32], usize)], cols: usize, x: &[f32], s: &[f32],
                 .par_chunks(cols)
                 .zip(w.par_chunks(cols))
                 .flat_map_iter(|(qr, wr)| {
-                    qr.iter().zip(wr).zip(s).map(|((q, w), s)| q / s - w).collect::<Vec<_>>()
+                    qr.iter()
+                        .zip(wr)
+                        .zip(s)
+                        .map(|((q, w), s)| q / s - w)
+                        .collect::<Vec<_>>()
                 })
                 .collect();
             let y = linear(x, &delta, None, cols, rows); // [n, rows]
@@ -103,7 +113,13 @@ pub fn scales_for(a: &[f32], alpha: f32) -> Vec<f32> {
 }
 
 /// Search the scale of the matrices `mats` that all read `x` (`[n, cols]`).
-pub fn search(mats: &[(&[f32], usize)], cols: usize, x: &[f32], scheme: Scheme, opts: &AwqOptions) -> AwqSearch {
+pub fn search(
+    mats: &[(&[f32], usize)],
+    cols: usize,
+    x: &[f32],
+    scheme: Scheme,
+    opts: &AwqOptions,
+) -> AwqSearch {
     let n = (x.len() / cols).min(opts.search_tokens.max(1));
     let xs = &x[..n * cols];
     let a = mean_abs(x, cols);
@@ -158,7 +174,9 @@ mod tests {
         let mut s = seed;
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
             })
             .collect()
@@ -175,7 +193,10 @@ mod tests {
                 x[t * cols + c] *= 20.0;
             }
         }
-        let scheme = Scheme::W4 { group: 32, asymmetric: false };
+        let scheme = Scheme::W4 {
+            group: 32,
+            asymmetric: false,
+        };
         let r = search(&[(&w, rows)], cols, &x, scheme, &AwqOptions::default());
         assert!(r.error <= r.rtn_error);
         assert!(r.alpha > 0.0 && r.error < 0.8 * r.rtn_error, "{r:?}");

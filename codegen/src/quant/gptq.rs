@@ -203,8 +203,14 @@ impl Grid {
         let m = quantize_rtn(values, 1, values.len(), scheme);
         match m.data {
             QuantizedData::W8 { scales, .. } => Grid::W8(scales[0]),
-            QuantizedData::W4 { scales, mins: None, .. } => Grid::Sym(scales[0]),
-            QuantizedData::W4 { scales, mins: Some(mins), .. } => Grid::Asym(scales[0], mins[0]),
+            QuantizedData::W4 {
+                scales, mins: None, ..
+            } => Grid::Sym(scales[0]),
+            QuantizedData::W4 {
+                scales,
+                mins: Some(mins),
+                ..
+            } => Grid::Asym(scales[0], mins[0]),
             _ => unreachable!("only integer schemes reach GPTQ"),
         }
     }
@@ -368,7 +374,13 @@ pub fn quantize_gptq(
 }
 
 /// Pack codes and grids the way [`quantize_rtn`] stores them.
-fn assemble(rows: usize, cols: usize, scheme: Scheme, codes: &[i32], grids: &[Grid]) -> QuantizedMatrix {
+fn assemble(
+    rows: usize,
+    cols: usize,
+    scheme: Scheme,
+    codes: &[i32],
+    grids: &[Grid],
+) -> QuantizedMatrix {
     let data = match scheme {
         Scheme::W8 => QuantizedData::W8 {
             q: codes.iter().map(|&q| q as i8).collect(),
@@ -381,7 +393,10 @@ fn assemble(rows: usize, cols: usize, scheme: Scheme, codes: &[i32], grids: &[Gr
                 .collect(),
         },
         Scheme::W4 { asymmetric, .. } => QuantizedData::W4 {
-            packed: codes.chunks(2).map(|p| (p[0] as u8) | ((p[1] as u8) << 4)).collect(),
+            packed: codes
+                .chunks(2)
+                .map(|p| (p[0] as u8) | ((p[1] as u8) << 4))
+                .collect(),
             scales: grids
                 .iter()
                 .map(|g| match g {
@@ -419,7 +434,9 @@ mod tests {
         let mut s = seed;
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
             })
             .collect()
@@ -440,7 +457,9 @@ mod tests {
             for j in 0..n {
                 let mut s = 0.0f64;
                 for k in 0..n {
-                    let utu: f64 = (0..n).map(|m| u[m * n + i] as f64 * u[m * n + k] as f64).sum();
+                    let utu: f64 = (0..n)
+                        .map(|m| u[m * n + i] as f64 * u[m * n + k] as f64)
+                        .sum();
                     s += utu * h[k * n + j];
                 }
                 worst = worst.max((s - if i == j { 1.0 } else { 0.0 }).abs());
@@ -456,7 +475,10 @@ mod tests {
 
     fn output_error(w: &[f32], q: &[f32], x: &[f32], rows: usize, cols: usize) -> f64 {
         let d: Vec<f32> = q.iter().zip(w).map(|(a, b)| a - b).collect();
-        linear(x, &d, None, cols, rows).iter().map(|&v| (v as f64).powi(2)).sum()
+        linear(x, &d, None, cols, rows)
+            .iter()
+            .map(|&v| (v as f64).powi(2))
+            .sum()
     }
 
     #[test]
@@ -477,18 +499,31 @@ mod tests {
         let h = hessian(&x, cols);
         for scheme in [
             Scheme::W8,
-            Scheme::W4 { group: 32, asymmetric: false },
-            Scheme::W4 { group: 64, asymmetric: true },
+            Scheme::W4 {
+                group: 32,
+                asymmetric: false,
+            },
+            Scheme::W4 {
+                group: 64,
+                asymmetric: true,
+            },
         ] {
             let rtn = dequantize(&quantize_rtn(&w, rows, cols, scheme));
             let rtn_err = output_error(&w, &rtn, &x, rows, cols);
             for act_order in [false, true] {
-                let opts = GptqOptions { act_order, block: 32, ..Default::default() };
+                let opts = GptqOptions {
+                    act_order,
+                    block: 32,
+                    ..Default::default()
+                };
                 let m = quantize_gptq(&w, rows, cols, &h, scheme, &opts).unwrap();
                 assert_eq!((m.rows, m.cols, m.scheme), (rows, cols, scheme));
                 let err = output_error(&w, &dequantize(&m), &x, rows, cols);
                 eprintln!("{scheme} act_order={act_order}: GPTQ {err:.4} RTN {rtn_err:.4}");
-                assert!(err < rtn_err * 0.9, "{scheme} act_order={act_order}: {err} vs RTN {rtn_err}");
+                assert!(
+                    err < rtn_err * 0.9,
+                    "{scheme} act_order={act_order}: {err} vs RTN {rtn_err}"
+                );
             }
         }
     }
@@ -499,9 +534,38 @@ mod tests {
         let w = noise(6, rows * cols);
         let x = noise(7, 100 * cols);
         let h = hessian(&x, cols);
-        let s = Scheme::W4 { group: 32, asymmetric: false };
-        let a = dequantize(&quantize_gptq(&w, rows, cols, &h, s, &GptqOptions { block: 8, ..Default::default() }).unwrap());
-        let b = dequantize(&quantize_gptq(&w, rows, cols, &h, s, &GptqOptions { block: 64, ..Default::default() }).unwrap());
+        let s = Scheme::W4 {
+            group: 32,
+            asymmetric: false,
+        };
+        let a = dequantize(
+            &quantize_gptq(
+                &w,
+                rows,
+                cols,
+                &h,
+                s,
+                &GptqOptions {
+                    block: 8,
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        );
+        let b = dequantize(
+            &quantize_gptq(
+                &w,
+                rows,
+                cols,
+                &h,
+                s,
+                &GptqOptions {
+                    block: 64,
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        );
         let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
         assert!(differ <= 2, "{differ} of {} values differ", a.len());
     }
@@ -520,6 +584,9 @@ mod tests {
         // An all-zero Hessian (no calibration signal) is damped to the identity: RTN-like.
         let w = noise(8, 64);
         let m = quantize_gptq(&w, 1, 64, &h, Scheme::W8, &GptqOptions::default()).unwrap();
-        assert_eq!(dequantize(&m), dequantize(&quantize_rtn(&w, 1, 64, Scheme::W8)));
+        assert_eq!(
+            dequantize(&m),
+            dequantize(&quantize_rtn(&w, 1, 64, Scheme::W8))
+        );
     }
 }

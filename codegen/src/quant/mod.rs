@@ -18,5 +18,5 @@ pub mod gptq;
 mod rtn;
 mod scheme;
 
-pub use rtn::{dequantize, quantize_rtn, QuantizedMatrix, QuantizedData};
+pub use rtn::{dequantize, quantize_rtn, QuantizedData, QuantizedMatrix};
 pub use scheme::{Scheme, SchemeError};

@@ -19,7 +19,10 @@ pub enum QuantizedData {
     F32(Vec<f32>),
     Bf16(Vec<bf16>),
     /// `q[rows * cols]`, `scales[rows]`.
-    W8 { q: Vec<i8>, scales: Vec<f32> },
+    W8 {
+        q: Vec<i8>,
+        scales: Vec<f32>,
+    },
     /// `packed[rows * cols / 2]` (low nibble = even column), `scales[rows * cols / group]`,
     /// `mins` likewise when asymmetric.
     W4 {
@@ -54,7 +57,9 @@ pub fn quantize_rtn(w: &[f32], rows: usize, cols: usize, scheme: Scheme) -> Quan
             QuantizedData::W8 { q, scales }
         }
         Scheme::W4 { group, asymmetric } => {
-            scheme.check_cols(cols).expect("caller checked the group size");
+            scheme
+                .check_cols(cols)
+                .expect("caller checked the group size");
             let groups = rows * cols / group;
             let mut packed = vec![0u8; rows * cols / 2];
             let mut scales = vec![f16::ZERO; groups];
@@ -87,16 +92,28 @@ pub fn quantize_rtn(w: &[f32], rows: usize, cols: usize, scheme: Scheme) -> Quan
             }
         }
     };
-    QuantizedMatrix { rows, cols, scheme, data }
+    QuantizedMatrix {
+        rows,
+        cols,
+        scheme,
+        data,
+    }
 }
 
 fn quantize_group(values: &[f32], code: impl Fn(f32) -> f32) -> Vec<u8> {
-    values.iter().map(|&x| code(x).round().clamp(0.0, 15.0) as u8).collect()
+    values
+        .iter()
+        .map(|&x| code(x).round().clamp(0.0, 15.0) as u8)
+        .collect()
 }
 
 /// Squared error of a group against its dequantized codes.
 fn group_error(values: &[f32], q: &[u8], value: impl Fn(u8) -> f32) -> f32 {
-    values.iter().zip(q).map(|(&x, &c)| (value(c) - x).powi(2)).sum()
+    values
+        .iter()
+        .zip(q)
+        .map(|(&x, &c)| (value(c) - x).powi(2))
+        .sum()
 }
 
 /// Symmetric 4-bit group: the value of largest magnitude maps to code 0 (= −8), so all 16
@@ -104,24 +121,37 @@ fn group_error(values: &[f32], q: &[u8], value: impl Fn(u8) -> f32) -> f32 {
 /// the dev checkpoint from 0.10 to 0.12–0.24: its weights come from a 5-bit grid that this
 /// plain choice keeps aligned.)
 fn search_symmetric(values: &[f32]) -> (f16, Vec<u8>) {
-    let extreme = values.iter().fold(0.0f32, |e, &x| if x.abs() > e.abs() { x } else { e });
+    let extreme = values
+        .iter()
+        .fold(0.0f32, |e, &x| if x.abs() > e.abs() { x } else { e });
     let d = f16::from_f32(extreme / -8.0);
-    let inv = if d.to_f32() != 0.0 { 1.0 / d.to_f32() } else { 0.0 };
+    let inv = if d.to_f32() != 0.0 {
+        1.0 / d.to_f32()
+    } else {
+        0.0
+    };
     (d, quantize_group(values, |x| x * inv + 8.0))
 }
 
 /// Asymmetric 4-bit group: start from min/max, shrink the range a little at a time, refit
 /// scale and minimum by least squares for each rounding, keep the smallest squared error.
 fn search_asymmetric(values: &[f32]) -> (f16, f16, Vec<u8>) {
-    let (lo, hi) = values.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    let (lo, hi) = values
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
     let plain = |lo: f32, hi: f32| {
         let d = f16::from_f32((hi - lo) / 15.0);
         let m = f16::from_f32(lo);
-        let inv = if d.to_f32() > 0.0 { 1.0 / d.to_f32() } else { 0.0 };
+        let inv = if d.to_f32() > 0.0 {
+            1.0 / d.to_f32()
+        } else {
+            0.0
+        };
         let q = quantize_group(values, |x| (x - m.to_f32()) * inv);
         (d, m, q)
     };
-    let error = |d: f16, m: f16, q: &[u8]| group_error(values, q, |c| d.to_f32() * c as f32 + m.to_f32());
+    let error =
+        |d: f16, m: f16, q: &[u8]| group_error(values, q, |c| d.to_f32() * c as f32 + m.to_f32());
     let (d, m, q) = plain(lo, hi);
     let mut best = (error(d, m, &q), d, m, q);
     if hi <= lo {
@@ -129,14 +159,21 @@ fn search_asymmetric(values: &[f32]) -> (f16, f16, Vec<u8>) {
     }
     for step in 0..=12 {
         let shrink = 0.02 * step as f32 * (hi - lo);
-        for (a, b) in [(lo + shrink, hi), (lo, hi - shrink), (lo + shrink / 2.0, hi - shrink / 2.0)] {
+        for (a, b) in [
+            (lo + shrink, hi),
+            (lo, hi - shrink),
+            (lo + shrink / 2.0, hi - shrink / 2.0),
+        ] {
             let (_, _, q) = plain(a, b);
             // Least squares for value = d·q + m over the group.
             let n = values.len() as f32;
-            let (sq, sx, sqq, sqx) = values.iter().zip(&q).fold((0.0f32, 0.0, 0.0, 0.0), |(sq, sx, sqq, sqx), (&x, &c)| {
-                let c = c as f32;
-                (sq + c, sx + x, sqq + c * c, sqx + c * x)
-            });
+            let (sq, sx, sqq, sqx) = values.iter().zip(&q).fold(
+                (0.0f32, 0.0, 0.0, 0.0),
+                |(sq, sx, sqq, sqx), (&x, &c)| {
+                    let c = c as f32;
+                    (sq + c, sx + x, sqq + c * c, sqx + c * x)
+                },
+            );
             let det = n * sqq - sq * sq;
             if det.abs() < 1e-12 {
                 continue;
@@ -163,7 +200,11 @@ pub fn dequantize(m: &QuantizedMatrix) -> Vec<f32> {
             .zip(scales)
             .flat_map(|(row, &s)| row.iter().map(move |&qi| s * qi as f32))
             .collect(),
-        QuantizedData::W4 { packed, scales, mins } => {
+        QuantizedData::W4 {
+            packed,
+            scales,
+            mins,
+        } => {
             let Scheme::W4 { group, .. } = m.scheme else {
                 unreachable!("W4 data always carries a W4 scheme")
             };
@@ -189,18 +230,25 @@ mod tests {
     use super::*;
 
     fn sample(rows: usize, cols: usize) -> Vec<f32> {
-        (0..rows * cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0 + (i % 3) as f32 * 0.01).collect()
+        (0..rows * cols)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0 + (i % 3) as f32 * 0.01)
+            .collect()
     }
 
     fn max_err(a: &[f32], b: &[f32]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     #[test]
     fn w8_error_is_at_most_half_a_step() {
         let w = sample(8, 64);
         let m = quantize_rtn(&w, 8, 64, Scheme::W8);
-        let QuantizedData::W8 { scales, .. } = &m.data else { panic!() };
+        let QuantizedData::W8 { scales, .. } = &m.data else {
+            panic!()
+        };
         let back = dequantize(&m);
         for (r, s) in scales.iter().enumerate() {
             assert!(max_err(&w[r * 64..][..64], &back[r * 64..][..64]) <= s / 2.0 + 1e-6);
@@ -210,8 +258,23 @@ mod tests {
     #[test]
     fn w4_symmetric_uses_the_full_range_and_bounds_the_error() {
         let w = sample(4, 64);
-        let m = quantize_rtn(&w, 4, 64, Scheme::W4 { group: 32, asymmetric: false });
-        let QuantizedData::W4 { packed, scales, mins } = &m.data else { panic!() };
+        let m = quantize_rtn(
+            &w,
+            4,
+            64,
+            Scheme::W4 {
+                group: 32,
+                asymmetric: false,
+            },
+        );
+        let QuantizedData::W4 {
+            packed,
+            scales,
+            mins,
+        } = &m.data
+        else {
+            panic!()
+        };
         assert!(mins.is_none());
         assert_eq!((packed.len(), scales.len()), (128, 8));
         let back = dequantize(&m);
@@ -221,9 +284,15 @@ mod tests {
             // Codes span [-8d, 7d]: half a step inside, at most one step for values of the
             // opposite sign beyond 7d; plus the f16 rounding of the scale.
             assert!(err <= d + 8.0 * d * 1e-3, "group {g}: {err} vs step {d}");
-            let inside = w[g * 32..][..32].iter().zip(&back[g * 32..][..32]).filter(|(x, _)| x.abs() <= 7.0 * d);
+            let inside = w[g * 32..][..32]
+                .iter()
+                .zip(&back[g * 32..][..32])
+                .filter(|(x, _)| x.abs() <= 7.0 * d);
             for (x, y) in inside {
-                assert!((x - y).abs() <= d / 2.0 + 8.0 * d * 1e-3, "group {g}: {x} -> {y}");
+                assert!(
+                    (x - y).abs() <= d / 2.0 + 8.0 * d * 1e-3,
+                    "group {g}: {x} -> {y}"
+                );
             }
         }
         // The extreme value of each group is exactly code 0 or reproduced within f16 precision.
@@ -232,21 +301,50 @@ mod tests {
 
     #[test]
     fn w4_asymmetric_search_beats_plain_min_max() {
-        let w: Vec<f32> = sample(2, 128).iter().enumerate().map(|(i, x)| x + 0.7 + if i % 37 == 0 { 1.5 } else { 0.0 }).collect();
-        let m = quantize_rtn(&w, 2, 128, Scheme::W4 { group: 64, asymmetric: true });
-        let QuantizedData::W4 { scales, .. } = &m.data else { panic!() };
+        let w: Vec<f32> = sample(2, 128)
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x + 0.7 + if i % 37 == 0 { 1.5 } else { 0.0 })
+            .collect();
+        let m = quantize_rtn(
+            &w,
+            2,
+            128,
+            Scheme::W4 {
+                group: 64,
+                asymmetric: true,
+            },
+        );
+        let QuantizedData::W4 { scales, .. } = &m.data else {
+            panic!()
+        };
         let back = dequantize(&m);
         for g in 0..4 {
             let values = &w[g * 64..][..64];
             // The plain grid: min at code 0, max at code 15.
-            let (lo, hi) = values.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            let (lo, hi) = values
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
             let d = f16::from_f32((hi - lo) / 15.0).to_f32();
             let m0 = f16::from_f32(lo).to_f32();
-            let plain: f32 = values.iter().map(|&x| (d * ((x - m0) / d).round().clamp(0.0, 15.0) + m0 - x).powi(2)).sum();
-            let searched: f32 = values.iter().zip(&back[g * 64..][..64]).map(|(x, y)| (x - y).powi(2)).sum();
-            assert!(searched <= plain * (1.0 + 1e-3), "group {g}: {searched} > {plain}");
+            let plain: f32 = values
+                .iter()
+                .map(|&x| (d * ((x - m0) / d).round().clamp(0.0, 15.0) + m0 - x).powi(2))
+                .sum();
+            let searched: f32 = values
+                .iter()
+                .zip(&back[g * 64..][..64])
+                .map(|(x, y)| (x - y).powi(2))
+                .sum();
+            assert!(
+                searched <= plain * (1.0 + 1e-3),
+                "group {g}: {searched} > {plain}"
+            );
             let step = scales[g].to_f32();
-            assert!(max_err(values, &back[g * 64..][..64]) <= 2.0 * step.max(d), "group {g}");
+            assert!(
+                max_err(values, &back[g * 64..][..64]) <= 2.0 * step.max(d),
+                "group {g}"
+            );
         }
     }
 
@@ -256,8 +354,18 @@ mod tests {
         let mut w = vec![0.0f32; 32];
         w[0] = -1.0;
         w[3] = 0.5;
-        let m = quantize_rtn(&w, 1, 32, Scheme::W4 { group: 32, asymmetric: false });
-        let QuantizedData::W4 { packed, scales, .. } = &m.data else { panic!() };
+        let m = quantize_rtn(
+            &w,
+            1,
+            32,
+            Scheme::W4 {
+                group: 32,
+                asymmetric: false,
+            },
+        );
+        let QuantizedData::W4 { packed, scales, .. } = &m.data else {
+            panic!()
+        };
         assert_eq!(scales[0].to_f32(), 0.125); // -1 / -8
         assert_eq!(packed[0], 0 | (8 << 4)); // col 0 code 0, col 1 code 8 (zero)
         assert_eq!(packed[1], 8 | (12 << 4)); // col 2 zero, col 3 = 0.5 / 0.125 + 8
@@ -267,7 +375,17 @@ mod tests {
     #[test]
     fn zero_rows_stay_zero() {
         let w = vec![0.0f32; 64];
-        for scheme in [Scheme::W8, Scheme::W4 { group: 32, asymmetric: false }, Scheme::W4 { group: 32, asymmetric: true }] {
+        for scheme in [
+            Scheme::W8,
+            Scheme::W4 {
+                group: 32,
+                asymmetric: false,
+            },
+            Scheme::W4 {
+                group: 32,
+                asymmetric: true,
+            },
+        ] {
             assert_eq!(dequantize(&quantize_rtn(&w, 1, 64, scheme)), w, "{scheme}");
         }
     }

@@ -10,11 +10,16 @@ pub enum Scheme {
     /// int8, symmetric, one scale per output row.
     W8,
     /// int4 in groups of `group` inputs; `asymmetric` adds a per-group minimum.
-    W4 { group: usize, asymmetric: bool },
+    W4 {
+        group: usize,
+        asymmetric: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown scheme `{0}` (expected f32, bf16, w8, w4g32, w4g64, w4g128, or w4gNa for asymmetric)")]
+#[error(
+    "unknown scheme `{0}` (expected f32, bf16, w8, w4g32, w4g64, w4g128, or w4gNa for asymmetric)"
+)]
 pub struct SchemeError(pub String);
 
 impl Scheme {
@@ -24,16 +29,18 @@ impl Scheme {
             Scheme::F32 => 32.0,
             Scheme::Bf16 => 16.0,
             Scheme::W8 => 8.0 + 32.0 / cols as f64,
-            Scheme::W4 { group, asymmetric } => 4.0 + if asymmetric { 32.0 } else { 16.0 } / group as f64,
+            Scheme::W4 { group, asymmetric } => {
+                4.0 + if asymmetric { 32.0 } else { 16.0 } / group as f64
+            }
         }
     }
 
     /// Whether a matrix with `cols` inputs can use this scheme.
     pub fn check_cols(self, cols: usize) -> Result<(), String> {
         match self {
-            Scheme::W4 { group, .. } if cols % group != 0 => {
-                Err(format!("{cols} inputs are not a multiple of the group size {group}"))
-            }
+            Scheme::W4 { group, .. } if cols % group != 0 => Err(format!(
+                "{cols} inputs are not a multiple of the group size {group}"
+            )),
             _ => Ok(()),
         }
     }
@@ -68,7 +75,9 @@ impl fmt::Display for Scheme {
             Scheme::F32 => write!(f, "f32"),
             Scheme::Bf16 => write!(f, "bf16"),
             Scheme::W8 => write!(f, "w8"),
-            Scheme::W4 { group, asymmetric } => write!(f, "w4g{group}{}", if *asymmetric { "a" } else { "" }),
+            Scheme::W4 { group, asymmetric } => {
+                write!(f, "w4g{group}{}", if *asymmetric { "a" } else { "" })
+            }
         }
     }
 }
@@ -79,7 +88,9 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for name in ["f32", "bf16", "w8", "w4g32", "w4g64", "w4g128", "w4g32a", "w4g128a"] {
+        for name in [
+            "f32", "bf16", "w8", "w4g32", "w4g64", "w4g128", "w4g32a", "w4g128a",
+        ] {
             assert_eq!(name.parse::<Scheme>().unwrap().to_string(), name);
         }
         for bad in ["w4", "w4g", "w4g33", "w4gxa", "int8", "", "w4g32b"] {
@@ -89,8 +100,22 @@ mod tests {
 
     #[test]
     fn bits_per_weight() {
-        assert_eq!(Scheme::W4 { group: 32, asymmetric: false }.bits_per_weight(896), 4.5);
-        assert_eq!(Scheme::W4 { group: 32, asymmetric: true }.bits_per_weight(896), 5.0);
+        assert_eq!(
+            Scheme::W4 {
+                group: 32,
+                asymmetric: false
+            }
+            .bits_per_weight(896),
+            4.5
+        );
+        assert_eq!(
+            Scheme::W4 {
+                group: 32,
+                asymmetric: true
+            }
+            .bits_per_weight(896),
+            5.0
+        );
         assert_eq!(Scheme::Bf16.bits_per_weight(896), 16.0);
     }
 }

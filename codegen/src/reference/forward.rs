@@ -105,8 +105,16 @@ impl ReferenceWeights {
                 max: c.max_position_embeddings,
             });
         }
-        if let Some((pos, &id)) = tokens.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
-            return Err(ForwardError::TokenOutOfRange { id, pos: start + pos, vocab });
+        if let Some((pos, &id)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= vocab)
+        {
+            return Err(ForwardError::TokenOutOfRange {
+                id,
+                pos: start + pos,
+                vocab,
+            });
         }
         let n = tokens.len();
         if n == 0 {
@@ -122,7 +130,14 @@ impl ReferenceWeights {
         // ---- Decoder layers ----------------------------------------------------------------
         for (l, layer) in self.layers.iter().enumerate() {
             let mut tap = |tap: Tap, a: &[f32]| observer(l, tap, a);
-            self.attention_block(layer, &mut x, start, &mut cache.keys[l], &mut cache.values[l], &mut tap);
+            self.attention_block(
+                layer,
+                &mut x,
+                start,
+                &mut cache.keys[l],
+                &mut cache.values[l],
+                &mut tap,
+            );
             self.mlp_block(layer, &mut x, &mut tap);
         }
         cache.len = start + n;

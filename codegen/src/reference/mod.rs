@@ -3,7 +3,9 @@
 mod forward;
 mod weights;
 
-pub use forward::{dot, linear, rms_norm, rope, silu, softmax, ForwardError, KvCache, Logits, Observer, Tap};
+pub use forward::{
+    dot, linear, rms_norm, rope, silu, softmax, ForwardError, KvCache, Logits, Observer, Tap,
+};
 pub use weights::{LayerWeights, ReferenceWeights};
 
 /// Index of the largest value (the first one on ties, as `torch.argmax`).

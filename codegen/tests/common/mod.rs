@@ -12,7 +12,11 @@ pub fn shared_dir() -> PathBuf {
 
 pub fn fixture(name: &str) -> PathBuf {
     let path = shared_dir().join("fixtures").join(name);
-    assert!(path.exists(), "fixture {} not found (set QWENC_SHARED to the shared/ folder)", path.display());
+    assert!(
+        path.exists(),
+        "fixture {} not found (set QWENC_SHARED to the shared/ folder)",
+        path.display()
+    );
     path
 }
 
@@ -22,7 +26,8 @@ pub fn dev_gguf() -> PathBuf {
     let path = std::env::var_os("QWENC_DEV_GGUF")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/qwen2.5-coder-0.5b-instruct.gguf")
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../models/qwen2.5-coder-0.5b-instruct.gguf")
         });
     assert!(
         path.exists(),

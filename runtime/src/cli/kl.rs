@@ -40,7 +40,10 @@ pub(super) fn run(args: &KlArgs, model: &dyn Model, io: &mut Io<'_>) -> Result<(
     let mut progress = Progress::new("kl", "chunks", plan.chunks);
     let report = {
         let stderr = &mut *io.stderr;
-        run_kl(model, &reference, &mut |done, _| progress.update(done, stderr)).map_err(other)?
+        run_kl(model, &reference, &mut |done, _| {
+            progress.update(done, stderr)
+        })
+        .map_err(other)?
     };
     if args.json {
         let mut value = serde_json::to_value(&report).expect("the report serializes");

@@ -56,15 +56,24 @@ fn other(e: impl std::fmt::Display) -> CliError {
 fn read_json(path: &Path, what: &str) -> Result<Value, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| other(format!("cannot read the {what} {}: {e}", path.display())))?;
-    serde_json::from_str(&text)
-        .map_err(|e| other(format!("the {what} {} is not valid JSON: {e}", path.display())))
+    serde_json::from_str(&text).map_err(|e| {
+        other(format!(
+            "the {what} {} is not valid JSON: {e}",
+            path.display()
+        ))
+    })
 }
 
 pub(super) fn run(args: &ScoreArgs, io: &mut Io<'_>) -> Result<(), CliError> {
     let eval = read_json(&args.eval, "eval JSON")?;
     let bench = read_json(&args.bench, "bench JSON")?;
-    let measured = measured_from_reports(&eval, &bench)
-        .map_err(|e| other(format!("{e} ({} / {})", args.eval.display(), args.bench.display())))?;
+    let measured = measured_from_reports(&eval, &bench).map_err(|e| {
+        other(format!(
+            "{e} ({} / {})",
+            args.eval.display(),
+            args.bench.display()
+        ))
+    })?;
     let baseline = Baseline {
         p_max: args.p_max,
         p_min: args.p_min,
@@ -100,7 +109,10 @@ pub(super) fn run(args: &ScoreArgs, io: &mut Io<'_>) -> Result<(), CliError> {
                 r.raw, r.normalised, r.weighted
             )
         };
-        writeln!(io.stdout, "ratio       raw  normalised  weighted   weight, inputs")?;
+        writeln!(
+            io.stdout,
+            "ratio       raw  normalised  weighted   weight, inputs"
+        )?;
         writeln!(
             io.stdout,
             "{}",
@@ -122,7 +134,10 @@ pub(super) fn run(args: &ScoreArgs, io: &mut Io<'_>) -> Result<(), CliError> {
             "{}",
             line(
                 "mem",
-                format!("M_opt {:.1} MB; M_ori {} MB", measured.mem_mb, baseline.mem_mb),
+                format!(
+                    "M_opt {:.1} MB; M_ori {} MB",
+                    measured.mem_mb, baseline.mem_mb
+                ),
                 &s.mem,
                 WEIGHTS.mem
             )

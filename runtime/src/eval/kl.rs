@@ -154,7 +154,9 @@ pub enum KlError {
     Format { path: String, problem: String },
     #[error("{0}")]
     Invalid(String),
-    #[error("the reference was made with a vocabulary of {reference} tokens, the model has {model}")]
+    #[error(
+        "the reference was made with a vocabulary of {reference} tokens, the model has {model}"
+    )]
     VocabMismatch { reference: usize, model: usize },
     #[error("the model cannot run a chunk of {context} tokens (its context is {max})")]
     ContextTooLarge { context: usize, max: usize },
@@ -182,7 +184,10 @@ pub fn write_reference(
             records.len()
         )));
     }
-    if let Some(r) = records.iter().find(|r| r.ids.len() != header.top_k || r.logits.len() != header.top_k) {
+    if let Some(r) = records
+        .iter()
+        .find(|r| r.ids.len() != header.top_k || r.logits.len() != header.top_k)
+    {
         return Err(KlError::Invalid(format!(
             "a record has {} ids for top-k {}",
             r.ids.len(),
@@ -241,7 +246,10 @@ pub fn read_reference(path: &Path) -> Result<ReferenceLogits, KlError> {
 /// [`read_reference`] on bytes already in memory; the error says what is wrong.
 pub fn parse_reference(bytes: &[u8]) -> Result<ReferenceLogits, String> {
     if bytes.len() < 16 || &bytes[..8] != MAGIC {
-        return Err(format!("it does not start with {:?}", std::str::from_utf8(MAGIC).unwrap()));
+        return Err(format!(
+            "it does not start with {:?}",
+            std::str::from_utf8(MAGIC).unwrap()
+        ));
     }
     let hlen = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
     let body = bytes.len() as u64 - 16;
@@ -249,13 +257,23 @@ pub fn parse_reference(bytes: &[u8]) -> Result<ReferenceLogits, String> {
         return Err(format!("header of {hlen} bytes but only {body} follow"));
     }
     let hlen = hlen as usize;
-    let header: ReferenceHeader = serde_json::from_slice(&bytes[16..16 + hlen])
-        .map_err(|e| format!("bad header: {e}"))?;
+    let header: ReferenceHeader =
+        serde_json::from_slice(&bytes[16..16 + hlen]).map_err(|e| format!("bad header: {e}"))?;
     if header.top_k == 0 || header.top_k > header.vocab_size {
-        return Err(format!("top_k {} for a vocabulary of {}", header.top_k, header.vocab_size));
+        return Err(format!(
+            "top_k {} for a vocabulary of {}",
+            header.top_k, header.vocab_size
+        ));
     }
-    if let Some(&id) = header.tokens.iter().find(|&&t| t as usize >= header.vocab_size) {
-        return Err(format!("token {id} is outside the vocabulary of {}", header.vocab_size));
+    if let Some(&id) = header
+        .tokens
+        .iter()
+        .find(|&&t| t as usize >= header.vocab_size)
+    {
+        return Err(format!(
+            "token {id} is outside the vocabulary of {}",
+            header.vocab_size
+        ));
     }
     let plan = header.plan().map_err(|e| e.to_string())?;
     if header.tokens.len() != plan.chunks * plan.context {
@@ -409,7 +427,13 @@ pub fn summarize(plan: &ChunkPlan, top_k: usize, per: &[PositionKl], seconds: f6
     let var = per.iter().map(|p| (p.kl - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
     let mut sorted: Vec<f64> = per.iter().map(|p| p.kl).collect();
     sorted.sort_by(f64::total_cmp);
-    let pick = |q| if sorted.is_empty() { 0.0 } else { percentile(&sorted, q) };
+    let pick = |q| {
+        if sorted.is_empty() {
+            0.0
+        } else {
+            percentile(&sorted, q)
+        }
+    };
     KlReport {
         positions: per.len(),
         chunks: plan.chunks,
@@ -459,11 +483,20 @@ pub fn compare_all(
         }
         for (i, row) in rows.chunks_exact(vocab).enumerate() {
             let pos = plan.first + i;
-            per.push(compare(&reference.records[c * per_chunk + i], row, chunk[pos + 1]));
+            per.push(compare(
+                &reference.records[c * per_chunk + i],
+                row,
+                chunk[pos + 1],
+            ));
         }
         progress(c + 1, plan.chunks);
     }
-    Ok(summarize(&plan, h.top_k, &per, start.elapsed().as_secs_f64()))
+    Ok(summarize(
+        &plan,
+        h.top_k,
+        &per,
+        start.elapsed().as_secs_f64(),
+    ))
 }
 
 /// The logits of positions `first .. context − 1` of `chunk` on a compiled model, from an
