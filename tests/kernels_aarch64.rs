@@ -13,7 +13,9 @@
 mod k {
     include!(concat!(env!("OUT_DIR"), "/kernel_tests.rs"));
 }
-use qwenc_codegen::emit::tiled::{pack_parts, part_sizes, token_block_for};
+#[cfg(target_arch = "aarch64")]
+use qwenc_codegen::emit::tiled::token_block_for;
+use qwenc_codegen::emit::tiled::{pack_parts, part_sizes};
 use qwenc_codegen::quant::{quantize_rtn, QuantizedData, QuantizedMatrix, Scheme};
 use qwenc_runtime::kernel_support::Q8Acts;
 
