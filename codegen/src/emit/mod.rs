@@ -454,17 +454,19 @@ fn layer_kernels(plan: &Plan, i: usize) -> (Vec<MatmulShape>, Vec<usize>) {
     (shapes, index)
 }
 
+/// The per-layer kernel table of each matrix kind (0 qkv, 1 o_proj, 2 gate_up, 3 down).
+const KERNEL_TABLES: [&str; 4] = [
+    "QKV_KERNEL",
+    "O_PROJ_KERNEL",
+    "GATE_UP_KERNEL",
+    "DOWN_KERNEL",
+];
+
 /// `KERNEL[l]`: which kernel each layer's matrix of kind `i` calls, for kinds whose layers
 /// use more than one scheme (mixed precision); nothing for a uniform kind.
 fn kernel_tables(plan: &Plan) -> TokenStream {
-    let names = [
-        "QKV_KERNEL",
-        "O_PROJ_KERNEL",
-        "GATE_UP_KERNEL",
-        "DOWN_KERNEL",
-    ];
     let mut out = TokenStream::new();
-    for (i, name) in names.iter().enumerate() {
+    for (i, name) in KERNEL_TABLES.iter().enumerate() {
         let (shapes, index) = layer_kernels(plan, i);
         if shapes.len() > 1 {
             let ident = format_ident!("{name}");
@@ -501,15 +503,7 @@ fn layer_call(
     if shapes.len() == 1 {
         return matmul_call(backend, &shapes[0], at, x, y);
     }
-    let table = format_ident!(
-        "{}",
-        [
-            "QKV_KERNEL",
-            "O_PROJ_KERNEL",
-            "GATE_UP_KERNEL",
-            "DOWN_KERNEL"
-        ][i]
-    );
+    let table = format_ident!("{}", KERNEL_TABLES[i]);
     let arms = shapes.iter().enumerate().map(|(k, s)| {
         let k = Literal::u8_unsuffixed(k as u8);
         let call = matmul_call(backend, s, at.clone(), x.clone(), y.clone());
