@@ -859,6 +859,8 @@ pub fn aarch64_neon_matmul_w4g32_896x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -1001,6 +1003,11 @@ pub fn aarch64_neon_matmul_w4g32_896x896(
                 for kb in 0..BLOCKS_PER_GROUP {
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
+                    asm!(
+                        "prfm pldl1keep, [{p}]", p = in (reg) c
+                        .wrapping_add(PREFETCH_AHEAD + 0), options(nostack, readonly,
+                        preserves_flags)
+                    );
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: int32x4_t = vdupq_n_s32(0);
                     let mut a0_1: int32x4_t = vdupq_n_s32(0);
@@ -2199,6 +2206,8 @@ pub fn aarch64_neon_matmul_w4g32_896x4864(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 52;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -2341,6 +2350,11 @@ pub fn aarch64_neon_matmul_w4g32_896x4864(
                 for kb in 0..BLOCKS_PER_GROUP {
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
+                    asm!(
+                        "prfm pldl1keep, [{p}]", p = in (reg) c
+                        .wrapping_add(PREFETCH_AHEAD + 0), options(nostack, readonly,
+                        preserves_flags)
+                    );
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: int32x4_t = vdupq_n_s32(0);
                     let mut a0_1: int32x4_t = vdupq_n_s32(0);
@@ -3539,6 +3553,8 @@ pub fn aarch64_neon_matmul_w4g32_1152x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -3681,6 +3697,11 @@ pub fn aarch64_neon_matmul_w4g32_1152x896(
                 for kb in 0..BLOCKS_PER_GROUP {
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
+                    asm!(
+                        "prfm pldl1keep, [{p}]", p = in (reg) c
+                        .wrapping_add(PREFETCH_AHEAD + 0), options(nostack, readonly,
+                        preserves_flags)
+                    );
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: int32x4_t = vdupq_n_s32(0);
                     let mut a0_1: int32x4_t = vdupq_n_s32(0);
@@ -4879,6 +4900,8 @@ pub fn aarch64_neon_matmul_w4g32_9728x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -5021,6 +5044,11 @@ pub fn aarch64_neon_matmul_w4g32_9728x896(
                 for kb in 0..BLOCKS_PER_GROUP {
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
+                    asm!(
+                        "prfm pldl1keep, [{p}]", p = in (reg) c
+                        .wrapping_add(PREFETCH_AHEAD + 0), options(nostack, readonly,
+                        preserves_flags)
+                    );
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: int32x4_t = vdupq_n_s32(0);
                     let mut a0_1: int32x4_t = vdupq_n_s32(0);
@@ -6219,6 +6247,8 @@ pub fn aarch64_neon_matmul_w8_151936x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     assert!(
         (std::arch::is_aarch64_feature_detected!("neon") &&
         std::arch::is_aarch64_feature_detected!("dotprod")),
@@ -6347,6 +6377,14 @@ pub fn aarch64_neon_matmul_w8_151936x896(
             let mut f0: float32x4_t = vdupq_n_f32(0.0);
             for b in 0..BLOCKS {
                 let c = codes.add(b * BLOCK_BYTES);
+                asm!(
+                    "prfm pldl1keep, [{p}]", p = in (reg) c.wrapping_add(PREFETCH_AHEAD +
+                    0), options(nostack, readonly, preserves_flags)
+                );
+                asm!(
+                    "prfm pldl1keep, [{p}]", p = in (reg) c.wrapping_add(PREFETCH_AHEAD +
+                    64), options(nostack, readonly, preserves_flags)
+                );
                 let xb = xq.add(b * Q8_BLOCK);
                 let mut a0_0: int32x4_t = vdupq_n_s32(0);
                 let mut a0_1: int32x4_t = vdupq_n_s32(0);

@@ -872,6 +872,8 @@ pub fn aarch64_sve2_matmul_w4g32_896x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -1021,19 +1023,20 @@ pub fn aarch64_sve2_matmul_w4g32_896x896(
                 "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "add {codes}, {codes}, #64", "ld1rw {{z6.s}}, p0/z, [{xsum0}]",
-                "lsl z6.s, z6.s, #3", "sub z16.s, z16.s, z6.s",
-                "scvtf z16.s, p0/m, z16.s", "ld1rw {{z7.s}}, p0/z, [{xs0}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z8.s, p0/m, z16.s, z6.s",
-                "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
-                "add {xsum0}, {xsum0}, #4", "subs {count}, {count}, #1", "b.ne 2b",
+                "prfm pldl1keep, [{codes}, #{ahead}]", "add {codes}, {codes}, #64",
+                "ld1rw {{z6.s}}, p0/z, [{xsum0}]", "lsl z6.s, z6.s, #3",
+                "sub z16.s, z16.s, z6.s", "scvtf z16.s, p0/m, z16.s",
+                "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmul z6.s, z4.s, z7.s",
+                "fmla z8.s, p0/m, z16.s, z6.s", "add {xq0}, {xq0}, #32",
+                "add {xs0}, {xs0}, #4", "add {xsum0}, {xsum0}, #4",
+                "subs {count}, {count}, #1", "b.ne 2b",
                 "st1w {{z8.s}}, p0, [{out}, #0, mul vl]", codes = inout(reg) codes => _,
                 count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xsum0 = inout(reg) xsum.add(0 * BLOCKS) => _,
-                out("v0") _, out("v1") _, out("v2") _, out("v3") _, out("v4") _,
-                out("v6") _, out("v7") _, out("v8") _, out("v16") _, out("v31") _,
-                out("p0") _, out("p1") _, options(nostack),
+                scales => _, ahead = const PREFETCH_AHEAD, xq0 = inout(reg) xq.add(0 *
+                COLS) => _, xs0 = inout(reg) xs.add(0 * BLOCKS) => _, xsum0 = inout(reg)
+                xsum.add(0 * BLOCKS) => _, out("v0") _, out("v1") _, out("v2") _,
+                out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
+                out("v16") _, out("v31") _, out("p0") _, out("p1") _, options(nostack),
             );
         }
     }
@@ -1297,6 +1300,8 @@ pub fn aarch64_sve2_matmul_w4g32_896x4864(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 52;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -1446,19 +1451,20 @@ pub fn aarch64_sve2_matmul_w4g32_896x4864(
                 "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "add {codes}, {codes}, #64", "ld1rw {{z6.s}}, p0/z, [{xsum0}]",
-                "lsl z6.s, z6.s, #3", "sub z16.s, z16.s, z6.s",
-                "scvtf z16.s, p0/m, z16.s", "ld1rw {{z7.s}}, p0/z, [{xs0}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z8.s, p0/m, z16.s, z6.s",
-                "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
-                "add {xsum0}, {xsum0}, #4", "subs {count}, {count}, #1", "b.ne 2b",
+                "prfm pldl1keep, [{codes}, #{ahead}]", "add {codes}, {codes}, #64",
+                "ld1rw {{z6.s}}, p0/z, [{xsum0}]", "lsl z6.s, z6.s, #3",
+                "sub z16.s, z16.s, z6.s", "scvtf z16.s, p0/m, z16.s",
+                "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmul z6.s, z4.s, z7.s",
+                "fmla z8.s, p0/m, z16.s, z6.s", "add {xq0}, {xq0}, #32",
+                "add {xs0}, {xs0}, #4", "add {xsum0}, {xsum0}, #4",
+                "subs {count}, {count}, #1", "b.ne 2b",
                 "st1w {{z8.s}}, p0, [{out}, #0, mul vl]", codes = inout(reg) codes => _,
                 count = inout(reg) 152usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xsum0 = inout(reg) xsum.add(0 * BLOCKS) => _,
-                out("v0") _, out("v1") _, out("v2") _, out("v3") _, out("v4") _,
-                out("v6") _, out("v7") _, out("v8") _, out("v16") _, out("v31") _,
-                out("p0") _, out("p1") _, options(nostack),
+                scales => _, ahead = const PREFETCH_AHEAD, xq0 = inout(reg) xq.add(0 *
+                COLS) => _, xs0 = inout(reg) xs.add(0 * BLOCKS) => _, xsum0 = inout(reg)
+                xsum.add(0 * BLOCKS) => _, out("v0") _, out("v1") _, out("v2") _,
+                out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
+                out("v16") _, out("v31") _, out("p0") _, out("p1") _, options(nostack),
             );
         }
     }
@@ -1722,6 +1728,8 @@ pub fn aarch64_sve2_matmul_w4g32_1152x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -1871,19 +1879,20 @@ pub fn aarch64_sve2_matmul_w4g32_1152x896(
                 "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "add {codes}, {codes}, #64", "ld1rw {{z6.s}}, p0/z, [{xsum0}]",
-                "lsl z6.s, z6.s, #3", "sub z16.s, z16.s, z6.s",
-                "scvtf z16.s, p0/m, z16.s", "ld1rw {{z7.s}}, p0/z, [{xs0}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z8.s, p0/m, z16.s, z6.s",
-                "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
-                "add {xsum0}, {xsum0}, #4", "subs {count}, {count}, #1", "b.ne 2b",
+                "prfm pldl1keep, [{codes}, #{ahead}]", "add {codes}, {codes}, #64",
+                "ld1rw {{z6.s}}, p0/z, [{xsum0}]", "lsl z6.s, z6.s, #3",
+                "sub z16.s, z16.s, z6.s", "scvtf z16.s, p0/m, z16.s",
+                "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmul z6.s, z4.s, z7.s",
+                "fmla z8.s, p0/m, z16.s, z6.s", "add {xq0}, {xq0}, #32",
+                "add {xs0}, {xs0}, #4", "add {xsum0}, {xsum0}, #4",
+                "subs {count}, {count}, #1", "b.ne 2b",
                 "st1w {{z8.s}}, p0, [{out}, #0, mul vl]", codes = inout(reg) codes => _,
                 count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xsum0 = inout(reg) xsum.add(0 * BLOCKS) => _,
-                out("v0") _, out("v1") _, out("v2") _, out("v3") _, out("v4") _,
-                out("v6") _, out("v7") _, out("v8") _, out("v16") _, out("v31") _,
-                out("p0") _, out("p1") _, options(nostack),
+                scales => _, ahead = const PREFETCH_AHEAD, xq0 = inout(reg) xq.add(0 *
+                COLS) => _, xs0 = inout(reg) xs.add(0 * BLOCKS) => _, xsum0 = inout(reg)
+                xsum.add(0 * BLOCKS) => _, out("v0") _, out("v1") _, out("v2") _,
+                out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
+                out("v16") _, out("v31") _, out("p0") _, out("p1") _, options(nostack),
             );
         }
     }
@@ -2147,6 +2156,8 @@ pub fn aarch64_sve2_matmul_w4g32_9728x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -2296,19 +2307,20 @@ pub fn aarch64_sve2_matmul_w4g32_9728x896(
                 "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "add {codes}, {codes}, #64", "ld1rw {{z6.s}}, p0/z, [{xsum0}]",
-                "lsl z6.s, z6.s, #3", "sub z16.s, z16.s, z6.s",
-                "scvtf z16.s, p0/m, z16.s", "ld1rw {{z7.s}}, p0/z, [{xs0}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z8.s, p0/m, z16.s, z6.s",
-                "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
-                "add {xsum0}, {xsum0}, #4", "subs {count}, {count}, #1", "b.ne 2b",
+                "prfm pldl1keep, [{codes}, #{ahead}]", "add {codes}, {codes}, #64",
+                "ld1rw {{z6.s}}, p0/z, [{xsum0}]", "lsl z6.s, z6.s, #3",
+                "sub z16.s, z16.s, z6.s", "scvtf z16.s, p0/m, z16.s",
+                "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmul z6.s, z4.s, z7.s",
+                "fmla z8.s, p0/m, z16.s, z6.s", "add {xq0}, {xq0}, #32",
+                "add {xs0}, {xs0}, #4", "add {xsum0}, {xsum0}, #4",
+                "subs {count}, {count}, #1", "b.ne 2b",
                 "st1w {{z8.s}}, p0, [{out}, #0, mul vl]", codes = inout(reg) codes => _,
                 count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xsum0 = inout(reg) xsum.add(0 * BLOCKS) => _,
-                out("v0") _, out("v1") _, out("v2") _, out("v3") _, out("v4") _,
-                out("v6") _, out("v7") _, out("v8") _, out("v16") _, out("v31") _,
-                out("p0") _, out("p1") _, options(nostack),
+                scales => _, ahead = const PREFETCH_AHEAD, xq0 = inout(reg) xq.add(0 *
+                COLS) => _, xs0 = inout(reg) xs.add(0 * BLOCKS) => _, xsum0 = inout(reg)
+                xsum.add(0 * BLOCKS) => _, out("v0") _, out("v1") _, out("v2") _,
+                out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
+                out("v16") _, out("v31") _, out("p0") _, out("p1") _, options(nostack),
             );
         }
     }
@@ -2572,6 +2584,8 @@ pub fn aarch64_sve2_matmul_w8_151936x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     assert!(
         ({ #[doc = r" SVE vector length in bytes."] #[target_feature(enable = "sve")]
         unsafe fn cntb() -> usize { let n : usize; unsafe { std::arch::asm!("cntb {n}", n
@@ -2719,6 +2733,8 @@ pub fn aarch64_sve2_matmul_w8_151936x896(
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z0.b, z3.b",
                 "ld1b {{z0.b}}, p1/z, [{codes}, #7, mul vl]", "eor z0.b, z0.b, #0x80",
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z0.b, z3.b",
+                "prfm pldl1keep, [{codes}, #{ahead}]",
+                "prfm pldl1keep, [{codes}, #({ahead} + 64)]",
                 "add {codes}, {codes}, #128", "scvtf z16.s, p0/m, z16.s",
                 "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmla z8.s, p0/m, z16.s, z7.s",
                 "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
@@ -2726,10 +2742,10 @@ pub fn aarch64_sve2_matmul_w8_151936x896(
                 "ld1w {{z4.s}}, p0/z, [{scales}]", "fmul z8.s, z8.s, z4.s",
                 "st1w {{z8.s}}, p0, [{out}, #0, mul vl]", codes = inout(reg) codes => _,
                 count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, out("v0") _, out("v3") _, out("v4") _, out("v6")
-                _, out("v7") _, out("v8") _, out("v16") _, out("p0") _, out("p1") _,
-                options(nostack),
+                scales => _, ahead = const PREFETCH_AHEAD, xq0 = inout(reg) xq.add(0 *
+                COLS) => _, xs0 = inout(reg) xs.add(0 * BLOCKS) => _, out("v0") _,
+                out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
+                out("v16") _, out("p0") _, out("p1") _, options(nostack),
             );
         }
     }

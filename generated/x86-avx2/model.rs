@@ -852,6 +852,8 @@ pub fn x86_avx2_matmul_w4g32_896x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -989,6 +991,12 @@ pub fn x86_avx2_matmul_w4g32_896x896(
                 for kb in 0..BLOCKS_PER_GROUP {
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m256i = _mm256_setzero_si256();
                     let v0: __m256i = _mm256_loadu_si256(
@@ -2238,6 +2246,8 @@ pub fn x86_avx2_matmul_w4g32_896x4864(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 52;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -2375,6 +2385,12 @@ pub fn x86_avx2_matmul_w4g32_896x4864(
                 for kb in 0..BLOCKS_PER_GROUP {
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m256i = _mm256_setzero_si256();
                     let v0: __m256i = _mm256_loadu_si256(
@@ -3624,6 +3640,8 @@ pub fn x86_avx2_matmul_w4g32_1152x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -3761,6 +3779,12 @@ pub fn x86_avx2_matmul_w4g32_1152x896(
                 for kb in 0..BLOCKS_PER_GROUP {
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m256i = _mm256_setzero_si256();
                     let v0: __m256i = _mm256_loadu_si256(
@@ -5010,6 +5034,8 @@ pub fn x86_avx2_matmul_w4g32_9728x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -5147,6 +5173,12 @@ pub fn x86_avx2_matmul_w4g32_9728x896(
                 for kb in 0..BLOCKS_PER_GROUP {
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m256i = _mm256_setzero_si256();
                     let v0: __m256i = _mm256_loadu_si256(
@@ -6396,6 +6428,8 @@ pub fn x86_avx2_matmul_w8_151936x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     assert!(
         (std::arch::is_x86_feature_detected!("avx2") &&
         std::arch::is_x86_feature_detected!("fma") &&
@@ -6525,6 +6559,18 @@ pub fn x86_avx2_matmul_w8_151936x896(
             let mut f0: __m256 = _mm256_setzero_ps();
             for b in 0..BLOCKS {
                 let c = codes.add(b * BLOCK_BYTES);
+                _mm_prefetch::<
+                    _MM_HINT_T0,
+                >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
+                _mm_prefetch::<
+                    _MM_HINT_T0,
+                >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
+                _mm_prefetch::<
+                    _MM_HINT_T0,
+                >(c.wrapping_add(PREFETCH_AHEAD + 128) as *const i8);
+                _mm_prefetch::<
+                    _MM_HINT_T0,
+                >(c.wrapping_add(PREFETCH_AHEAD + 192) as *const i8);
                 let xb = xq.add(b * Q8_BLOCK);
                 let mut a0_0: __m256i = _mm256_setzero_si256();
                 let v0: __m256i = _mm256_loadu_si256(

@@ -861,6 +861,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -1002,6 +1004,18 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                 for kb in 0..BLOCKS_PER_GROUP {
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 128) as *const i8);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 192) as *const i8);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
                     let mut a0_1: __m512i = _mm512_setzero_si512();
@@ -2009,6 +2023,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 52;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -2150,6 +2166,18 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                 for kb in 0..BLOCKS_PER_GROUP {
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 128) as *const i8);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 192) as *const i8);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
                     let mut a0_1: __m512i = _mm512_setzero_si512();
@@ -3157,6 +3185,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -3298,6 +3328,18 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                 for kb in 0..BLOCKS_PER_GROUP {
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 128) as *const i8);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 192) as *const i8);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
                     let mut a0_1: __m512i = _mm512_setzero_si512();
@@ -4305,6 +4347,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -4446,6 +4490,18 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                 for kb in 0..BLOCKS_PER_GROUP {
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 128) as *const i8);
+                    _mm_prefetch::<
+                        _MM_HINT_T0,
+                    >(c.wrapping_add(PREFETCH_AHEAD + 192) as *const i8);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
                     let mut a0_1: __m512i = _mm512_setzero_si512();
@@ -5453,6 +5509,8 @@ pub fn x86_avx512_matmul_w8_151936x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
+    /// How far ahead of the block being read decode hints the next lines.
+    const PREFETCH_AHEAD: usize = 2048;
     assert!(
         (std::arch::is_x86_feature_detected!("avx512f") &&
         std::arch::is_x86_feature_detected!("avx512bw") &&
@@ -5585,6 +5643,30 @@ pub fn x86_avx512_matmul_w8_151936x896(
             let mut f0: __m512 = _mm512_setzero_ps();
             for b in 0..BLOCKS {
                 let c = codes.add(b * BLOCK_BYTES);
+                _mm_prefetch::<
+                    _MM_HINT_T0,
+                >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
+                _mm_prefetch::<
+                    _MM_HINT_T0,
+                >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
+                _mm_prefetch::<
+                    _MM_HINT_T0,
+                >(c.wrapping_add(PREFETCH_AHEAD + 128) as *const i8);
+                _mm_prefetch::<
+                    _MM_HINT_T0,
+                >(c.wrapping_add(PREFETCH_AHEAD + 192) as *const i8);
+                _mm_prefetch::<
+                    _MM_HINT_T0,
+                >(c.wrapping_add(PREFETCH_AHEAD + 256) as *const i8);
+                _mm_prefetch::<
+                    _MM_HINT_T0,
+                >(c.wrapping_add(PREFETCH_AHEAD + 320) as *const i8);
+                _mm_prefetch::<
+                    _MM_HINT_T0,
+                >(c.wrapping_add(PREFETCH_AHEAD + 384) as *const i8);
+                _mm_prefetch::<
+                    _MM_HINT_T0,
+                >(c.wrapping_add(PREFETCH_AHEAD + 448) as *const i8);
                 let xb = xq.add(b * Q8_BLOCK);
                 let mut a0_0: __m512i = _mm512_setzero_si512();
                 let mut a0_1: __m512i = _mm512_setzero_si512();

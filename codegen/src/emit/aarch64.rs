@@ -252,6 +252,11 @@ impl TilePrims for Neon {
     fn splat_i32(&self, e: TokenStream) -> TokenStream {
         quote! { vdupq_n_s32(#e) }
     }
+    fn prefetch(&self, ptr: TokenStream) -> Option<TokenStream> {
+        Some(quote! {
+            asm!("prfm pldl1keep, [{p}]", p = in(reg) #ptr, options(nostack, readonly, preserves_flags))
+        })
+    }
     fn and_i(&self, a: TokenStream, b: TokenStream) -> TokenStream {
         quote! { vandq_s32(#a, #b) }
     }
@@ -592,6 +597,16 @@ mod sve {
                     emit_dots(&mut line, m, 2, 8 * k + 4);
                 }
             }
+            if m == 1 {
+                // Decode streams the weights once: hint the lines PREFETCH_AHEAD bytes on.
+                line("prfm pldl1keep, [{codes}, #{ahead}]".into());
+                for l in 1..block_bytes / 64 {
+                    line(format!(
+                        "prfm pldl1keep, [{{codes}}, #({{ahead}} + {})]",
+                        64 * l
+                    ));
+                }
+            }
             line(format!("add {{codes}}, {{codes}}, #{block_bytes}"));
             for j in 0..m {
                 let (acc, dot) = (8 + j, 16 + j);
@@ -649,6 +664,9 @@ mod sve {
         ];
         if asymmetric {
             operands.push(quote! { mins = inout(reg) mins => _ });
+        }
+        if m == 1 {
+            operands.push(quote! { ahead = const PREFETCH_AHEAD });
         }
         for j in 0..m {
             let jl = super::lit(j);

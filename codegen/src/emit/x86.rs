@@ -200,6 +200,9 @@ impl TilePrims for Avx2 {
             DotKind::W8 => quote! { #acc },
         }
     }
+    fn prefetch(&self, ptr: TokenStream) -> Option<TokenStream> {
+        Some(quote! { _mm_prefetch::<_MM_HINT_T0>(#ptr as *const i8) })
+    }
     fn zero_f(&self) -> TokenStream {
         quote! { _mm256_setzero_ps() }
     }
@@ -308,6 +311,9 @@ impl TilePrims for Avx512Vnni {
             [a, b] => quote! { _mm512_add_epi32(#a, #b) },
             _ => panic!("AVX-512 uses one or two accumulators"),
         }
+    }
+    fn prefetch(&self, ptr: TokenStream) -> Option<TokenStream> {
+        Some(quote! { _mm_prefetch::<_MM_HINT_T0>(#ptr as *const i8) })
     }
     fn zero_f(&self) -> TokenStream {
         quote! { _mm512_setzero_ps() }
