@@ -860,8 +860,8 @@ pub fn aarch64_i8mm_matmul_w4g32_896x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 288;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -1046,7 +1046,7 @@ pub fn aarch64_i8mm_matmul_w4g32_896x896(
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
                     asm!(
-                        "prfm pldl1keep, [{p}]", p = in (reg) c
+                        "prfm pldl2keep, [{p}]", p = in (reg) c
                         .wrapping_add(PREFETCH_AHEAD + 0), options(nostack, readonly,
                         preserves_flags)
                     );
@@ -3270,8 +3270,8 @@ pub fn aarch64_i8mm_matmul_w4g32_896x4864(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 48;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -3456,7 +3456,7 @@ pub fn aarch64_i8mm_matmul_w4g32_896x4864(
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
                     asm!(
-                        "prfm pldl1keep, [{p}]", p = in (reg) c
+                        "prfm pldl2keep, [{p}]", p = in (reg) c
                         .wrapping_add(PREFETCH_AHEAD + 0), options(nostack, readonly,
                         preserves_flags)
                     );
@@ -5680,8 +5680,8 @@ pub fn aarch64_i8mm_matmul_w4g32_1152x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 288;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -5866,7 +5866,7 @@ pub fn aarch64_i8mm_matmul_w4g32_1152x896(
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
                     asm!(
-                        "prfm pldl1keep, [{p}]", p = in (reg) c
+                        "prfm pldl2keep, [{p}]", p = in (reg) c
                         .wrapping_add(PREFETCH_AHEAD + 0), options(nostack, readonly,
                         preserves_flags)
                     );
@@ -8090,8 +8090,8 @@ pub fn aarch64_i8mm_matmul_w4g32_9728x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 288;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -8276,7 +8276,7 @@ pub fn aarch64_i8mm_matmul_w4g32_9728x896(
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
                     asm!(
-                        "prfm pldl1keep, [{p}]", p = in (reg) c
+                        "prfm pldl2keep, [{p}]", p = in (reg) c
                         .wrapping_add(PREFETCH_AHEAD + 0), options(nostack, readonly,
                         preserves_flags)
                     );
@@ -10500,8 +10500,8 @@ pub fn aarch64_i8mm_matmul_w8_151936x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 288;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     assert!(
         (std::arch::is_aarch64_feature_detected!("neon") &&
         std::arch::is_aarch64_feature_detected!("dotprod") &&
@@ -10672,11 +10672,11 @@ pub fn aarch64_i8mm_matmul_w8_151936x896(
             for b in 0..BLOCKS {
                 let c = codes.add(b * BLOCK_BYTES);
                 asm!(
-                    "prfm pldl1keep, [{p}]", p = in (reg) c.wrapping_add(PREFETCH_AHEAD +
+                    "prfm pldl2keep, [{p}]", p = in (reg) c.wrapping_add(PREFETCH_AHEAD +
                     0), options(nostack, readonly, preserves_flags)
                 );
                 asm!(
-                    "prfm pldl1keep, [{p}]", p = in (reg) c.wrapping_add(PREFETCH_AHEAD +
+                    "prfm pldl2keep, [{p}]", p = in (reg) c.wrapping_add(PREFETCH_AHEAD +
                     64), options(nostack, readonly, preserves_flags)
                 );
                 let xb = xq.add(b * Q8_BLOCK);

@@ -859,8 +859,8 @@ pub fn aarch64_neon_matmul_w4g32_896x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -1004,7 +1004,7 @@ pub fn aarch64_neon_matmul_w4g32_896x896(
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
                     asm!(
-                        "prfm pldl1keep, [{p}]", p = in (reg) c
+                        "prfm pldl2keep, [{p}]", p = in (reg) c
                         .wrapping_add(PREFETCH_AHEAD + 0), options(nostack, readonly,
                         preserves_flags)
                     );
@@ -2206,8 +2206,8 @@ pub fn aarch64_neon_matmul_w4g32_896x4864(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 52;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -2351,7 +2351,7 @@ pub fn aarch64_neon_matmul_w4g32_896x4864(
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
                     asm!(
-                        "prfm pldl1keep, [{p}]", p = in (reg) c
+                        "prfm pldl2keep, [{p}]", p = in (reg) c
                         .wrapping_add(PREFETCH_AHEAD + 0), options(nostack, readonly,
                         preserves_flags)
                     );
@@ -3553,8 +3553,8 @@ pub fn aarch64_neon_matmul_w4g32_1152x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -3698,7 +3698,7 @@ pub fn aarch64_neon_matmul_w4g32_1152x896(
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
                     asm!(
-                        "prfm pldl1keep, [{p}]", p = in (reg) c
+                        "prfm pldl2keep, [{p}]", p = in (reg) c
                         .wrapping_add(PREFETCH_AHEAD + 0), options(nostack, readonly,
                         preserves_flags)
                     );
@@ -4900,8 +4900,8 @@ pub fn aarch64_neon_matmul_w4g32_9728x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -5045,7 +5045,7 @@ pub fn aarch64_neon_matmul_w4g32_9728x896(
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
                     asm!(
-                        "prfm pldl1keep, [{p}]", p = in (reg) c
+                        "prfm pldl2keep, [{p}]", p = in (reg) c
                         .wrapping_add(PREFETCH_AHEAD + 0), options(nostack, readonly,
                         preserves_flags)
                     );
@@ -6247,8 +6247,8 @@ pub fn aarch64_neon_matmul_w8_151936x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     assert!(
         (std::arch::is_aarch64_feature_detected!("neon") &&
         std::arch::is_aarch64_feature_detected!("dotprod")),
@@ -6378,11 +6378,11 @@ pub fn aarch64_neon_matmul_w8_151936x896(
             for b in 0..BLOCKS {
                 let c = codes.add(b * BLOCK_BYTES);
                 asm!(
-                    "prfm pldl1keep, [{p}]", p = in (reg) c.wrapping_add(PREFETCH_AHEAD +
+                    "prfm pldl2keep, [{p}]", p = in (reg) c.wrapping_add(PREFETCH_AHEAD +
                     0), options(nostack, readonly, preserves_flags)
                 );
                 asm!(
-                    "prfm pldl1keep, [{p}]", p = in (reg) c.wrapping_add(PREFETCH_AHEAD +
+                    "prfm pldl2keep, [{p}]", p = in (reg) c.wrapping_add(PREFETCH_AHEAD +
                     64), options(nostack, readonly, preserves_flags)
                 );
                 let xb = xq.add(b * Q8_BLOCK);

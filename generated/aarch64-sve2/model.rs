@@ -872,8 +872,8 @@ pub fn aarch64_sve2_matmul_w4g32_896x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -1023,7 +1023,7 @@ pub fn aarch64_sve2_matmul_w4g32_896x896(
                 "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "prfm pldl1keep, [{codes}, #{ahead}]", "add {codes}, {codes}, #64",
+                "prfm pldl2keep, [{codes}, #{ahead}]", "add {codes}, {codes}, #64",
                 "ld1rw {{z6.s}}, p0/z, [{xsum0}]", "lsl z6.s, z6.s, #3",
                 "sub z16.s, z16.s, z6.s", "scvtf z16.s, p0/m, z16.s",
                 "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmul z6.s, z4.s, z7.s",
@@ -1300,8 +1300,8 @@ pub fn aarch64_sve2_matmul_w4g32_896x4864(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 52;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -1451,7 +1451,7 @@ pub fn aarch64_sve2_matmul_w4g32_896x4864(
                 "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "prfm pldl1keep, [{codes}, #{ahead}]", "add {codes}, {codes}, #64",
+                "prfm pldl2keep, [{codes}, #{ahead}]", "add {codes}, {codes}, #64",
                 "ld1rw {{z6.s}}, p0/z, [{xsum0}]", "lsl z6.s, z6.s, #3",
                 "sub z16.s, z16.s, z6.s", "scvtf z16.s, p0/m, z16.s",
                 "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmul z6.s, z4.s, z7.s",
@@ -1728,8 +1728,8 @@ pub fn aarch64_sve2_matmul_w4g32_1152x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -1879,7 +1879,7 @@ pub fn aarch64_sve2_matmul_w4g32_1152x896(
                 "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "prfm pldl1keep, [{codes}, #{ahead}]", "add {codes}, {codes}, #64",
+                "prfm pldl2keep, [{codes}, #{ahead}]", "add {codes}, {codes}, #64",
                 "ld1rw {{z6.s}}, p0/z, [{xsum0}]", "lsl z6.s, z6.s, #3",
                 "sub z16.s, z16.s, z6.s", "scvtf z16.s, p0/m, z16.s",
                 "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmul z6.s, z4.s, z7.s",
@@ -2156,8 +2156,8 @@ pub fn aarch64_sve2_matmul_w4g32_9728x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -2307,7 +2307,7 @@ pub fn aarch64_sve2_matmul_w4g32_9728x896(
                 "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "prfm pldl1keep, [{codes}, #{ahead}]", "add {codes}, {codes}, #64",
+                "prfm pldl2keep, [{codes}, #{ahead}]", "add {codes}, {codes}, #64",
                 "ld1rw {{z6.s}}, p0/z, [{xsum0}]", "lsl z6.s, z6.s, #3",
                 "sub z16.s, z16.s, z6.s", "scvtf z16.s, p0/m, z16.s",
                 "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmul z6.s, z4.s, z7.s",
@@ -2584,8 +2584,8 @@ pub fn aarch64_sve2_matmul_w8_151936x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     assert!(
         ({ #[doc = r" SVE vector length in bytes."] #[target_feature(enable = "sve")]
         unsafe fn cntb() -> usize { let n : usize; unsafe { std::arch::asm!("cntb {n}", n
@@ -2733,8 +2733,8 @@ pub fn aarch64_sve2_matmul_w8_151936x896(
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z0.b, z3.b",
                 "ld1b {{z0.b}}, p1/z, [{codes}, #7, mul vl]", "eor z0.b, z0.b, #0x80",
                 "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z0.b, z3.b",
-                "prfm pldl1keep, [{codes}, #{ahead}]",
-                "prfm pldl1keep, [{codes}, #({ahead} + 64)]",
+                "prfm pldl2keep, [{codes}, #{ahead}]",
+                "prfm pldl2keep, [{codes}, #({ahead} + 64)]",
                 "add {codes}, {codes}, #128", "scvtf z16.s, p0/m, z16.s",
                 "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmla z8.s, p0/m, z16.s, z7.s",
                 "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",

@@ -852,8 +852,8 @@ pub fn x86_avx2_matmul_w4g32_896x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -992,10 +992,10 @@ pub fn x86_avx2_matmul_w4g32_896x896(
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m256i = _mm256_setzero_si256();
@@ -2246,8 +2246,8 @@ pub fn x86_avx2_matmul_w4g32_896x4864(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 52;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -2386,10 +2386,10 @@ pub fn x86_avx2_matmul_w4g32_896x4864(
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m256i = _mm256_setzero_si256();
@@ -3640,8 +3640,8 @@ pub fn x86_avx2_matmul_w4g32_1152x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -3780,10 +3780,10 @@ pub fn x86_avx2_matmul_w4g32_1152x896(
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m256i = _mm256_setzero_si256();
@@ -5034,8 +5034,8 @@ pub fn x86_avx2_matmul_w4g32_9728x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -5174,10 +5174,10 @@ pub fn x86_avx2_matmul_w4g32_9728x896(
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m256i = _mm256_setzero_si256();
@@ -6428,8 +6428,8 @@ pub fn x86_avx2_matmul_w8_151936x896(
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     assert!(
         (std::arch::is_x86_feature_detected!("avx2") &&
         std::arch::is_x86_feature_detected!("fma") &&
@@ -6560,16 +6560,16 @@ pub fn x86_avx2_matmul_w8_151936x896(
             for b in 0..BLOCKS {
                 let c = codes.add(b * BLOCK_BYTES);
                 _mm_prefetch::<
-                    _MM_HINT_T0,
+                    _MM_HINT_T1,
                 >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
                 _mm_prefetch::<
-                    _MM_HINT_T0,
+                    _MM_HINT_T1,
                 >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
                 _mm_prefetch::<
-                    _MM_HINT_T0,
+                    _MM_HINT_T1,
                 >(c.wrapping_add(PREFETCH_AHEAD + 128) as *const i8);
                 _mm_prefetch::<
-                    _MM_HINT_T0,
+                    _MM_HINT_T1,
                 >(c.wrapping_add(PREFETCH_AHEAD + 192) as *const i8);
                 let xb = xq.add(b * Q8_BLOCK);
                 let mut a0_0: __m256i = _mm256_setzero_si256();

@@ -853,16 +853,16 @@ pub fn x86_avx512_matmul_w4g32_896x896(
     const COLS: usize = 896;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
     const NR: usize = 16;
-    const MR: usize = 4;
+    const MR: usize = 8;
     const TILES: usize = 56;
     const BLOCKS: usize = COLS / Q8_BLOCK;
     /// Code bytes of one tile and block, and of one tile.
     const BLOCK_BYTES: usize = 256;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
-    const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    const TOKEN_BLOCK: usize = 288;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -934,7 +934,7 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
                     while t + MR <= t1 {
-                        tokens_4(
+                        tokens_8(
                             codes,
                             scales,
                             xq.add(t * COLS),
@@ -976,6 +976,46 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                                 o.add(t * NR),
                             )
                         }
+                        4 => {
+                            tokens_4(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
+                        5 => {
+                            tokens_5(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
+                        6 => {
+                            tokens_6(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
+                        7 => {
+                            tokens_7(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
                         _ => unreachable!(),
                     }
                 }
@@ -1005,20 +1045,19 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 128) as *const i8);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 192) as *const i8);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
-                    let mut a0_1: __m512i = _mm512_setzero_si512();
                     let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                     let lo0: __m512i = _mm512_and_si512(v0, nibble);
                     let hi0: __m512i = _mm512_and_si512(
@@ -1050,8 +1089,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
@@ -1064,8 +1103,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1082,8 +1121,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1100,8 +1139,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1109,7 +1148,7 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                    let dot0: __m512i = a0_0;
                     let sa = *xs.add(0 * BLOCKS + b);
                     let dot0: __m512i = _mm512_sub_epi32(
                         dot0,
@@ -1149,9 +1188,7 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                     let c = codes.add(b * BLOCK_BYTES);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
-                    let mut a0_1: __m512i = _mm512_setzero_si512();
                     let mut a1_0: __m512i = _mm512_setzero_si512();
-                    let mut a1_1: __m512i = _mm512_setzero_si512();
                     let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                     let lo0: __m512i = _mm512_and_si512(v0, nibble);
                     let hi0: __m512i = _mm512_and_si512(
@@ -1190,15 +1227,15 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
@@ -1218,8 +1255,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1227,8 +1264,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1254,8 +1291,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1263,8 +1300,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1290,8 +1327,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1299,8 +1336,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1308,7 +1345,7 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                    let dot0: __m512i = a0_0;
                     let sa = *xs.add(0 * BLOCKS + b);
                     let dot0: __m512i = _mm512_sub_epi32(
                         dot0,
@@ -1319,7 +1356,7 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f0,
                     );
-                    let dot1: __m512i = _mm512_add_epi32(a1_0, a1_1);
+                    let dot1: __m512i = a1_0;
                     let sa = *xs.add(1 * BLOCKS + b);
                     let dot1: __m512i = _mm512_sub_epi32(
                         dot1,
@@ -1361,11 +1398,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                     let c = codes.add(b * BLOCK_BYTES);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
-                    let mut a0_1: __m512i = _mm512_setzero_si512();
                     let mut a1_0: __m512i = _mm512_setzero_si512();
-                    let mut a1_1: __m512i = _mm512_setzero_si512();
                     let mut a2_0: __m512i = _mm512_setzero_si512();
-                    let mut a2_1: __m512i = _mm512_setzero_si512();
                     let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                     let lo0: __m512i = _mm512_and_si512(v0, nibble);
                     let hi0: __m512i = _mm512_and_si512(
@@ -1411,22 +1445,22 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
@@ -1453,8 +1487,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1462,8 +1496,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1471,8 +1505,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1507,8 +1541,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1516,8 +1550,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1525,8 +1559,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1561,8 +1595,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1570,8 +1604,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1579,8 +1613,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1588,7 +1622,7 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                    let dot0: __m512i = a0_0;
                     let sa = *xs.add(0 * BLOCKS + b);
                     let dot0: __m512i = _mm512_sub_epi32(
                         dot0,
@@ -1599,7 +1633,7 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f0,
                     );
-                    let dot1: __m512i = _mm512_add_epi32(a1_0, a1_1);
+                    let dot1: __m512i = a1_0;
                     let sa = *xs.add(1 * BLOCKS + b);
                     let dot1: __m512i = _mm512_sub_epi32(
                         dot1,
@@ -1610,7 +1644,7 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f1,
                     );
-                    let dot2: __m512i = _mm512_add_epi32(a2_0, a2_1);
+                    let dot2: __m512i = a2_0;
                     let sa = *xs.add(2 * BLOCKS + b);
                     let dot2: __m512i = _mm512_sub_epi32(
                         dot2,
@@ -1654,13 +1688,9 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                     let c = codes.add(b * BLOCK_BYTES);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
-                    let mut a0_1: __m512i = _mm512_setzero_si512();
                     let mut a1_0: __m512i = _mm512_setzero_si512();
-                    let mut a1_1: __m512i = _mm512_setzero_si512();
                     let mut a2_0: __m512i = _mm512_setzero_si512();
-                    let mut a2_1: __m512i = _mm512_setzero_si512();
                     let mut a3_0: __m512i = _mm512_setzero_si512();
-                    let mut a3_1: __m512i = _mm512_setzero_si512();
                     let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                     let lo0: __m512i = _mm512_and_si512(v0, nibble);
                     let hi0: __m512i = _mm512_and_si512(
@@ -1713,29 +1743,29 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a3_1 = _mm512_dpbusd_epi32(
-                        a3_1,
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
@@ -1769,8 +1799,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1778,8 +1808,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1787,8 +1817,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1796,8 +1826,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a3_1 = _mm512_dpbusd_epi32(
-                        a3_1,
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1841,8 +1871,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1850,8 +1880,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1859,8 +1889,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1868,8 +1898,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a3_1 = _mm512_dpbusd_epi32(
-                        a3_1,
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1913,8 +1943,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1922,8 +1952,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1931,8 +1961,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1940,8 +1970,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    a3_1 = _mm512_dpbusd_epi32(
-                        a3_1,
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -1949,7 +1979,7 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                             ),
                         ),
                     );
-                    let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                    let dot0: __m512i = a0_0;
                     let sa = *xs.add(0 * BLOCKS + b);
                     let dot0: __m512i = _mm512_sub_epi32(
                         dot0,
@@ -1960,7 +1990,7 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f0,
                     );
-                    let dot1: __m512i = _mm512_add_epi32(a1_0, a1_1);
+                    let dot1: __m512i = a1_0;
                     let sa = *xs.add(1 * BLOCKS + b);
                     let dot1: __m512i = _mm512_sub_epi32(
                         dot1,
@@ -1971,7 +2001,7 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f1,
                     );
-                    let dot2: __m512i = _mm512_add_epi32(a2_0, a2_1);
+                    let dot2: __m512i = a2_0;
                     let sa = *xs.add(2 * BLOCKS + b);
                     let dot2: __m512i = _mm512_sub_epi32(
                         dot2,
@@ -1982,7 +2012,7 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f2,
                     );
-                    let dot3: __m512i = _mm512_add_epi32(a3_0, a3_1);
+                    let dot3: __m512i = a3_0;
                     let sa = *xs.add(3 * BLOCKS + b);
                     let dot3: __m512i = _mm512_sub_epi32(
                         dot3,
@@ -2001,6 +2031,2282 @@ pub fn x86_avx512_matmul_w4g32_896x896(
             _mm512_storeu_ps(out.add(3 * NR), f3);
         }
     }
+    /// One tile (16 rows) × 5 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_5(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let nibble: __m512i = _mm512_set1_epi8(15i8);
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            for g in 0..GROUPS {
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(scales.add(g * NR) as *const __m256i),
+                );
+                for kb in 0..BLOCKS_PER_GROUP {
+                    let b = g * BLOCKS_PER_GROUP + kb;
+                    let c = codes.add(b * BLOCK_BYTES);
+                    let xb = xq.add(b * Q8_BLOCK);
+                    let mut a0_0: __m512i = _mm512_setzero_si512();
+                    let mut a1_0: __m512i = _mm512_setzero_si512();
+                    let mut a2_0: __m512i = _mm512_setzero_si512();
+                    let mut a3_0: __m512i = _mm512_setzero_si512();
+                    let mut a4_0: __m512i = _mm512_setzero_si512();
+                    let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                    let lo0: __m512i = _mm512_and_si512(v0, nibble);
+                    let hi0: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v0),
+                        nibble,
+                    );
+                    let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                    let lo1: __m512i = _mm512_and_si512(v1, nibble);
+                    let hi1: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v1),
+                        nibble,
+                    );
+                    let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                    let lo2: __m512i = _mm512_and_si512(v2, nibble);
+                    let hi2: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v2),
+                        nibble,
+                    );
+                    let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                    let lo3: __m512i = _mm512_and_si512(v3, nibble);
+                    let hi3: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v3),
+                        nibble,
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    let dot0: __m512i = a0_0;
+                    let sa = *xs.add(0 * BLOCKS + b);
+                    let dot0: __m512i = _mm512_sub_epi32(
+                        dot0,
+                        _mm512_set1_epi32(8 * *xsum.add(0 * BLOCKS + b)),
+                    );
+                    f0 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot0),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f0,
+                    );
+                    let dot1: __m512i = a1_0;
+                    let sa = *xs.add(1 * BLOCKS + b);
+                    let dot1: __m512i = _mm512_sub_epi32(
+                        dot1,
+                        _mm512_set1_epi32(8 * *xsum.add(1 * BLOCKS + b)),
+                    );
+                    f1 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot1),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f1,
+                    );
+                    let dot2: __m512i = a2_0;
+                    let sa = *xs.add(2 * BLOCKS + b);
+                    let dot2: __m512i = _mm512_sub_epi32(
+                        dot2,
+                        _mm512_set1_epi32(8 * *xsum.add(2 * BLOCKS + b)),
+                    );
+                    f2 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot2),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f2,
+                    );
+                    let dot3: __m512i = a3_0;
+                    let sa = *xs.add(3 * BLOCKS + b);
+                    let dot3: __m512i = _mm512_sub_epi32(
+                        dot3,
+                        _mm512_set1_epi32(8 * *xsum.add(3 * BLOCKS + b)),
+                    );
+                    f3 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot3),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f3,
+                    );
+                    let dot4: __m512i = a4_0;
+                    let sa = *xs.add(4 * BLOCKS + b);
+                    let dot4: __m512i = _mm512_sub_epi32(
+                        dot4,
+                        _mm512_set1_epi32(8 * *xsum.add(4 * BLOCKS + b)),
+                    );
+                    f4 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot4),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f4,
+                    );
+                }
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+        }
+    }
+    /// One tile (16 rows) × 6 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_6(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let nibble: __m512i = _mm512_set1_epi8(15i8);
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            for g in 0..GROUPS {
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(scales.add(g * NR) as *const __m256i),
+                );
+                for kb in 0..BLOCKS_PER_GROUP {
+                    let b = g * BLOCKS_PER_GROUP + kb;
+                    let c = codes.add(b * BLOCK_BYTES);
+                    let xb = xq.add(b * Q8_BLOCK);
+                    let mut a0_0: __m512i = _mm512_setzero_si512();
+                    let mut a1_0: __m512i = _mm512_setzero_si512();
+                    let mut a2_0: __m512i = _mm512_setzero_si512();
+                    let mut a3_0: __m512i = _mm512_setzero_si512();
+                    let mut a4_0: __m512i = _mm512_setzero_si512();
+                    let mut a5_0: __m512i = _mm512_setzero_si512();
+                    let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                    let lo0: __m512i = _mm512_and_si512(v0, nibble);
+                    let hi0: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v0),
+                        nibble,
+                    );
+                    let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                    let lo1: __m512i = _mm512_and_si512(v1, nibble);
+                    let hi1: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v1),
+                        nibble,
+                    );
+                    let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                    let lo2: __m512i = _mm512_and_si512(v2, nibble);
+                    let hi2: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v2),
+                        nibble,
+                    );
+                    let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                    let lo3: __m512i = _mm512_and_si512(v3, nibble);
+                    let hi3: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v3),
+                        nibble,
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    let dot0: __m512i = a0_0;
+                    let sa = *xs.add(0 * BLOCKS + b);
+                    let dot0: __m512i = _mm512_sub_epi32(
+                        dot0,
+                        _mm512_set1_epi32(8 * *xsum.add(0 * BLOCKS + b)),
+                    );
+                    f0 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot0),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f0,
+                    );
+                    let dot1: __m512i = a1_0;
+                    let sa = *xs.add(1 * BLOCKS + b);
+                    let dot1: __m512i = _mm512_sub_epi32(
+                        dot1,
+                        _mm512_set1_epi32(8 * *xsum.add(1 * BLOCKS + b)),
+                    );
+                    f1 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot1),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f1,
+                    );
+                    let dot2: __m512i = a2_0;
+                    let sa = *xs.add(2 * BLOCKS + b);
+                    let dot2: __m512i = _mm512_sub_epi32(
+                        dot2,
+                        _mm512_set1_epi32(8 * *xsum.add(2 * BLOCKS + b)),
+                    );
+                    f2 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot2),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f2,
+                    );
+                    let dot3: __m512i = a3_0;
+                    let sa = *xs.add(3 * BLOCKS + b);
+                    let dot3: __m512i = _mm512_sub_epi32(
+                        dot3,
+                        _mm512_set1_epi32(8 * *xsum.add(3 * BLOCKS + b)),
+                    );
+                    f3 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot3),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f3,
+                    );
+                    let dot4: __m512i = a4_0;
+                    let sa = *xs.add(4 * BLOCKS + b);
+                    let dot4: __m512i = _mm512_sub_epi32(
+                        dot4,
+                        _mm512_set1_epi32(8 * *xsum.add(4 * BLOCKS + b)),
+                    );
+                    f4 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot4),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f4,
+                    );
+                    let dot5: __m512i = a5_0;
+                    let sa = *xs.add(5 * BLOCKS + b);
+                    let dot5: __m512i = _mm512_sub_epi32(
+                        dot5,
+                        _mm512_set1_epi32(8 * *xsum.add(5 * BLOCKS + b)),
+                    );
+                    f5 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot5),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f5,
+                    );
+                }
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+            _mm512_storeu_ps(out.add(5 * NR), f5);
+        }
+    }
+    /// One tile (16 rows) × 7 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_7(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let nibble: __m512i = _mm512_set1_epi8(15i8);
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            let mut f6: __m512 = _mm512_setzero_ps();
+            for g in 0..GROUPS {
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(scales.add(g * NR) as *const __m256i),
+                );
+                for kb in 0..BLOCKS_PER_GROUP {
+                    let b = g * BLOCKS_PER_GROUP + kb;
+                    let c = codes.add(b * BLOCK_BYTES);
+                    let xb = xq.add(b * Q8_BLOCK);
+                    let mut a0_0: __m512i = _mm512_setzero_si512();
+                    let mut a1_0: __m512i = _mm512_setzero_si512();
+                    let mut a2_0: __m512i = _mm512_setzero_si512();
+                    let mut a3_0: __m512i = _mm512_setzero_si512();
+                    let mut a4_0: __m512i = _mm512_setzero_si512();
+                    let mut a5_0: __m512i = _mm512_setzero_si512();
+                    let mut a6_0: __m512i = _mm512_setzero_si512();
+                    let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                    let lo0: __m512i = _mm512_and_si512(v0, nibble);
+                    let hi0: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v0),
+                        nibble,
+                    );
+                    let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                    let lo1: __m512i = _mm512_and_si512(v1, nibble);
+                    let hi1: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v1),
+                        nibble,
+                    );
+                    let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                    let lo2: __m512i = _mm512_and_si512(v2, nibble);
+                    let hi2: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v2),
+                        nibble,
+                    );
+                    let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                    let lo3: __m512i = _mm512_and_si512(v3, nibble);
+                    let hi3: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v3),
+                        nibble,
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    let dot0: __m512i = a0_0;
+                    let sa = *xs.add(0 * BLOCKS + b);
+                    let dot0: __m512i = _mm512_sub_epi32(
+                        dot0,
+                        _mm512_set1_epi32(8 * *xsum.add(0 * BLOCKS + b)),
+                    );
+                    f0 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot0),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f0,
+                    );
+                    let dot1: __m512i = a1_0;
+                    let sa = *xs.add(1 * BLOCKS + b);
+                    let dot1: __m512i = _mm512_sub_epi32(
+                        dot1,
+                        _mm512_set1_epi32(8 * *xsum.add(1 * BLOCKS + b)),
+                    );
+                    f1 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot1),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f1,
+                    );
+                    let dot2: __m512i = a2_0;
+                    let sa = *xs.add(2 * BLOCKS + b);
+                    let dot2: __m512i = _mm512_sub_epi32(
+                        dot2,
+                        _mm512_set1_epi32(8 * *xsum.add(2 * BLOCKS + b)),
+                    );
+                    f2 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot2),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f2,
+                    );
+                    let dot3: __m512i = a3_0;
+                    let sa = *xs.add(3 * BLOCKS + b);
+                    let dot3: __m512i = _mm512_sub_epi32(
+                        dot3,
+                        _mm512_set1_epi32(8 * *xsum.add(3 * BLOCKS + b)),
+                    );
+                    f3 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot3),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f3,
+                    );
+                    let dot4: __m512i = a4_0;
+                    let sa = *xs.add(4 * BLOCKS + b);
+                    let dot4: __m512i = _mm512_sub_epi32(
+                        dot4,
+                        _mm512_set1_epi32(8 * *xsum.add(4 * BLOCKS + b)),
+                    );
+                    f4 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot4),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f4,
+                    );
+                    let dot5: __m512i = a5_0;
+                    let sa = *xs.add(5 * BLOCKS + b);
+                    let dot5: __m512i = _mm512_sub_epi32(
+                        dot5,
+                        _mm512_set1_epi32(8 * *xsum.add(5 * BLOCKS + b)),
+                    );
+                    f5 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot5),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f5,
+                    );
+                    let dot6: __m512i = a6_0;
+                    let sa = *xs.add(6 * BLOCKS + b);
+                    let dot6: __m512i = _mm512_sub_epi32(
+                        dot6,
+                        _mm512_set1_epi32(8 * *xsum.add(6 * BLOCKS + b)),
+                    );
+                    f6 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot6),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f6,
+                    );
+                }
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+            _mm512_storeu_ps(out.add(5 * NR), f5);
+            _mm512_storeu_ps(out.add(6 * NR), f6);
+        }
+    }
+    /// One tile (16 rows) × 8 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_8(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let nibble: __m512i = _mm512_set1_epi8(15i8);
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            let mut f6: __m512 = _mm512_setzero_ps();
+            let mut f7: __m512 = _mm512_setzero_ps();
+            for g in 0..GROUPS {
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(scales.add(g * NR) as *const __m256i),
+                );
+                for kb in 0..BLOCKS_PER_GROUP {
+                    let b = g * BLOCKS_PER_GROUP + kb;
+                    let c = codes.add(b * BLOCK_BYTES);
+                    let xb = xq.add(b * Q8_BLOCK);
+                    let mut a0_0: __m512i = _mm512_setzero_si512();
+                    let mut a1_0: __m512i = _mm512_setzero_si512();
+                    let mut a2_0: __m512i = _mm512_setzero_si512();
+                    let mut a3_0: __m512i = _mm512_setzero_si512();
+                    let mut a4_0: __m512i = _mm512_setzero_si512();
+                    let mut a5_0: __m512i = _mm512_setzero_si512();
+                    let mut a6_0: __m512i = _mm512_setzero_si512();
+                    let mut a7_0: __m512i = _mm512_setzero_si512();
+                    let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                    let lo0: __m512i = _mm512_and_si512(v0, nibble);
+                    let hi0: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v0),
+                        nibble,
+                    );
+                    let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                    let lo1: __m512i = _mm512_and_si512(v1, nibble);
+                    let hi1: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v1),
+                        nibble,
+                    );
+                    let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                    let lo2: __m512i = _mm512_and_si512(v2, nibble);
+                    let hi2: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v2),
+                        nibble,
+                    );
+                    let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                    let lo3: __m512i = _mm512_and_si512(v3, nibble);
+                    let hi3: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v3),
+                        nibble,
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(7 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(7 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(7 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    let dot0: __m512i = a0_0;
+                    let sa = *xs.add(0 * BLOCKS + b);
+                    let dot0: __m512i = _mm512_sub_epi32(
+                        dot0,
+                        _mm512_set1_epi32(8 * *xsum.add(0 * BLOCKS + b)),
+                    );
+                    f0 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot0),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f0,
+                    );
+                    let dot1: __m512i = a1_0;
+                    let sa = *xs.add(1 * BLOCKS + b);
+                    let dot1: __m512i = _mm512_sub_epi32(
+                        dot1,
+                        _mm512_set1_epi32(8 * *xsum.add(1 * BLOCKS + b)),
+                    );
+                    f1 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot1),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f1,
+                    );
+                    let dot2: __m512i = a2_0;
+                    let sa = *xs.add(2 * BLOCKS + b);
+                    let dot2: __m512i = _mm512_sub_epi32(
+                        dot2,
+                        _mm512_set1_epi32(8 * *xsum.add(2 * BLOCKS + b)),
+                    );
+                    f2 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot2),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f2,
+                    );
+                    let dot3: __m512i = a3_0;
+                    let sa = *xs.add(3 * BLOCKS + b);
+                    let dot3: __m512i = _mm512_sub_epi32(
+                        dot3,
+                        _mm512_set1_epi32(8 * *xsum.add(3 * BLOCKS + b)),
+                    );
+                    f3 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot3),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f3,
+                    );
+                    let dot4: __m512i = a4_0;
+                    let sa = *xs.add(4 * BLOCKS + b);
+                    let dot4: __m512i = _mm512_sub_epi32(
+                        dot4,
+                        _mm512_set1_epi32(8 * *xsum.add(4 * BLOCKS + b)),
+                    );
+                    f4 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot4),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f4,
+                    );
+                    let dot5: __m512i = a5_0;
+                    let sa = *xs.add(5 * BLOCKS + b);
+                    let dot5: __m512i = _mm512_sub_epi32(
+                        dot5,
+                        _mm512_set1_epi32(8 * *xsum.add(5 * BLOCKS + b)),
+                    );
+                    f5 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot5),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f5,
+                    );
+                    let dot6: __m512i = a6_0;
+                    let sa = *xs.add(6 * BLOCKS + b);
+                    let dot6: __m512i = _mm512_sub_epi32(
+                        dot6,
+                        _mm512_set1_epi32(8 * *xsum.add(6 * BLOCKS + b)),
+                    );
+                    f6 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot6),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f6,
+                    );
+                    let dot7: __m512i = a7_0;
+                    let sa = *xs.add(7 * BLOCKS + b);
+                    let dot7: __m512i = _mm512_sub_epi32(
+                        dot7,
+                        _mm512_set1_epi32(8 * *xsum.add(7 * BLOCKS + b)),
+                    );
+                    f7 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot7),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f7,
+                    );
+                }
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+            _mm512_storeu_ps(out.add(5 * NR), f5);
+            _mm512_storeu_ps(out.add(6 * NR), f6);
+            _mm512_storeu_ps(out.add(7 * NR), f7);
+        }
+    }
 }
 #[cfg(target_arch = "x86_64")]
 /// `y[n, 896] = x[n, 4864] · Wᵀ`, W in `w4g32`, tiled layout of 16 rows (x86-avx512: avx512f, avx512bw, avx512vl, avx512vnni, avx2, fma, f16c).
@@ -2015,16 +4321,16 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
     const COLS: usize = 4864;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
     const NR: usize = 16;
-    const MR: usize = 4;
+    const MR: usize = 8;
     const TILES: usize = 56;
     const BLOCKS: usize = COLS / Q8_BLOCK;
     /// Code bytes of one tile and block, and of one tile.
     const BLOCK_BYTES: usize = 256;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
-    const TOKEN_BLOCK: usize = 52;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    const TOKEN_BLOCK: usize = 48;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -2096,7 +4402,7 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
                     while t + MR <= t1 {
-                        tokens_4(
+                        tokens_8(
                             codes,
                             scales,
                             xq.add(t * COLS),
@@ -2138,6 +4444,46 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                                 o.add(t * NR),
                             )
                         }
+                        4 => {
+                            tokens_4(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
+                        5 => {
+                            tokens_5(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
+                        6 => {
+                            tokens_6(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
+                        7 => {
+                            tokens_7(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
                         _ => unreachable!(),
                     }
                 }
@@ -2167,20 +4513,19 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 128) as *const i8);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 192) as *const i8);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
-                    let mut a0_1: __m512i = _mm512_setzero_si512();
                     let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                     let lo0: __m512i = _mm512_and_si512(v0, nibble);
                     let hi0: __m512i = _mm512_and_si512(
@@ -2212,8 +4557,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
@@ -2226,8 +4571,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2244,8 +4589,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2262,8 +4607,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2271,7 +4616,7 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                    let dot0: __m512i = a0_0;
                     let sa = *xs.add(0 * BLOCKS + b);
                     let dot0: __m512i = _mm512_sub_epi32(
                         dot0,
@@ -2311,9 +4656,7 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                     let c = codes.add(b * BLOCK_BYTES);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
-                    let mut a0_1: __m512i = _mm512_setzero_si512();
                     let mut a1_0: __m512i = _mm512_setzero_si512();
-                    let mut a1_1: __m512i = _mm512_setzero_si512();
                     let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                     let lo0: __m512i = _mm512_and_si512(v0, nibble);
                     let hi0: __m512i = _mm512_and_si512(
@@ -2352,15 +4695,15 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
@@ -2380,8 +4723,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2389,8 +4732,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2416,8 +4759,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2425,8 +4768,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2452,8 +4795,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2461,8 +4804,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2470,7 +4813,7 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                    let dot0: __m512i = a0_0;
                     let sa = *xs.add(0 * BLOCKS + b);
                     let dot0: __m512i = _mm512_sub_epi32(
                         dot0,
@@ -2481,7 +4824,7 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f0,
                     );
-                    let dot1: __m512i = _mm512_add_epi32(a1_0, a1_1);
+                    let dot1: __m512i = a1_0;
                     let sa = *xs.add(1 * BLOCKS + b);
                     let dot1: __m512i = _mm512_sub_epi32(
                         dot1,
@@ -2523,11 +4866,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                     let c = codes.add(b * BLOCK_BYTES);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
-                    let mut a0_1: __m512i = _mm512_setzero_si512();
                     let mut a1_0: __m512i = _mm512_setzero_si512();
-                    let mut a1_1: __m512i = _mm512_setzero_si512();
                     let mut a2_0: __m512i = _mm512_setzero_si512();
-                    let mut a2_1: __m512i = _mm512_setzero_si512();
                     let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                     let lo0: __m512i = _mm512_and_si512(v0, nibble);
                     let hi0: __m512i = _mm512_and_si512(
@@ -2573,22 +4913,22 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
@@ -2615,8 +4955,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2624,8 +4964,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2633,8 +4973,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2669,8 +5009,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2678,8 +5018,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2687,8 +5027,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2723,8 +5063,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2732,8 +5072,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2741,8 +5081,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2750,7 +5090,7 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                    let dot0: __m512i = a0_0;
                     let sa = *xs.add(0 * BLOCKS + b);
                     let dot0: __m512i = _mm512_sub_epi32(
                         dot0,
@@ -2761,7 +5101,7 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f0,
                     );
-                    let dot1: __m512i = _mm512_add_epi32(a1_0, a1_1);
+                    let dot1: __m512i = a1_0;
                     let sa = *xs.add(1 * BLOCKS + b);
                     let dot1: __m512i = _mm512_sub_epi32(
                         dot1,
@@ -2772,7 +5112,7 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f1,
                     );
-                    let dot2: __m512i = _mm512_add_epi32(a2_0, a2_1);
+                    let dot2: __m512i = a2_0;
                     let sa = *xs.add(2 * BLOCKS + b);
                     let dot2: __m512i = _mm512_sub_epi32(
                         dot2,
@@ -2816,13 +5156,9 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                     let c = codes.add(b * BLOCK_BYTES);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
-                    let mut a0_1: __m512i = _mm512_setzero_si512();
                     let mut a1_0: __m512i = _mm512_setzero_si512();
-                    let mut a1_1: __m512i = _mm512_setzero_si512();
                     let mut a2_0: __m512i = _mm512_setzero_si512();
-                    let mut a2_1: __m512i = _mm512_setzero_si512();
                     let mut a3_0: __m512i = _mm512_setzero_si512();
-                    let mut a3_1: __m512i = _mm512_setzero_si512();
                     let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                     let lo0: __m512i = _mm512_and_si512(v0, nibble);
                     let hi0: __m512i = _mm512_and_si512(
@@ -2875,29 +5211,29 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a3_1 = _mm512_dpbusd_epi32(
-                        a3_1,
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
@@ -2931,8 +5267,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2940,8 +5276,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2949,8 +5285,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -2958,8 +5294,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a3_1 = _mm512_dpbusd_epi32(
-                        a3_1,
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3003,8 +5339,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3012,8 +5348,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3021,8 +5357,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3030,8 +5366,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a3_1 = _mm512_dpbusd_epi32(
-                        a3_1,
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3075,8 +5411,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3084,8 +5420,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3093,8 +5429,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3102,8 +5438,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    a3_1 = _mm512_dpbusd_epi32(
-                        a3_1,
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3111,7 +5447,7 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                             ),
                         ),
                     );
-                    let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                    let dot0: __m512i = a0_0;
                     let sa = *xs.add(0 * BLOCKS + b);
                     let dot0: __m512i = _mm512_sub_epi32(
                         dot0,
@@ -3122,7 +5458,7 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f0,
                     );
-                    let dot1: __m512i = _mm512_add_epi32(a1_0, a1_1);
+                    let dot1: __m512i = a1_0;
                     let sa = *xs.add(1 * BLOCKS + b);
                     let dot1: __m512i = _mm512_sub_epi32(
                         dot1,
@@ -3133,7 +5469,7 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f1,
                     );
-                    let dot2: __m512i = _mm512_add_epi32(a2_0, a2_1);
+                    let dot2: __m512i = a2_0;
                     let sa = *xs.add(2 * BLOCKS + b);
                     let dot2: __m512i = _mm512_sub_epi32(
                         dot2,
@@ -3144,7 +5480,7 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f2,
                     );
-                    let dot3: __m512i = _mm512_add_epi32(a3_0, a3_1);
+                    let dot3: __m512i = a3_0;
                     let sa = *xs.add(3 * BLOCKS + b);
                     let dot3: __m512i = _mm512_sub_epi32(
                         dot3,
@@ -3163,6 +5499,2282 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
             _mm512_storeu_ps(out.add(3 * NR), f3);
         }
     }
+    /// One tile (16 rows) × 5 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_5(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let nibble: __m512i = _mm512_set1_epi8(15i8);
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            for g in 0..GROUPS {
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(scales.add(g * NR) as *const __m256i),
+                );
+                for kb in 0..BLOCKS_PER_GROUP {
+                    let b = g * BLOCKS_PER_GROUP + kb;
+                    let c = codes.add(b * BLOCK_BYTES);
+                    let xb = xq.add(b * Q8_BLOCK);
+                    let mut a0_0: __m512i = _mm512_setzero_si512();
+                    let mut a1_0: __m512i = _mm512_setzero_si512();
+                    let mut a2_0: __m512i = _mm512_setzero_si512();
+                    let mut a3_0: __m512i = _mm512_setzero_si512();
+                    let mut a4_0: __m512i = _mm512_setzero_si512();
+                    let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                    let lo0: __m512i = _mm512_and_si512(v0, nibble);
+                    let hi0: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v0),
+                        nibble,
+                    );
+                    let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                    let lo1: __m512i = _mm512_and_si512(v1, nibble);
+                    let hi1: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v1),
+                        nibble,
+                    );
+                    let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                    let lo2: __m512i = _mm512_and_si512(v2, nibble);
+                    let hi2: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v2),
+                        nibble,
+                    );
+                    let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                    let lo3: __m512i = _mm512_and_si512(v3, nibble);
+                    let hi3: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v3),
+                        nibble,
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    let dot0: __m512i = a0_0;
+                    let sa = *xs.add(0 * BLOCKS + b);
+                    let dot0: __m512i = _mm512_sub_epi32(
+                        dot0,
+                        _mm512_set1_epi32(8 * *xsum.add(0 * BLOCKS + b)),
+                    );
+                    f0 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot0),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f0,
+                    );
+                    let dot1: __m512i = a1_0;
+                    let sa = *xs.add(1 * BLOCKS + b);
+                    let dot1: __m512i = _mm512_sub_epi32(
+                        dot1,
+                        _mm512_set1_epi32(8 * *xsum.add(1 * BLOCKS + b)),
+                    );
+                    f1 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot1),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f1,
+                    );
+                    let dot2: __m512i = a2_0;
+                    let sa = *xs.add(2 * BLOCKS + b);
+                    let dot2: __m512i = _mm512_sub_epi32(
+                        dot2,
+                        _mm512_set1_epi32(8 * *xsum.add(2 * BLOCKS + b)),
+                    );
+                    f2 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot2),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f2,
+                    );
+                    let dot3: __m512i = a3_0;
+                    let sa = *xs.add(3 * BLOCKS + b);
+                    let dot3: __m512i = _mm512_sub_epi32(
+                        dot3,
+                        _mm512_set1_epi32(8 * *xsum.add(3 * BLOCKS + b)),
+                    );
+                    f3 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot3),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f3,
+                    );
+                    let dot4: __m512i = a4_0;
+                    let sa = *xs.add(4 * BLOCKS + b);
+                    let dot4: __m512i = _mm512_sub_epi32(
+                        dot4,
+                        _mm512_set1_epi32(8 * *xsum.add(4 * BLOCKS + b)),
+                    );
+                    f4 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot4),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f4,
+                    );
+                }
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+        }
+    }
+    /// One tile (16 rows) × 6 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_6(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let nibble: __m512i = _mm512_set1_epi8(15i8);
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            for g in 0..GROUPS {
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(scales.add(g * NR) as *const __m256i),
+                );
+                for kb in 0..BLOCKS_PER_GROUP {
+                    let b = g * BLOCKS_PER_GROUP + kb;
+                    let c = codes.add(b * BLOCK_BYTES);
+                    let xb = xq.add(b * Q8_BLOCK);
+                    let mut a0_0: __m512i = _mm512_setzero_si512();
+                    let mut a1_0: __m512i = _mm512_setzero_si512();
+                    let mut a2_0: __m512i = _mm512_setzero_si512();
+                    let mut a3_0: __m512i = _mm512_setzero_si512();
+                    let mut a4_0: __m512i = _mm512_setzero_si512();
+                    let mut a5_0: __m512i = _mm512_setzero_si512();
+                    let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                    let lo0: __m512i = _mm512_and_si512(v0, nibble);
+                    let hi0: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v0),
+                        nibble,
+                    );
+                    let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                    let lo1: __m512i = _mm512_and_si512(v1, nibble);
+                    let hi1: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v1),
+                        nibble,
+                    );
+                    let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                    let lo2: __m512i = _mm512_and_si512(v2, nibble);
+                    let hi2: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v2),
+                        nibble,
+                    );
+                    let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                    let lo3: __m512i = _mm512_and_si512(v3, nibble);
+                    let hi3: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v3),
+                        nibble,
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    let dot0: __m512i = a0_0;
+                    let sa = *xs.add(0 * BLOCKS + b);
+                    let dot0: __m512i = _mm512_sub_epi32(
+                        dot0,
+                        _mm512_set1_epi32(8 * *xsum.add(0 * BLOCKS + b)),
+                    );
+                    f0 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot0),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f0,
+                    );
+                    let dot1: __m512i = a1_0;
+                    let sa = *xs.add(1 * BLOCKS + b);
+                    let dot1: __m512i = _mm512_sub_epi32(
+                        dot1,
+                        _mm512_set1_epi32(8 * *xsum.add(1 * BLOCKS + b)),
+                    );
+                    f1 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot1),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f1,
+                    );
+                    let dot2: __m512i = a2_0;
+                    let sa = *xs.add(2 * BLOCKS + b);
+                    let dot2: __m512i = _mm512_sub_epi32(
+                        dot2,
+                        _mm512_set1_epi32(8 * *xsum.add(2 * BLOCKS + b)),
+                    );
+                    f2 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot2),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f2,
+                    );
+                    let dot3: __m512i = a3_0;
+                    let sa = *xs.add(3 * BLOCKS + b);
+                    let dot3: __m512i = _mm512_sub_epi32(
+                        dot3,
+                        _mm512_set1_epi32(8 * *xsum.add(3 * BLOCKS + b)),
+                    );
+                    f3 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot3),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f3,
+                    );
+                    let dot4: __m512i = a4_0;
+                    let sa = *xs.add(4 * BLOCKS + b);
+                    let dot4: __m512i = _mm512_sub_epi32(
+                        dot4,
+                        _mm512_set1_epi32(8 * *xsum.add(4 * BLOCKS + b)),
+                    );
+                    f4 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot4),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f4,
+                    );
+                    let dot5: __m512i = a5_0;
+                    let sa = *xs.add(5 * BLOCKS + b);
+                    let dot5: __m512i = _mm512_sub_epi32(
+                        dot5,
+                        _mm512_set1_epi32(8 * *xsum.add(5 * BLOCKS + b)),
+                    );
+                    f5 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot5),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f5,
+                    );
+                }
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+            _mm512_storeu_ps(out.add(5 * NR), f5);
+        }
+    }
+    /// One tile (16 rows) × 7 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_7(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let nibble: __m512i = _mm512_set1_epi8(15i8);
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            let mut f6: __m512 = _mm512_setzero_ps();
+            for g in 0..GROUPS {
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(scales.add(g * NR) as *const __m256i),
+                );
+                for kb in 0..BLOCKS_PER_GROUP {
+                    let b = g * BLOCKS_PER_GROUP + kb;
+                    let c = codes.add(b * BLOCK_BYTES);
+                    let xb = xq.add(b * Q8_BLOCK);
+                    let mut a0_0: __m512i = _mm512_setzero_si512();
+                    let mut a1_0: __m512i = _mm512_setzero_si512();
+                    let mut a2_0: __m512i = _mm512_setzero_si512();
+                    let mut a3_0: __m512i = _mm512_setzero_si512();
+                    let mut a4_0: __m512i = _mm512_setzero_si512();
+                    let mut a5_0: __m512i = _mm512_setzero_si512();
+                    let mut a6_0: __m512i = _mm512_setzero_si512();
+                    let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                    let lo0: __m512i = _mm512_and_si512(v0, nibble);
+                    let hi0: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v0),
+                        nibble,
+                    );
+                    let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                    let lo1: __m512i = _mm512_and_si512(v1, nibble);
+                    let hi1: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v1),
+                        nibble,
+                    );
+                    let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                    let lo2: __m512i = _mm512_and_si512(v2, nibble);
+                    let hi2: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v2),
+                        nibble,
+                    );
+                    let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                    let lo3: __m512i = _mm512_and_si512(v3, nibble);
+                    let hi3: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v3),
+                        nibble,
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    let dot0: __m512i = a0_0;
+                    let sa = *xs.add(0 * BLOCKS + b);
+                    let dot0: __m512i = _mm512_sub_epi32(
+                        dot0,
+                        _mm512_set1_epi32(8 * *xsum.add(0 * BLOCKS + b)),
+                    );
+                    f0 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot0),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f0,
+                    );
+                    let dot1: __m512i = a1_0;
+                    let sa = *xs.add(1 * BLOCKS + b);
+                    let dot1: __m512i = _mm512_sub_epi32(
+                        dot1,
+                        _mm512_set1_epi32(8 * *xsum.add(1 * BLOCKS + b)),
+                    );
+                    f1 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot1),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f1,
+                    );
+                    let dot2: __m512i = a2_0;
+                    let sa = *xs.add(2 * BLOCKS + b);
+                    let dot2: __m512i = _mm512_sub_epi32(
+                        dot2,
+                        _mm512_set1_epi32(8 * *xsum.add(2 * BLOCKS + b)),
+                    );
+                    f2 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot2),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f2,
+                    );
+                    let dot3: __m512i = a3_0;
+                    let sa = *xs.add(3 * BLOCKS + b);
+                    let dot3: __m512i = _mm512_sub_epi32(
+                        dot3,
+                        _mm512_set1_epi32(8 * *xsum.add(3 * BLOCKS + b)),
+                    );
+                    f3 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot3),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f3,
+                    );
+                    let dot4: __m512i = a4_0;
+                    let sa = *xs.add(4 * BLOCKS + b);
+                    let dot4: __m512i = _mm512_sub_epi32(
+                        dot4,
+                        _mm512_set1_epi32(8 * *xsum.add(4 * BLOCKS + b)),
+                    );
+                    f4 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot4),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f4,
+                    );
+                    let dot5: __m512i = a5_0;
+                    let sa = *xs.add(5 * BLOCKS + b);
+                    let dot5: __m512i = _mm512_sub_epi32(
+                        dot5,
+                        _mm512_set1_epi32(8 * *xsum.add(5 * BLOCKS + b)),
+                    );
+                    f5 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot5),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f5,
+                    );
+                    let dot6: __m512i = a6_0;
+                    let sa = *xs.add(6 * BLOCKS + b);
+                    let dot6: __m512i = _mm512_sub_epi32(
+                        dot6,
+                        _mm512_set1_epi32(8 * *xsum.add(6 * BLOCKS + b)),
+                    );
+                    f6 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot6),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f6,
+                    );
+                }
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+            _mm512_storeu_ps(out.add(5 * NR), f5);
+            _mm512_storeu_ps(out.add(6 * NR), f6);
+        }
+    }
+    /// One tile (16 rows) × 8 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_8(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let nibble: __m512i = _mm512_set1_epi8(15i8);
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            let mut f6: __m512 = _mm512_setzero_ps();
+            let mut f7: __m512 = _mm512_setzero_ps();
+            for g in 0..GROUPS {
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(scales.add(g * NR) as *const __m256i),
+                );
+                for kb in 0..BLOCKS_PER_GROUP {
+                    let b = g * BLOCKS_PER_GROUP + kb;
+                    let c = codes.add(b * BLOCK_BYTES);
+                    let xb = xq.add(b * Q8_BLOCK);
+                    let mut a0_0: __m512i = _mm512_setzero_si512();
+                    let mut a1_0: __m512i = _mm512_setzero_si512();
+                    let mut a2_0: __m512i = _mm512_setzero_si512();
+                    let mut a3_0: __m512i = _mm512_setzero_si512();
+                    let mut a4_0: __m512i = _mm512_setzero_si512();
+                    let mut a5_0: __m512i = _mm512_setzero_si512();
+                    let mut a6_0: __m512i = _mm512_setzero_si512();
+                    let mut a7_0: __m512i = _mm512_setzero_si512();
+                    let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                    let lo0: __m512i = _mm512_and_si512(v0, nibble);
+                    let hi0: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v0),
+                        nibble,
+                    );
+                    let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                    let lo1: __m512i = _mm512_and_si512(v1, nibble);
+                    let hi1: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v1),
+                        nibble,
+                    );
+                    let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                    let lo2: __m512i = _mm512_and_si512(v2, nibble);
+                    let hi2: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v2),
+                        nibble,
+                    );
+                    let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                    let lo3: __m512i = _mm512_and_si512(v3, nibble);
+                    let hi3: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v3),
+                        nibble,
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(7 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(7 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(7 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    let dot0: __m512i = a0_0;
+                    let sa = *xs.add(0 * BLOCKS + b);
+                    let dot0: __m512i = _mm512_sub_epi32(
+                        dot0,
+                        _mm512_set1_epi32(8 * *xsum.add(0 * BLOCKS + b)),
+                    );
+                    f0 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot0),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f0,
+                    );
+                    let dot1: __m512i = a1_0;
+                    let sa = *xs.add(1 * BLOCKS + b);
+                    let dot1: __m512i = _mm512_sub_epi32(
+                        dot1,
+                        _mm512_set1_epi32(8 * *xsum.add(1 * BLOCKS + b)),
+                    );
+                    f1 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot1),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f1,
+                    );
+                    let dot2: __m512i = a2_0;
+                    let sa = *xs.add(2 * BLOCKS + b);
+                    let dot2: __m512i = _mm512_sub_epi32(
+                        dot2,
+                        _mm512_set1_epi32(8 * *xsum.add(2 * BLOCKS + b)),
+                    );
+                    f2 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot2),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f2,
+                    );
+                    let dot3: __m512i = a3_0;
+                    let sa = *xs.add(3 * BLOCKS + b);
+                    let dot3: __m512i = _mm512_sub_epi32(
+                        dot3,
+                        _mm512_set1_epi32(8 * *xsum.add(3 * BLOCKS + b)),
+                    );
+                    f3 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot3),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f3,
+                    );
+                    let dot4: __m512i = a4_0;
+                    let sa = *xs.add(4 * BLOCKS + b);
+                    let dot4: __m512i = _mm512_sub_epi32(
+                        dot4,
+                        _mm512_set1_epi32(8 * *xsum.add(4 * BLOCKS + b)),
+                    );
+                    f4 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot4),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f4,
+                    );
+                    let dot5: __m512i = a5_0;
+                    let sa = *xs.add(5 * BLOCKS + b);
+                    let dot5: __m512i = _mm512_sub_epi32(
+                        dot5,
+                        _mm512_set1_epi32(8 * *xsum.add(5 * BLOCKS + b)),
+                    );
+                    f5 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot5),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f5,
+                    );
+                    let dot6: __m512i = a6_0;
+                    let sa = *xs.add(6 * BLOCKS + b);
+                    let dot6: __m512i = _mm512_sub_epi32(
+                        dot6,
+                        _mm512_set1_epi32(8 * *xsum.add(6 * BLOCKS + b)),
+                    );
+                    f6 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot6),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f6,
+                    );
+                    let dot7: __m512i = a7_0;
+                    let sa = *xs.add(7 * BLOCKS + b);
+                    let dot7: __m512i = _mm512_sub_epi32(
+                        dot7,
+                        _mm512_set1_epi32(8 * *xsum.add(7 * BLOCKS + b)),
+                    );
+                    f7 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot7),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f7,
+                    );
+                }
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+            _mm512_storeu_ps(out.add(5 * NR), f5);
+            _mm512_storeu_ps(out.add(6 * NR), f6);
+            _mm512_storeu_ps(out.add(7 * NR), f7);
+        }
+    }
 }
 #[cfg(target_arch = "x86_64")]
 /// `y[n, 1152] = x[n, 896] · Wᵀ`, W in `w4g32`, tiled layout of 16 rows (x86-avx512: avx512f, avx512bw, avx512vl, avx512vnni, avx2, fma, f16c).
@@ -3177,16 +7789,16 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
     const COLS: usize = 896;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
     const NR: usize = 16;
-    const MR: usize = 4;
+    const MR: usize = 8;
     const TILES: usize = 72;
     const BLOCKS: usize = COLS / Q8_BLOCK;
     /// Code bytes of one tile and block, and of one tile.
     const BLOCK_BYTES: usize = 256;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
-    const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    const TOKEN_BLOCK: usize = 288;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -3258,7 +7870,7 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
                     while t + MR <= t1 {
-                        tokens_4(
+                        tokens_8(
                             codes,
                             scales,
                             xq.add(t * COLS),
@@ -3300,6 +7912,46 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                                 o.add(t * NR),
                             )
                         }
+                        4 => {
+                            tokens_4(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
+                        5 => {
+                            tokens_5(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
+                        6 => {
+                            tokens_6(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
+                        7 => {
+                            tokens_7(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
                         _ => unreachable!(),
                     }
                 }
@@ -3329,20 +7981,19 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 128) as *const i8);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 192) as *const i8);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
-                    let mut a0_1: __m512i = _mm512_setzero_si512();
                     let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                     let lo0: __m512i = _mm512_and_si512(v0, nibble);
                     let hi0: __m512i = _mm512_and_si512(
@@ -3374,8 +8025,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
@@ -3388,8 +8039,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3406,8 +8057,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3424,8 +8075,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3433,7 +8084,7 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                    let dot0: __m512i = a0_0;
                     let sa = *xs.add(0 * BLOCKS + b);
                     let dot0: __m512i = _mm512_sub_epi32(
                         dot0,
@@ -3473,9 +8124,7 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                     let c = codes.add(b * BLOCK_BYTES);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
-                    let mut a0_1: __m512i = _mm512_setzero_si512();
                     let mut a1_0: __m512i = _mm512_setzero_si512();
-                    let mut a1_1: __m512i = _mm512_setzero_si512();
                     let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                     let lo0: __m512i = _mm512_and_si512(v0, nibble);
                     let hi0: __m512i = _mm512_and_si512(
@@ -3514,15 +8163,15 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
@@ -3542,8 +8191,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3551,8 +8200,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3578,8 +8227,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3587,8 +8236,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3614,8 +8263,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3623,8 +8272,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3632,7 +8281,7 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                    let dot0: __m512i = a0_0;
                     let sa = *xs.add(0 * BLOCKS + b);
                     let dot0: __m512i = _mm512_sub_epi32(
                         dot0,
@@ -3643,7 +8292,7 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f0,
                     );
-                    let dot1: __m512i = _mm512_add_epi32(a1_0, a1_1);
+                    let dot1: __m512i = a1_0;
                     let sa = *xs.add(1 * BLOCKS + b);
                     let dot1: __m512i = _mm512_sub_epi32(
                         dot1,
@@ -3685,11 +8334,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                     let c = codes.add(b * BLOCK_BYTES);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
-                    let mut a0_1: __m512i = _mm512_setzero_si512();
                     let mut a1_0: __m512i = _mm512_setzero_si512();
-                    let mut a1_1: __m512i = _mm512_setzero_si512();
                     let mut a2_0: __m512i = _mm512_setzero_si512();
-                    let mut a2_1: __m512i = _mm512_setzero_si512();
                     let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                     let lo0: __m512i = _mm512_and_si512(v0, nibble);
                     let hi0: __m512i = _mm512_and_si512(
@@ -3735,22 +8381,22 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
@@ -3777,8 +8423,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3786,8 +8432,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3795,8 +8441,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3831,8 +8477,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3840,8 +8486,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3849,8 +8495,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3885,8 +8531,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3894,8 +8540,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3903,8 +8549,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -3912,7 +8558,7 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                    let dot0: __m512i = a0_0;
                     let sa = *xs.add(0 * BLOCKS + b);
                     let dot0: __m512i = _mm512_sub_epi32(
                         dot0,
@@ -3923,7 +8569,7 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f0,
                     );
-                    let dot1: __m512i = _mm512_add_epi32(a1_0, a1_1);
+                    let dot1: __m512i = a1_0;
                     let sa = *xs.add(1 * BLOCKS + b);
                     let dot1: __m512i = _mm512_sub_epi32(
                         dot1,
@@ -3934,7 +8580,7 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f1,
                     );
-                    let dot2: __m512i = _mm512_add_epi32(a2_0, a2_1);
+                    let dot2: __m512i = a2_0;
                     let sa = *xs.add(2 * BLOCKS + b);
                     let dot2: __m512i = _mm512_sub_epi32(
                         dot2,
@@ -3978,13 +8624,9 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                     let c = codes.add(b * BLOCK_BYTES);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
-                    let mut a0_1: __m512i = _mm512_setzero_si512();
                     let mut a1_0: __m512i = _mm512_setzero_si512();
-                    let mut a1_1: __m512i = _mm512_setzero_si512();
                     let mut a2_0: __m512i = _mm512_setzero_si512();
-                    let mut a2_1: __m512i = _mm512_setzero_si512();
                     let mut a3_0: __m512i = _mm512_setzero_si512();
-                    let mut a3_1: __m512i = _mm512_setzero_si512();
                     let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                     let lo0: __m512i = _mm512_and_si512(v0, nibble);
                     let hi0: __m512i = _mm512_and_si512(
@@ -4037,29 +8679,29 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a3_1 = _mm512_dpbusd_epi32(
-                        a3_1,
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
@@ -4093,8 +8735,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4102,8 +8744,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4111,8 +8753,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4120,8 +8762,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a3_1 = _mm512_dpbusd_epi32(
-                        a3_1,
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4165,8 +8807,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4174,8 +8816,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4183,8 +8825,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4192,8 +8834,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a3_1 = _mm512_dpbusd_epi32(
-                        a3_1,
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4237,8 +8879,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4246,8 +8888,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4255,8 +8897,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4264,8 +8906,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    a3_1 = _mm512_dpbusd_epi32(
-                        a3_1,
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4273,7 +8915,7 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                             ),
                         ),
                     );
-                    let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                    let dot0: __m512i = a0_0;
                     let sa = *xs.add(0 * BLOCKS + b);
                     let dot0: __m512i = _mm512_sub_epi32(
                         dot0,
@@ -4284,7 +8926,7 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f0,
                     );
-                    let dot1: __m512i = _mm512_add_epi32(a1_0, a1_1);
+                    let dot1: __m512i = a1_0;
                     let sa = *xs.add(1 * BLOCKS + b);
                     let dot1: __m512i = _mm512_sub_epi32(
                         dot1,
@@ -4295,7 +8937,7 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f1,
                     );
-                    let dot2: __m512i = _mm512_add_epi32(a2_0, a2_1);
+                    let dot2: __m512i = a2_0;
                     let sa = *xs.add(2 * BLOCKS + b);
                     let dot2: __m512i = _mm512_sub_epi32(
                         dot2,
@@ -4306,7 +8948,7 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f2,
                     );
-                    let dot3: __m512i = _mm512_add_epi32(a3_0, a3_1);
+                    let dot3: __m512i = a3_0;
                     let sa = *xs.add(3 * BLOCKS + b);
                     let dot3: __m512i = _mm512_sub_epi32(
                         dot3,
@@ -4325,6 +8967,2282 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
             _mm512_storeu_ps(out.add(3 * NR), f3);
         }
     }
+    /// One tile (16 rows) × 5 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_5(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let nibble: __m512i = _mm512_set1_epi8(15i8);
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            for g in 0..GROUPS {
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(scales.add(g * NR) as *const __m256i),
+                );
+                for kb in 0..BLOCKS_PER_GROUP {
+                    let b = g * BLOCKS_PER_GROUP + kb;
+                    let c = codes.add(b * BLOCK_BYTES);
+                    let xb = xq.add(b * Q8_BLOCK);
+                    let mut a0_0: __m512i = _mm512_setzero_si512();
+                    let mut a1_0: __m512i = _mm512_setzero_si512();
+                    let mut a2_0: __m512i = _mm512_setzero_si512();
+                    let mut a3_0: __m512i = _mm512_setzero_si512();
+                    let mut a4_0: __m512i = _mm512_setzero_si512();
+                    let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                    let lo0: __m512i = _mm512_and_si512(v0, nibble);
+                    let hi0: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v0),
+                        nibble,
+                    );
+                    let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                    let lo1: __m512i = _mm512_and_si512(v1, nibble);
+                    let hi1: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v1),
+                        nibble,
+                    );
+                    let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                    let lo2: __m512i = _mm512_and_si512(v2, nibble);
+                    let hi2: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v2),
+                        nibble,
+                    );
+                    let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                    let lo3: __m512i = _mm512_and_si512(v3, nibble);
+                    let hi3: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v3),
+                        nibble,
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    let dot0: __m512i = a0_0;
+                    let sa = *xs.add(0 * BLOCKS + b);
+                    let dot0: __m512i = _mm512_sub_epi32(
+                        dot0,
+                        _mm512_set1_epi32(8 * *xsum.add(0 * BLOCKS + b)),
+                    );
+                    f0 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot0),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f0,
+                    );
+                    let dot1: __m512i = a1_0;
+                    let sa = *xs.add(1 * BLOCKS + b);
+                    let dot1: __m512i = _mm512_sub_epi32(
+                        dot1,
+                        _mm512_set1_epi32(8 * *xsum.add(1 * BLOCKS + b)),
+                    );
+                    f1 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot1),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f1,
+                    );
+                    let dot2: __m512i = a2_0;
+                    let sa = *xs.add(2 * BLOCKS + b);
+                    let dot2: __m512i = _mm512_sub_epi32(
+                        dot2,
+                        _mm512_set1_epi32(8 * *xsum.add(2 * BLOCKS + b)),
+                    );
+                    f2 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot2),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f2,
+                    );
+                    let dot3: __m512i = a3_0;
+                    let sa = *xs.add(3 * BLOCKS + b);
+                    let dot3: __m512i = _mm512_sub_epi32(
+                        dot3,
+                        _mm512_set1_epi32(8 * *xsum.add(3 * BLOCKS + b)),
+                    );
+                    f3 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot3),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f3,
+                    );
+                    let dot4: __m512i = a4_0;
+                    let sa = *xs.add(4 * BLOCKS + b);
+                    let dot4: __m512i = _mm512_sub_epi32(
+                        dot4,
+                        _mm512_set1_epi32(8 * *xsum.add(4 * BLOCKS + b)),
+                    );
+                    f4 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot4),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f4,
+                    );
+                }
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+        }
+    }
+    /// One tile (16 rows) × 6 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_6(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let nibble: __m512i = _mm512_set1_epi8(15i8);
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            for g in 0..GROUPS {
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(scales.add(g * NR) as *const __m256i),
+                );
+                for kb in 0..BLOCKS_PER_GROUP {
+                    let b = g * BLOCKS_PER_GROUP + kb;
+                    let c = codes.add(b * BLOCK_BYTES);
+                    let xb = xq.add(b * Q8_BLOCK);
+                    let mut a0_0: __m512i = _mm512_setzero_si512();
+                    let mut a1_0: __m512i = _mm512_setzero_si512();
+                    let mut a2_0: __m512i = _mm512_setzero_si512();
+                    let mut a3_0: __m512i = _mm512_setzero_si512();
+                    let mut a4_0: __m512i = _mm512_setzero_si512();
+                    let mut a5_0: __m512i = _mm512_setzero_si512();
+                    let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                    let lo0: __m512i = _mm512_and_si512(v0, nibble);
+                    let hi0: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v0),
+                        nibble,
+                    );
+                    let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                    let lo1: __m512i = _mm512_and_si512(v1, nibble);
+                    let hi1: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v1),
+                        nibble,
+                    );
+                    let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                    let lo2: __m512i = _mm512_and_si512(v2, nibble);
+                    let hi2: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v2),
+                        nibble,
+                    );
+                    let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                    let lo3: __m512i = _mm512_and_si512(v3, nibble);
+                    let hi3: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v3),
+                        nibble,
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    let dot0: __m512i = a0_0;
+                    let sa = *xs.add(0 * BLOCKS + b);
+                    let dot0: __m512i = _mm512_sub_epi32(
+                        dot0,
+                        _mm512_set1_epi32(8 * *xsum.add(0 * BLOCKS + b)),
+                    );
+                    f0 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot0),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f0,
+                    );
+                    let dot1: __m512i = a1_0;
+                    let sa = *xs.add(1 * BLOCKS + b);
+                    let dot1: __m512i = _mm512_sub_epi32(
+                        dot1,
+                        _mm512_set1_epi32(8 * *xsum.add(1 * BLOCKS + b)),
+                    );
+                    f1 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot1),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f1,
+                    );
+                    let dot2: __m512i = a2_0;
+                    let sa = *xs.add(2 * BLOCKS + b);
+                    let dot2: __m512i = _mm512_sub_epi32(
+                        dot2,
+                        _mm512_set1_epi32(8 * *xsum.add(2 * BLOCKS + b)),
+                    );
+                    f2 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot2),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f2,
+                    );
+                    let dot3: __m512i = a3_0;
+                    let sa = *xs.add(3 * BLOCKS + b);
+                    let dot3: __m512i = _mm512_sub_epi32(
+                        dot3,
+                        _mm512_set1_epi32(8 * *xsum.add(3 * BLOCKS + b)),
+                    );
+                    f3 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot3),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f3,
+                    );
+                    let dot4: __m512i = a4_0;
+                    let sa = *xs.add(4 * BLOCKS + b);
+                    let dot4: __m512i = _mm512_sub_epi32(
+                        dot4,
+                        _mm512_set1_epi32(8 * *xsum.add(4 * BLOCKS + b)),
+                    );
+                    f4 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot4),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f4,
+                    );
+                    let dot5: __m512i = a5_0;
+                    let sa = *xs.add(5 * BLOCKS + b);
+                    let dot5: __m512i = _mm512_sub_epi32(
+                        dot5,
+                        _mm512_set1_epi32(8 * *xsum.add(5 * BLOCKS + b)),
+                    );
+                    f5 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot5),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f5,
+                    );
+                }
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+            _mm512_storeu_ps(out.add(5 * NR), f5);
+        }
+    }
+    /// One tile (16 rows) × 7 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_7(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let nibble: __m512i = _mm512_set1_epi8(15i8);
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            let mut f6: __m512 = _mm512_setzero_ps();
+            for g in 0..GROUPS {
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(scales.add(g * NR) as *const __m256i),
+                );
+                for kb in 0..BLOCKS_PER_GROUP {
+                    let b = g * BLOCKS_PER_GROUP + kb;
+                    let c = codes.add(b * BLOCK_BYTES);
+                    let xb = xq.add(b * Q8_BLOCK);
+                    let mut a0_0: __m512i = _mm512_setzero_si512();
+                    let mut a1_0: __m512i = _mm512_setzero_si512();
+                    let mut a2_0: __m512i = _mm512_setzero_si512();
+                    let mut a3_0: __m512i = _mm512_setzero_si512();
+                    let mut a4_0: __m512i = _mm512_setzero_si512();
+                    let mut a5_0: __m512i = _mm512_setzero_si512();
+                    let mut a6_0: __m512i = _mm512_setzero_si512();
+                    let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                    let lo0: __m512i = _mm512_and_si512(v0, nibble);
+                    let hi0: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v0),
+                        nibble,
+                    );
+                    let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                    let lo1: __m512i = _mm512_and_si512(v1, nibble);
+                    let hi1: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v1),
+                        nibble,
+                    );
+                    let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                    let lo2: __m512i = _mm512_and_si512(v2, nibble);
+                    let hi2: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v2),
+                        nibble,
+                    );
+                    let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                    let lo3: __m512i = _mm512_and_si512(v3, nibble);
+                    let hi3: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v3),
+                        nibble,
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    let dot0: __m512i = a0_0;
+                    let sa = *xs.add(0 * BLOCKS + b);
+                    let dot0: __m512i = _mm512_sub_epi32(
+                        dot0,
+                        _mm512_set1_epi32(8 * *xsum.add(0 * BLOCKS + b)),
+                    );
+                    f0 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot0),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f0,
+                    );
+                    let dot1: __m512i = a1_0;
+                    let sa = *xs.add(1 * BLOCKS + b);
+                    let dot1: __m512i = _mm512_sub_epi32(
+                        dot1,
+                        _mm512_set1_epi32(8 * *xsum.add(1 * BLOCKS + b)),
+                    );
+                    f1 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot1),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f1,
+                    );
+                    let dot2: __m512i = a2_0;
+                    let sa = *xs.add(2 * BLOCKS + b);
+                    let dot2: __m512i = _mm512_sub_epi32(
+                        dot2,
+                        _mm512_set1_epi32(8 * *xsum.add(2 * BLOCKS + b)),
+                    );
+                    f2 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot2),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f2,
+                    );
+                    let dot3: __m512i = a3_0;
+                    let sa = *xs.add(3 * BLOCKS + b);
+                    let dot3: __m512i = _mm512_sub_epi32(
+                        dot3,
+                        _mm512_set1_epi32(8 * *xsum.add(3 * BLOCKS + b)),
+                    );
+                    f3 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot3),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f3,
+                    );
+                    let dot4: __m512i = a4_0;
+                    let sa = *xs.add(4 * BLOCKS + b);
+                    let dot4: __m512i = _mm512_sub_epi32(
+                        dot4,
+                        _mm512_set1_epi32(8 * *xsum.add(4 * BLOCKS + b)),
+                    );
+                    f4 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot4),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f4,
+                    );
+                    let dot5: __m512i = a5_0;
+                    let sa = *xs.add(5 * BLOCKS + b);
+                    let dot5: __m512i = _mm512_sub_epi32(
+                        dot5,
+                        _mm512_set1_epi32(8 * *xsum.add(5 * BLOCKS + b)),
+                    );
+                    f5 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot5),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f5,
+                    );
+                    let dot6: __m512i = a6_0;
+                    let sa = *xs.add(6 * BLOCKS + b);
+                    let dot6: __m512i = _mm512_sub_epi32(
+                        dot6,
+                        _mm512_set1_epi32(8 * *xsum.add(6 * BLOCKS + b)),
+                    );
+                    f6 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot6),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f6,
+                    );
+                }
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+            _mm512_storeu_ps(out.add(5 * NR), f5);
+            _mm512_storeu_ps(out.add(6 * NR), f6);
+        }
+    }
+    /// One tile (16 rows) × 8 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_8(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let nibble: __m512i = _mm512_set1_epi8(15i8);
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            let mut f6: __m512 = _mm512_setzero_ps();
+            let mut f7: __m512 = _mm512_setzero_ps();
+            for g in 0..GROUPS {
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(scales.add(g * NR) as *const __m256i),
+                );
+                for kb in 0..BLOCKS_PER_GROUP {
+                    let b = g * BLOCKS_PER_GROUP + kb;
+                    let c = codes.add(b * BLOCK_BYTES);
+                    let xb = xq.add(b * Q8_BLOCK);
+                    let mut a0_0: __m512i = _mm512_setzero_si512();
+                    let mut a1_0: __m512i = _mm512_setzero_si512();
+                    let mut a2_0: __m512i = _mm512_setzero_si512();
+                    let mut a3_0: __m512i = _mm512_setzero_si512();
+                    let mut a4_0: __m512i = _mm512_setzero_si512();
+                    let mut a5_0: __m512i = _mm512_setzero_si512();
+                    let mut a6_0: __m512i = _mm512_setzero_si512();
+                    let mut a7_0: __m512i = _mm512_setzero_si512();
+                    let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                    let lo0: __m512i = _mm512_and_si512(v0, nibble);
+                    let hi0: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v0),
+                        nibble,
+                    );
+                    let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                    let lo1: __m512i = _mm512_and_si512(v1, nibble);
+                    let hi1: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v1),
+                        nibble,
+                    );
+                    let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                    let lo2: __m512i = _mm512_and_si512(v2, nibble);
+                    let hi2: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v2),
+                        nibble,
+                    );
+                    let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                    let lo3: __m512i = _mm512_and_si512(v3, nibble);
+                    let hi3: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v3),
+                        nibble,
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(7 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(7 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(7 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    let dot0: __m512i = a0_0;
+                    let sa = *xs.add(0 * BLOCKS + b);
+                    let dot0: __m512i = _mm512_sub_epi32(
+                        dot0,
+                        _mm512_set1_epi32(8 * *xsum.add(0 * BLOCKS + b)),
+                    );
+                    f0 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot0),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f0,
+                    );
+                    let dot1: __m512i = a1_0;
+                    let sa = *xs.add(1 * BLOCKS + b);
+                    let dot1: __m512i = _mm512_sub_epi32(
+                        dot1,
+                        _mm512_set1_epi32(8 * *xsum.add(1 * BLOCKS + b)),
+                    );
+                    f1 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot1),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f1,
+                    );
+                    let dot2: __m512i = a2_0;
+                    let sa = *xs.add(2 * BLOCKS + b);
+                    let dot2: __m512i = _mm512_sub_epi32(
+                        dot2,
+                        _mm512_set1_epi32(8 * *xsum.add(2 * BLOCKS + b)),
+                    );
+                    f2 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot2),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f2,
+                    );
+                    let dot3: __m512i = a3_0;
+                    let sa = *xs.add(3 * BLOCKS + b);
+                    let dot3: __m512i = _mm512_sub_epi32(
+                        dot3,
+                        _mm512_set1_epi32(8 * *xsum.add(3 * BLOCKS + b)),
+                    );
+                    f3 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot3),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f3,
+                    );
+                    let dot4: __m512i = a4_0;
+                    let sa = *xs.add(4 * BLOCKS + b);
+                    let dot4: __m512i = _mm512_sub_epi32(
+                        dot4,
+                        _mm512_set1_epi32(8 * *xsum.add(4 * BLOCKS + b)),
+                    );
+                    f4 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot4),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f4,
+                    );
+                    let dot5: __m512i = a5_0;
+                    let sa = *xs.add(5 * BLOCKS + b);
+                    let dot5: __m512i = _mm512_sub_epi32(
+                        dot5,
+                        _mm512_set1_epi32(8 * *xsum.add(5 * BLOCKS + b)),
+                    );
+                    f5 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot5),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f5,
+                    );
+                    let dot6: __m512i = a6_0;
+                    let sa = *xs.add(6 * BLOCKS + b);
+                    let dot6: __m512i = _mm512_sub_epi32(
+                        dot6,
+                        _mm512_set1_epi32(8 * *xsum.add(6 * BLOCKS + b)),
+                    );
+                    f6 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot6),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f6,
+                    );
+                    let dot7: __m512i = a7_0;
+                    let sa = *xs.add(7 * BLOCKS + b);
+                    let dot7: __m512i = _mm512_sub_epi32(
+                        dot7,
+                        _mm512_set1_epi32(8 * *xsum.add(7 * BLOCKS + b)),
+                    );
+                    f7 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot7),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f7,
+                    );
+                }
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+            _mm512_storeu_ps(out.add(5 * NR), f5);
+            _mm512_storeu_ps(out.add(6 * NR), f6);
+            _mm512_storeu_ps(out.add(7 * NR), f7);
+        }
+    }
 }
 #[cfg(target_arch = "x86_64")]
 /// `y[n, 9728] = x[n, 896] · Wᵀ`, W in `w4g32`, tiled layout of 16 rows (x86-avx512: avx512f, avx512bw, avx512vl, avx512vnni, avx2, fma, f16c).
@@ -4339,16 +11257,16 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
     const COLS: usize = 896;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
     const NR: usize = 16;
-    const MR: usize = 4;
+    const MR: usize = 8;
     const TILES: usize = 608;
     const BLOCKS: usize = COLS / Q8_BLOCK;
     /// Code bytes of one tile and block, and of one tile.
     const BLOCK_BYTES: usize = 256;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
-    const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    const TOKEN_BLOCK: usize = 288;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     const GROUP: usize = 32;
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
@@ -4420,7 +11338,7 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
                     while t + MR <= t1 {
-                        tokens_4(
+                        tokens_8(
                             codes,
                             scales,
                             xq.add(t * COLS),
@@ -4462,6 +11380,46 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                                 o.add(t * NR),
                             )
                         }
+                        4 => {
+                            tokens_4(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
+                        5 => {
+                            tokens_5(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
+                        6 => {
+                            tokens_6(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
+                        7 => {
+                            tokens_7(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
                         _ => unreachable!(),
                     }
                 }
@@ -4491,20 +11449,19 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                     let b = g * BLOCKS_PER_GROUP + kb;
                     let c = codes.add(b * BLOCK_BYTES);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 128) as *const i8);
                     _mm_prefetch::<
-                        _MM_HINT_T0,
+                        _MM_HINT_T1,
                     >(c.wrapping_add(PREFETCH_AHEAD + 192) as *const i8);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
-                    let mut a0_1: __m512i = _mm512_setzero_si512();
                     let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                     let lo0: __m512i = _mm512_and_si512(v0, nibble);
                     let hi0: __m512i = _mm512_and_si512(
@@ -4536,8 +11493,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
@@ -4550,8 +11507,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4568,8 +11525,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4586,8 +11543,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4595,7 +11552,7 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                    let dot0: __m512i = a0_0;
                     let sa = *xs.add(0 * BLOCKS + b);
                     let dot0: __m512i = _mm512_sub_epi32(
                         dot0,
@@ -4635,9 +11592,7 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                     let c = codes.add(b * BLOCK_BYTES);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
-                    let mut a0_1: __m512i = _mm512_setzero_si512();
                     let mut a1_0: __m512i = _mm512_setzero_si512();
-                    let mut a1_1: __m512i = _mm512_setzero_si512();
                     let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                     let lo0: __m512i = _mm512_and_si512(v0, nibble);
                     let hi0: __m512i = _mm512_and_si512(
@@ -4676,15 +11631,15 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
@@ -4704,8 +11659,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4713,8 +11668,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4740,8 +11695,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4749,8 +11704,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4776,8 +11731,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4785,8 +11740,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4794,7 +11749,7 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                    let dot0: __m512i = a0_0;
                     let sa = *xs.add(0 * BLOCKS + b);
                     let dot0: __m512i = _mm512_sub_epi32(
                         dot0,
@@ -4805,7 +11760,7 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f0,
                     );
-                    let dot1: __m512i = _mm512_add_epi32(a1_0, a1_1);
+                    let dot1: __m512i = a1_0;
                     let sa = *xs.add(1 * BLOCKS + b);
                     let dot1: __m512i = _mm512_sub_epi32(
                         dot1,
@@ -4847,11 +11802,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                     let c = codes.add(b * BLOCK_BYTES);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
-                    let mut a0_1: __m512i = _mm512_setzero_si512();
                     let mut a1_0: __m512i = _mm512_setzero_si512();
-                    let mut a1_1: __m512i = _mm512_setzero_si512();
                     let mut a2_0: __m512i = _mm512_setzero_si512();
-                    let mut a2_1: __m512i = _mm512_setzero_si512();
                     let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                     let lo0: __m512i = _mm512_and_si512(v0, nibble);
                     let hi0: __m512i = _mm512_and_si512(
@@ -4897,22 +11849,22 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
@@ -4939,8 +11891,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4948,8 +11900,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4957,8 +11909,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -4993,8 +11945,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -5002,8 +11954,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -5011,8 +11963,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -5047,8 +11999,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -5056,8 +12008,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -5065,8 +12017,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -5074,7 +12026,7 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                    let dot0: __m512i = a0_0;
                     let sa = *xs.add(0 * BLOCKS + b);
                     let dot0: __m512i = _mm512_sub_epi32(
                         dot0,
@@ -5085,7 +12037,7 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f0,
                     );
-                    let dot1: __m512i = _mm512_add_epi32(a1_0, a1_1);
+                    let dot1: __m512i = a1_0;
                     let sa = *xs.add(1 * BLOCKS + b);
                     let dot1: __m512i = _mm512_sub_epi32(
                         dot1,
@@ -5096,7 +12048,7 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f1,
                     );
-                    let dot2: __m512i = _mm512_add_epi32(a2_0, a2_1);
+                    let dot2: __m512i = a2_0;
                     let sa = *xs.add(2 * BLOCKS + b);
                     let dot2: __m512i = _mm512_sub_epi32(
                         dot2,
@@ -5140,13 +12092,9 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                     let c = codes.add(b * BLOCK_BYTES);
                     let xb = xq.add(b * Q8_BLOCK);
                     let mut a0_0: __m512i = _mm512_setzero_si512();
-                    let mut a0_1: __m512i = _mm512_setzero_si512();
                     let mut a1_0: __m512i = _mm512_setzero_si512();
-                    let mut a1_1: __m512i = _mm512_setzero_si512();
                     let mut a2_0: __m512i = _mm512_setzero_si512();
-                    let mut a2_1: __m512i = _mm512_setzero_si512();
                     let mut a3_0: __m512i = _mm512_setzero_si512();
-                    let mut a3_1: __m512i = _mm512_setzero_si512();
                     let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                     let lo0: __m512i = _mm512_and_si512(v0, nibble);
                     let hi0: __m512i = _mm512_and_si512(
@@ -5199,29 +12147,29 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
                         ),
                     );
-                    a3_1 = _mm512_dpbusd_epi32(
-                        a3_1,
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
                         hi0,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
@@ -5255,8 +12203,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -5264,8 +12212,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -5273,8 +12221,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -5282,8 +12230,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a3_1 = _mm512_dpbusd_epi32(
-                        a3_1,
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
                         hi1,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -5327,8 +12275,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -5336,8 +12284,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -5345,8 +12293,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -5354,8 +12302,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a3_1 = _mm512_dpbusd_epi32(
-                        a3_1,
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
                         hi2,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -5399,8 +12347,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a0_1 = _mm512_dpbusd_epi32(
-                        a0_1,
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -5408,8 +12356,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a1_1 = _mm512_dpbusd_epi32(
-                        a1_1,
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -5417,8 +12365,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a2_1 = _mm512_dpbusd_epi32(
-                        a2_1,
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -5426,8 +12374,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    a3_1 = _mm512_dpbusd_epi32(
-                        a3_1,
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
                         hi3,
                         _mm512_set1_epi32(
                             i32::from_le_bytes(
@@ -5435,7 +12383,7 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                             ),
                         ),
                     );
-                    let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                    let dot0: __m512i = a0_0;
                     let sa = *xs.add(0 * BLOCKS + b);
                     let dot0: __m512i = _mm512_sub_epi32(
                         dot0,
@@ -5446,7 +12394,7 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f0,
                     );
-                    let dot1: __m512i = _mm512_add_epi32(a1_0, a1_1);
+                    let dot1: __m512i = a1_0;
                     let sa = *xs.add(1 * BLOCKS + b);
                     let dot1: __m512i = _mm512_sub_epi32(
                         dot1,
@@ -5457,7 +12405,7 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f1,
                     );
-                    let dot2: __m512i = _mm512_add_epi32(a2_0, a2_1);
+                    let dot2: __m512i = a2_0;
                     let sa = *xs.add(2 * BLOCKS + b);
                     let dot2: __m512i = _mm512_sub_epi32(
                         dot2,
@@ -5468,7 +12416,7 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                         _mm512_mul_ps(d, _mm512_set1_ps(sa)),
                         f2,
                     );
-                    let dot3: __m512i = _mm512_add_epi32(a3_0, a3_1);
+                    let dot3: __m512i = a3_0;
                     let sa = *xs.add(3 * BLOCKS + b);
                     let dot3: __m512i = _mm512_sub_epi32(
                         dot3,
@@ -5487,6 +12435,2282 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
             _mm512_storeu_ps(out.add(3 * NR), f3);
         }
     }
+    /// One tile (16 rows) × 5 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_5(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let nibble: __m512i = _mm512_set1_epi8(15i8);
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            for g in 0..GROUPS {
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(scales.add(g * NR) as *const __m256i),
+                );
+                for kb in 0..BLOCKS_PER_GROUP {
+                    let b = g * BLOCKS_PER_GROUP + kb;
+                    let c = codes.add(b * BLOCK_BYTES);
+                    let xb = xq.add(b * Q8_BLOCK);
+                    let mut a0_0: __m512i = _mm512_setzero_si512();
+                    let mut a1_0: __m512i = _mm512_setzero_si512();
+                    let mut a2_0: __m512i = _mm512_setzero_si512();
+                    let mut a3_0: __m512i = _mm512_setzero_si512();
+                    let mut a4_0: __m512i = _mm512_setzero_si512();
+                    let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                    let lo0: __m512i = _mm512_and_si512(v0, nibble);
+                    let hi0: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v0),
+                        nibble,
+                    );
+                    let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                    let lo1: __m512i = _mm512_and_si512(v1, nibble);
+                    let hi1: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v1),
+                        nibble,
+                    );
+                    let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                    let lo2: __m512i = _mm512_and_si512(v2, nibble);
+                    let hi2: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v2),
+                        nibble,
+                    );
+                    let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                    let lo3: __m512i = _mm512_and_si512(v3, nibble);
+                    let hi3: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v3),
+                        nibble,
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    let dot0: __m512i = a0_0;
+                    let sa = *xs.add(0 * BLOCKS + b);
+                    let dot0: __m512i = _mm512_sub_epi32(
+                        dot0,
+                        _mm512_set1_epi32(8 * *xsum.add(0 * BLOCKS + b)),
+                    );
+                    f0 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot0),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f0,
+                    );
+                    let dot1: __m512i = a1_0;
+                    let sa = *xs.add(1 * BLOCKS + b);
+                    let dot1: __m512i = _mm512_sub_epi32(
+                        dot1,
+                        _mm512_set1_epi32(8 * *xsum.add(1 * BLOCKS + b)),
+                    );
+                    f1 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot1),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f1,
+                    );
+                    let dot2: __m512i = a2_0;
+                    let sa = *xs.add(2 * BLOCKS + b);
+                    let dot2: __m512i = _mm512_sub_epi32(
+                        dot2,
+                        _mm512_set1_epi32(8 * *xsum.add(2 * BLOCKS + b)),
+                    );
+                    f2 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot2),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f2,
+                    );
+                    let dot3: __m512i = a3_0;
+                    let sa = *xs.add(3 * BLOCKS + b);
+                    let dot3: __m512i = _mm512_sub_epi32(
+                        dot3,
+                        _mm512_set1_epi32(8 * *xsum.add(3 * BLOCKS + b)),
+                    );
+                    f3 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot3),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f3,
+                    );
+                    let dot4: __m512i = a4_0;
+                    let sa = *xs.add(4 * BLOCKS + b);
+                    let dot4: __m512i = _mm512_sub_epi32(
+                        dot4,
+                        _mm512_set1_epi32(8 * *xsum.add(4 * BLOCKS + b)),
+                    );
+                    f4 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot4),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f4,
+                    );
+                }
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+        }
+    }
+    /// One tile (16 rows) × 6 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_6(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let nibble: __m512i = _mm512_set1_epi8(15i8);
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            for g in 0..GROUPS {
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(scales.add(g * NR) as *const __m256i),
+                );
+                for kb in 0..BLOCKS_PER_GROUP {
+                    let b = g * BLOCKS_PER_GROUP + kb;
+                    let c = codes.add(b * BLOCK_BYTES);
+                    let xb = xq.add(b * Q8_BLOCK);
+                    let mut a0_0: __m512i = _mm512_setzero_si512();
+                    let mut a1_0: __m512i = _mm512_setzero_si512();
+                    let mut a2_0: __m512i = _mm512_setzero_si512();
+                    let mut a3_0: __m512i = _mm512_setzero_si512();
+                    let mut a4_0: __m512i = _mm512_setzero_si512();
+                    let mut a5_0: __m512i = _mm512_setzero_si512();
+                    let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                    let lo0: __m512i = _mm512_and_si512(v0, nibble);
+                    let hi0: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v0),
+                        nibble,
+                    );
+                    let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                    let lo1: __m512i = _mm512_and_si512(v1, nibble);
+                    let hi1: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v1),
+                        nibble,
+                    );
+                    let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                    let lo2: __m512i = _mm512_and_si512(v2, nibble);
+                    let hi2: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v2),
+                        nibble,
+                    );
+                    let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                    let lo3: __m512i = _mm512_and_si512(v3, nibble);
+                    let hi3: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v3),
+                        nibble,
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    let dot0: __m512i = a0_0;
+                    let sa = *xs.add(0 * BLOCKS + b);
+                    let dot0: __m512i = _mm512_sub_epi32(
+                        dot0,
+                        _mm512_set1_epi32(8 * *xsum.add(0 * BLOCKS + b)),
+                    );
+                    f0 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot0),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f0,
+                    );
+                    let dot1: __m512i = a1_0;
+                    let sa = *xs.add(1 * BLOCKS + b);
+                    let dot1: __m512i = _mm512_sub_epi32(
+                        dot1,
+                        _mm512_set1_epi32(8 * *xsum.add(1 * BLOCKS + b)),
+                    );
+                    f1 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot1),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f1,
+                    );
+                    let dot2: __m512i = a2_0;
+                    let sa = *xs.add(2 * BLOCKS + b);
+                    let dot2: __m512i = _mm512_sub_epi32(
+                        dot2,
+                        _mm512_set1_epi32(8 * *xsum.add(2 * BLOCKS + b)),
+                    );
+                    f2 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot2),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f2,
+                    );
+                    let dot3: __m512i = a3_0;
+                    let sa = *xs.add(3 * BLOCKS + b);
+                    let dot3: __m512i = _mm512_sub_epi32(
+                        dot3,
+                        _mm512_set1_epi32(8 * *xsum.add(3 * BLOCKS + b)),
+                    );
+                    f3 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot3),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f3,
+                    );
+                    let dot4: __m512i = a4_0;
+                    let sa = *xs.add(4 * BLOCKS + b);
+                    let dot4: __m512i = _mm512_sub_epi32(
+                        dot4,
+                        _mm512_set1_epi32(8 * *xsum.add(4 * BLOCKS + b)),
+                    );
+                    f4 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot4),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f4,
+                    );
+                    let dot5: __m512i = a5_0;
+                    let sa = *xs.add(5 * BLOCKS + b);
+                    let dot5: __m512i = _mm512_sub_epi32(
+                        dot5,
+                        _mm512_set1_epi32(8 * *xsum.add(5 * BLOCKS + b)),
+                    );
+                    f5 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot5),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f5,
+                    );
+                }
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+            _mm512_storeu_ps(out.add(5 * NR), f5);
+        }
+    }
+    /// One tile (16 rows) × 7 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_7(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let nibble: __m512i = _mm512_set1_epi8(15i8);
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            let mut f6: __m512 = _mm512_setzero_ps();
+            for g in 0..GROUPS {
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(scales.add(g * NR) as *const __m256i),
+                );
+                for kb in 0..BLOCKS_PER_GROUP {
+                    let b = g * BLOCKS_PER_GROUP + kb;
+                    let c = codes.add(b * BLOCK_BYTES);
+                    let xb = xq.add(b * Q8_BLOCK);
+                    let mut a0_0: __m512i = _mm512_setzero_si512();
+                    let mut a1_0: __m512i = _mm512_setzero_si512();
+                    let mut a2_0: __m512i = _mm512_setzero_si512();
+                    let mut a3_0: __m512i = _mm512_setzero_si512();
+                    let mut a4_0: __m512i = _mm512_setzero_si512();
+                    let mut a5_0: __m512i = _mm512_setzero_si512();
+                    let mut a6_0: __m512i = _mm512_setzero_si512();
+                    let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                    let lo0: __m512i = _mm512_and_si512(v0, nibble);
+                    let hi0: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v0),
+                        nibble,
+                    );
+                    let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                    let lo1: __m512i = _mm512_and_si512(v1, nibble);
+                    let hi1: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v1),
+                        nibble,
+                    );
+                    let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                    let lo2: __m512i = _mm512_and_si512(v2, nibble);
+                    let hi2: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v2),
+                        nibble,
+                    );
+                    let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                    let lo3: __m512i = _mm512_and_si512(v3, nibble);
+                    let hi3: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v3),
+                        nibble,
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    let dot0: __m512i = a0_0;
+                    let sa = *xs.add(0 * BLOCKS + b);
+                    let dot0: __m512i = _mm512_sub_epi32(
+                        dot0,
+                        _mm512_set1_epi32(8 * *xsum.add(0 * BLOCKS + b)),
+                    );
+                    f0 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot0),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f0,
+                    );
+                    let dot1: __m512i = a1_0;
+                    let sa = *xs.add(1 * BLOCKS + b);
+                    let dot1: __m512i = _mm512_sub_epi32(
+                        dot1,
+                        _mm512_set1_epi32(8 * *xsum.add(1 * BLOCKS + b)),
+                    );
+                    f1 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot1),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f1,
+                    );
+                    let dot2: __m512i = a2_0;
+                    let sa = *xs.add(2 * BLOCKS + b);
+                    let dot2: __m512i = _mm512_sub_epi32(
+                        dot2,
+                        _mm512_set1_epi32(8 * *xsum.add(2 * BLOCKS + b)),
+                    );
+                    f2 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot2),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f2,
+                    );
+                    let dot3: __m512i = a3_0;
+                    let sa = *xs.add(3 * BLOCKS + b);
+                    let dot3: __m512i = _mm512_sub_epi32(
+                        dot3,
+                        _mm512_set1_epi32(8 * *xsum.add(3 * BLOCKS + b)),
+                    );
+                    f3 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot3),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f3,
+                    );
+                    let dot4: __m512i = a4_0;
+                    let sa = *xs.add(4 * BLOCKS + b);
+                    let dot4: __m512i = _mm512_sub_epi32(
+                        dot4,
+                        _mm512_set1_epi32(8 * *xsum.add(4 * BLOCKS + b)),
+                    );
+                    f4 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot4),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f4,
+                    );
+                    let dot5: __m512i = a5_0;
+                    let sa = *xs.add(5 * BLOCKS + b);
+                    let dot5: __m512i = _mm512_sub_epi32(
+                        dot5,
+                        _mm512_set1_epi32(8 * *xsum.add(5 * BLOCKS + b)),
+                    );
+                    f5 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot5),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f5,
+                    );
+                    let dot6: __m512i = a6_0;
+                    let sa = *xs.add(6 * BLOCKS + b);
+                    let dot6: __m512i = _mm512_sub_epi32(
+                        dot6,
+                        _mm512_set1_epi32(8 * *xsum.add(6 * BLOCKS + b)),
+                    );
+                    f6 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot6),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f6,
+                    );
+                }
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+            _mm512_storeu_ps(out.add(5 * NR), f5);
+            _mm512_storeu_ps(out.add(6 * NR), f6);
+        }
+    }
+    /// One tile (16 rows) × 8 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_8(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let nibble: __m512i = _mm512_set1_epi8(15i8);
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            let mut f6: __m512 = _mm512_setzero_ps();
+            let mut f7: __m512 = _mm512_setzero_ps();
+            for g in 0..GROUPS {
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(scales.add(g * NR) as *const __m256i),
+                );
+                for kb in 0..BLOCKS_PER_GROUP {
+                    let b = g * BLOCKS_PER_GROUP + kb;
+                    let c = codes.add(b * BLOCK_BYTES);
+                    let xb = xq.add(b * Q8_BLOCK);
+                    let mut a0_0: __m512i = _mm512_setzero_si512();
+                    let mut a1_0: __m512i = _mm512_setzero_si512();
+                    let mut a2_0: __m512i = _mm512_setzero_si512();
+                    let mut a3_0: __m512i = _mm512_setzero_si512();
+                    let mut a4_0: __m512i = _mm512_setzero_si512();
+                    let mut a5_0: __m512i = _mm512_setzero_si512();
+                    let mut a6_0: __m512i = _mm512_setzero_si512();
+                    let mut a7_0: __m512i = _mm512_setzero_si512();
+                    let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                    let lo0: __m512i = _mm512_and_si512(v0, nibble);
+                    let hi0: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v0),
+                        nibble,
+                    );
+                    let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                    let lo1: __m512i = _mm512_and_si512(v1, nibble);
+                    let hi1: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v1),
+                        nibble,
+                    );
+                    let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                    let lo2: __m512i = _mm512_and_si512(v2, nibble);
+                    let hi2: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v2),
+                        nibble,
+                    );
+                    let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                    let lo3: __m512i = _mm512_and_si512(v3, nibble);
+                    let hi3: __m512i = _mm512_and_si512(
+                        _mm512_srli_epi16::<4>(v3),
+                        nibble,
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        lo0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(7 * COLS + 0) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        hi0,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(7 * COLS + 4) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(5 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(6 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        lo1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(*(xb.add(7 * COLS + 8) as *const [u8; 4])),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        hi1,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 12) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        lo2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 16) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        hi2,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 20) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        lo3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 24) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a0_0 = _mm512_dpbusd_epi32(
+                        a0_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(0 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a1_0 = _mm512_dpbusd_epi32(
+                        a1_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(1 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a2_0 = _mm512_dpbusd_epi32(
+                        a2_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(2 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a3_0 = _mm512_dpbusd_epi32(
+                        a3_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(3 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a4_0 = _mm512_dpbusd_epi32(
+                        a4_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(4 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a5_0 = _mm512_dpbusd_epi32(
+                        a5_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(5 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a6_0 = _mm512_dpbusd_epi32(
+                        a6_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(6 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    a7_0 = _mm512_dpbusd_epi32(
+                        a7_0,
+                        hi3,
+                        _mm512_set1_epi32(
+                            i32::from_le_bytes(
+                                *(xb.add(7 * COLS + 28) as *const [u8; 4]),
+                            ),
+                        ),
+                    );
+                    let dot0: __m512i = a0_0;
+                    let sa = *xs.add(0 * BLOCKS + b);
+                    let dot0: __m512i = _mm512_sub_epi32(
+                        dot0,
+                        _mm512_set1_epi32(8 * *xsum.add(0 * BLOCKS + b)),
+                    );
+                    f0 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot0),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f0,
+                    );
+                    let dot1: __m512i = a1_0;
+                    let sa = *xs.add(1 * BLOCKS + b);
+                    let dot1: __m512i = _mm512_sub_epi32(
+                        dot1,
+                        _mm512_set1_epi32(8 * *xsum.add(1 * BLOCKS + b)),
+                    );
+                    f1 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot1),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f1,
+                    );
+                    let dot2: __m512i = a2_0;
+                    let sa = *xs.add(2 * BLOCKS + b);
+                    let dot2: __m512i = _mm512_sub_epi32(
+                        dot2,
+                        _mm512_set1_epi32(8 * *xsum.add(2 * BLOCKS + b)),
+                    );
+                    f2 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot2),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f2,
+                    );
+                    let dot3: __m512i = a3_0;
+                    let sa = *xs.add(3 * BLOCKS + b);
+                    let dot3: __m512i = _mm512_sub_epi32(
+                        dot3,
+                        _mm512_set1_epi32(8 * *xsum.add(3 * BLOCKS + b)),
+                    );
+                    f3 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot3),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f3,
+                    );
+                    let dot4: __m512i = a4_0;
+                    let sa = *xs.add(4 * BLOCKS + b);
+                    let dot4: __m512i = _mm512_sub_epi32(
+                        dot4,
+                        _mm512_set1_epi32(8 * *xsum.add(4 * BLOCKS + b)),
+                    );
+                    f4 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot4),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f4,
+                    );
+                    let dot5: __m512i = a5_0;
+                    let sa = *xs.add(5 * BLOCKS + b);
+                    let dot5: __m512i = _mm512_sub_epi32(
+                        dot5,
+                        _mm512_set1_epi32(8 * *xsum.add(5 * BLOCKS + b)),
+                    );
+                    f5 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot5),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f5,
+                    );
+                    let dot6: __m512i = a6_0;
+                    let sa = *xs.add(6 * BLOCKS + b);
+                    let dot6: __m512i = _mm512_sub_epi32(
+                        dot6,
+                        _mm512_set1_epi32(8 * *xsum.add(6 * BLOCKS + b)),
+                    );
+                    f6 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot6),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f6,
+                    );
+                    let dot7: __m512i = a7_0;
+                    let sa = *xs.add(7 * BLOCKS + b);
+                    let dot7: __m512i = _mm512_sub_epi32(
+                        dot7,
+                        _mm512_set1_epi32(8 * *xsum.add(7 * BLOCKS + b)),
+                    );
+                    f7 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot7),
+                        _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                        f7,
+                    );
+                }
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+            _mm512_storeu_ps(out.add(5 * NR), f5);
+            _mm512_storeu_ps(out.add(6 * NR), f6);
+            _mm512_storeu_ps(out.add(7 * NR), f7);
+        }
+    }
 }
 #[cfg(target_arch = "x86_64")]
 /// `y[n, 151936] = x[n, 896] · Wᵀ`, W in `w8`, tiled layout of 16 rows (x86-avx512: avx512f, avx512bw, avx512vl, avx512vnni, avx2, fma, f16c).
@@ -5501,16 +14725,16 @@ pub fn x86_avx512_matmul_w8_151936x896(
     const COLS: usize = 896;
     /// Rows per tile, tokens per pass, tiles (the last one padded).
     const NR: usize = 16;
-    const MR: usize = 4;
+    const MR: usize = 8;
     const TILES: usize = 9496;
     const BLOCKS: usize = COLS / Q8_BLOCK;
     /// Code bytes of one tile and block, and of one tile.
     const BLOCK_BYTES: usize = 512;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
-    const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines.
-    const PREFETCH_AHEAD: usize = 2048;
+    const TOKEN_BLOCK: usize = 288;
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
     assert!(
         (std::arch::is_x86_feature_detected!("avx512f") &&
         std::arch::is_x86_feature_detected!("avx512bw") &&
@@ -5579,7 +14803,7 @@ pub fn x86_avx512_matmul_w8_151936x896(
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
                     while t + MR <= t1 {
-                        tokens_4(
+                        tokens_8(
                             codes,
                             scales,
                             xq.add(t * COLS),
@@ -5621,6 +14845,46 @@ pub fn x86_avx512_matmul_w8_151936x896(
                                 o.add(t * NR),
                             )
                         }
+                        4 => {
+                            tokens_4(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
+                        5 => {
+                            tokens_5(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
+                        6 => {
+                            tokens_6(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
+                        7 => {
+                            tokens_7(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * BLOCKS),
+                                xsum.add(t * BLOCKS),
+                                o.add(t * NR),
+                            )
+                        }
                         _ => unreachable!(),
                     }
                 }
@@ -5644,32 +14908,31 @@ pub fn x86_avx512_matmul_w8_151936x896(
             for b in 0..BLOCKS {
                 let c = codes.add(b * BLOCK_BYTES);
                 _mm_prefetch::<
-                    _MM_HINT_T0,
+                    _MM_HINT_T1,
                 >(c.wrapping_add(PREFETCH_AHEAD + 0) as *const i8);
                 _mm_prefetch::<
-                    _MM_HINT_T0,
+                    _MM_HINT_T1,
                 >(c.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
                 _mm_prefetch::<
-                    _MM_HINT_T0,
+                    _MM_HINT_T1,
                 >(c.wrapping_add(PREFETCH_AHEAD + 128) as *const i8);
                 _mm_prefetch::<
-                    _MM_HINT_T0,
+                    _MM_HINT_T1,
                 >(c.wrapping_add(PREFETCH_AHEAD + 192) as *const i8);
                 _mm_prefetch::<
-                    _MM_HINT_T0,
+                    _MM_HINT_T1,
                 >(c.wrapping_add(PREFETCH_AHEAD + 256) as *const i8);
                 _mm_prefetch::<
-                    _MM_HINT_T0,
+                    _MM_HINT_T1,
                 >(c.wrapping_add(PREFETCH_AHEAD + 320) as *const i8);
                 _mm_prefetch::<
-                    _MM_HINT_T0,
+                    _MM_HINT_T1,
                 >(c.wrapping_add(PREFETCH_AHEAD + 384) as *const i8);
                 _mm_prefetch::<
-                    _MM_HINT_T0,
+                    _MM_HINT_T1,
                 >(c.wrapping_add(PREFETCH_AHEAD + 448) as *const i8);
                 let xb = xq.add(b * Q8_BLOCK);
                 let mut a0_0: __m512i = _mm512_setzero_si512();
-                let mut a0_1: __m512i = _mm512_setzero_si512();
                 let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                 let u0: __m512i = v0;
                 let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
@@ -5693,8 +14956,8 @@ pub fn x86_avx512_matmul_w8_151936x896(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
                     ),
                 );
-                a0_1 = _mm512_dpbusd_epi32(
-                    a0_1,
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
                     u1,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
@@ -5707,8 +14970,8 @@ pub fn x86_avx512_matmul_w8_151936x896(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
                     ),
                 );
-                a0_1 = _mm512_dpbusd_epi32(
-                    a0_1,
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
                     u3,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 12) as *const [u8; 4])),
@@ -5721,8 +14984,8 @@ pub fn x86_avx512_matmul_w8_151936x896(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 16) as *const [u8; 4])),
                     ),
                 );
-                a0_1 = _mm512_dpbusd_epi32(
-                    a0_1,
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
                     u5,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 20) as *const [u8; 4])),
@@ -5735,14 +14998,14 @@ pub fn x86_avx512_matmul_w8_151936x896(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 24) as *const [u8; 4])),
                     ),
                 );
-                a0_1 = _mm512_dpbusd_epi32(
-                    a0_1,
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
                     u7,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 28) as *const [u8; 4])),
                     ),
                 );
-                let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                let dot0: __m512i = a0_0;
                 let sa = *xs.add(0 * BLOCKS + b);
                 let dot0: __m512i = _mm512_sub_epi32(
                     dot0,
@@ -5772,9 +15035,7 @@ pub fn x86_avx512_matmul_w8_151936x896(
                 let c = codes.add(b * BLOCK_BYTES);
                 let xb = xq.add(b * Q8_BLOCK);
                 let mut a0_0: __m512i = _mm512_setzero_si512();
-                let mut a0_1: __m512i = _mm512_setzero_si512();
                 let mut a1_0: __m512i = _mm512_setzero_si512();
-                let mut a1_1: __m512i = _mm512_setzero_si512();
                 let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                 let u0: __m512i = v0;
                 let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
@@ -5805,15 +15066,15 @@ pub fn x86_avx512_matmul_w8_151936x896(
                         i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
                     ),
                 );
-                a0_1 = _mm512_dpbusd_epi32(
-                    a0_1,
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
                     u1,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
                     ),
                 );
-                a1_1 = _mm512_dpbusd_epi32(
-                    a1_1,
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
                     u1,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
@@ -5833,15 +15094,15 @@ pub fn x86_avx512_matmul_w8_151936x896(
                         i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
                     ),
                 );
-                a0_1 = _mm512_dpbusd_epi32(
-                    a0_1,
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
                     u3,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 12) as *const [u8; 4])),
                     ),
                 );
-                a1_1 = _mm512_dpbusd_epi32(
-                    a1_1,
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
                     u3,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(1 * COLS + 12) as *const [u8; 4])),
@@ -5861,15 +15122,15 @@ pub fn x86_avx512_matmul_w8_151936x896(
                         i32::from_le_bytes(*(xb.add(1 * COLS + 16) as *const [u8; 4])),
                     ),
                 );
-                a0_1 = _mm512_dpbusd_epi32(
-                    a0_1,
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
                     u5,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 20) as *const [u8; 4])),
                     ),
                 );
-                a1_1 = _mm512_dpbusd_epi32(
-                    a1_1,
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
                     u5,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(1 * COLS + 20) as *const [u8; 4])),
@@ -5889,28 +15150,28 @@ pub fn x86_avx512_matmul_w8_151936x896(
                         i32::from_le_bytes(*(xb.add(1 * COLS + 24) as *const [u8; 4])),
                     ),
                 );
-                a0_1 = _mm512_dpbusd_epi32(
-                    a0_1,
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
                     u7,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 28) as *const [u8; 4])),
                     ),
                 );
-                a1_1 = _mm512_dpbusd_epi32(
-                    a1_1,
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
                     u7,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(1 * COLS + 28) as *const [u8; 4])),
                     ),
                 );
-                let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                let dot0: __m512i = a0_0;
                 let sa = *xs.add(0 * BLOCKS + b);
                 let dot0: __m512i = _mm512_sub_epi32(
                     dot0,
                     _mm512_set1_epi32(128 * *xsum.add(0 * BLOCKS + b)),
                 );
                 f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot0), _mm512_set1_ps(sa), f0);
-                let dot1: __m512i = _mm512_add_epi32(a1_0, a1_1);
+                let dot1: __m512i = a1_0;
                 let sa = *xs.add(1 * BLOCKS + b);
                 let dot1: __m512i = _mm512_sub_epi32(
                     dot1,
@@ -5942,11 +15203,8 @@ pub fn x86_avx512_matmul_w8_151936x896(
                 let c = codes.add(b * BLOCK_BYTES);
                 let xb = xq.add(b * Q8_BLOCK);
                 let mut a0_0: __m512i = _mm512_setzero_si512();
-                let mut a0_1: __m512i = _mm512_setzero_si512();
                 let mut a1_0: __m512i = _mm512_setzero_si512();
-                let mut a1_1: __m512i = _mm512_setzero_si512();
                 let mut a2_0: __m512i = _mm512_setzero_si512();
-                let mut a2_1: __m512i = _mm512_setzero_si512();
                 let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                 let u0: __m512i = v0;
                 let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
@@ -5984,22 +15242,22 @@ pub fn x86_avx512_matmul_w8_151936x896(
                         i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
                     ),
                 );
-                a0_1 = _mm512_dpbusd_epi32(
-                    a0_1,
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
                     u1,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
                     ),
                 );
-                a1_1 = _mm512_dpbusd_epi32(
-                    a1_1,
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
                     u1,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
                     ),
                 );
-                a2_1 = _mm512_dpbusd_epi32(
-                    a2_1,
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
                     u1,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
@@ -6026,22 +15284,22 @@ pub fn x86_avx512_matmul_w8_151936x896(
                         i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
                     ),
                 );
-                a0_1 = _mm512_dpbusd_epi32(
-                    a0_1,
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
                     u3,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 12) as *const [u8; 4])),
                     ),
                 );
-                a1_1 = _mm512_dpbusd_epi32(
-                    a1_1,
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
                     u3,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(1 * COLS + 12) as *const [u8; 4])),
                     ),
                 );
-                a2_1 = _mm512_dpbusd_epi32(
-                    a2_1,
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
                     u3,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(2 * COLS + 12) as *const [u8; 4])),
@@ -6068,22 +15326,22 @@ pub fn x86_avx512_matmul_w8_151936x896(
                         i32::from_le_bytes(*(xb.add(2 * COLS + 16) as *const [u8; 4])),
                     ),
                 );
-                a0_1 = _mm512_dpbusd_epi32(
-                    a0_1,
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
                     u5,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 20) as *const [u8; 4])),
                     ),
                 );
-                a1_1 = _mm512_dpbusd_epi32(
-                    a1_1,
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
                     u5,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(1 * COLS + 20) as *const [u8; 4])),
                     ),
                 );
-                a2_1 = _mm512_dpbusd_epi32(
-                    a2_1,
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
                     u5,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(2 * COLS + 20) as *const [u8; 4])),
@@ -6110,42 +15368,42 @@ pub fn x86_avx512_matmul_w8_151936x896(
                         i32::from_le_bytes(*(xb.add(2 * COLS + 24) as *const [u8; 4])),
                     ),
                 );
-                a0_1 = _mm512_dpbusd_epi32(
-                    a0_1,
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
                     u7,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 28) as *const [u8; 4])),
                     ),
                 );
-                a1_1 = _mm512_dpbusd_epi32(
-                    a1_1,
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
                     u7,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(1 * COLS + 28) as *const [u8; 4])),
                     ),
                 );
-                a2_1 = _mm512_dpbusd_epi32(
-                    a2_1,
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
                     u7,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(2 * COLS + 28) as *const [u8; 4])),
                     ),
                 );
-                let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                let dot0: __m512i = a0_0;
                 let sa = *xs.add(0 * BLOCKS + b);
                 let dot0: __m512i = _mm512_sub_epi32(
                     dot0,
                     _mm512_set1_epi32(128 * *xsum.add(0 * BLOCKS + b)),
                 );
                 f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot0), _mm512_set1_ps(sa), f0);
-                let dot1: __m512i = _mm512_add_epi32(a1_0, a1_1);
+                let dot1: __m512i = a1_0;
                 let sa = *xs.add(1 * BLOCKS + b);
                 let dot1: __m512i = _mm512_sub_epi32(
                     dot1,
                     _mm512_set1_epi32(128 * *xsum.add(1 * BLOCKS + b)),
                 );
                 f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot1), _mm512_set1_ps(sa), f1);
-                let dot2: __m512i = _mm512_add_epi32(a2_0, a2_1);
+                let dot2: __m512i = a2_0;
                 let sa = *xs.add(2 * BLOCKS + b);
                 let dot2: __m512i = _mm512_sub_epi32(
                     dot2,
@@ -6179,13 +15437,9 @@ pub fn x86_avx512_matmul_w8_151936x896(
                 let c = codes.add(b * BLOCK_BYTES);
                 let xb = xq.add(b * Q8_BLOCK);
                 let mut a0_0: __m512i = _mm512_setzero_si512();
-                let mut a0_1: __m512i = _mm512_setzero_si512();
                 let mut a1_0: __m512i = _mm512_setzero_si512();
-                let mut a1_1: __m512i = _mm512_setzero_si512();
                 let mut a2_0: __m512i = _mm512_setzero_si512();
-                let mut a2_1: __m512i = _mm512_setzero_si512();
                 let mut a3_0: __m512i = _mm512_setzero_si512();
-                let mut a3_1: __m512i = _mm512_setzero_si512();
                 let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
                 let u0: __m512i = v0;
                 let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
@@ -6230,29 +15484,29 @@ pub fn x86_avx512_matmul_w8_151936x896(
                         i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
                     ),
                 );
-                a0_1 = _mm512_dpbusd_epi32(
-                    a0_1,
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
                     u1,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
                     ),
                 );
-                a1_1 = _mm512_dpbusd_epi32(
-                    a1_1,
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
                     u1,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
                     ),
                 );
-                a2_1 = _mm512_dpbusd_epi32(
-                    a2_1,
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
                     u1,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
                     ),
                 );
-                a3_1 = _mm512_dpbusd_epi32(
-                    a3_1,
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
                     u1,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
@@ -6286,29 +15540,29 @@ pub fn x86_avx512_matmul_w8_151936x896(
                         i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
                     ),
                 );
-                a0_1 = _mm512_dpbusd_epi32(
-                    a0_1,
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
                     u3,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 12) as *const [u8; 4])),
                     ),
                 );
-                a1_1 = _mm512_dpbusd_epi32(
-                    a1_1,
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
                     u3,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(1 * COLS + 12) as *const [u8; 4])),
                     ),
                 );
-                a2_1 = _mm512_dpbusd_epi32(
-                    a2_1,
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
                     u3,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(2 * COLS + 12) as *const [u8; 4])),
                     ),
                 );
-                a3_1 = _mm512_dpbusd_epi32(
-                    a3_1,
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
                     u3,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(3 * COLS + 12) as *const [u8; 4])),
@@ -6342,29 +15596,29 @@ pub fn x86_avx512_matmul_w8_151936x896(
                         i32::from_le_bytes(*(xb.add(3 * COLS + 16) as *const [u8; 4])),
                     ),
                 );
-                a0_1 = _mm512_dpbusd_epi32(
-                    a0_1,
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
                     u5,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 20) as *const [u8; 4])),
                     ),
                 );
-                a1_1 = _mm512_dpbusd_epi32(
-                    a1_1,
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
                     u5,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(1 * COLS + 20) as *const [u8; 4])),
                     ),
                 );
-                a2_1 = _mm512_dpbusd_epi32(
-                    a2_1,
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
                     u5,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(2 * COLS + 20) as *const [u8; 4])),
                     ),
                 );
-                a3_1 = _mm512_dpbusd_epi32(
-                    a3_1,
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
                     u5,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(3 * COLS + 20) as *const [u8; 4])),
@@ -6398,56 +15652,56 @@ pub fn x86_avx512_matmul_w8_151936x896(
                         i32::from_le_bytes(*(xb.add(3 * COLS + 24) as *const [u8; 4])),
                     ),
                 );
-                a0_1 = _mm512_dpbusd_epi32(
-                    a0_1,
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
                     u7,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(0 * COLS + 28) as *const [u8; 4])),
                     ),
                 );
-                a1_1 = _mm512_dpbusd_epi32(
-                    a1_1,
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
                     u7,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(1 * COLS + 28) as *const [u8; 4])),
                     ),
                 );
-                a2_1 = _mm512_dpbusd_epi32(
-                    a2_1,
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
                     u7,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(2 * COLS + 28) as *const [u8; 4])),
                     ),
                 );
-                a3_1 = _mm512_dpbusd_epi32(
-                    a3_1,
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
                     u7,
                     _mm512_set1_epi32(
                         i32::from_le_bytes(*(xb.add(3 * COLS + 28) as *const [u8; 4])),
                     ),
                 );
-                let dot0: __m512i = _mm512_add_epi32(a0_0, a0_1);
+                let dot0: __m512i = a0_0;
                 let sa = *xs.add(0 * BLOCKS + b);
                 let dot0: __m512i = _mm512_sub_epi32(
                     dot0,
                     _mm512_set1_epi32(128 * *xsum.add(0 * BLOCKS + b)),
                 );
                 f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot0), _mm512_set1_ps(sa), f0);
-                let dot1: __m512i = _mm512_add_epi32(a1_0, a1_1);
+                let dot1: __m512i = a1_0;
                 let sa = *xs.add(1 * BLOCKS + b);
                 let dot1: __m512i = _mm512_sub_epi32(
                     dot1,
                     _mm512_set1_epi32(128 * *xsum.add(1 * BLOCKS + b)),
                 );
                 f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot1), _mm512_set1_ps(sa), f1);
-                let dot2: __m512i = _mm512_add_epi32(a2_0, a2_1);
+                let dot2: __m512i = a2_0;
                 let sa = *xs.add(2 * BLOCKS + b);
                 let dot2: __m512i = _mm512_sub_epi32(
                     dot2,
                     _mm512_set1_epi32(128 * *xsum.add(2 * BLOCKS + b)),
                 );
                 f2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot2), _mm512_set1_ps(sa), f2);
-                let dot3: __m512i = _mm512_add_epi32(a3_0, a3_1);
+                let dot3: __m512i = a3_0;
                 let sa = *xs.add(3 * BLOCKS + b);
                 let dot3: __m512i = _mm512_sub_epi32(
                     dot3,
@@ -6460,6 +15714,1862 @@ pub fn x86_avx512_matmul_w8_151936x896(
             _mm512_storeu_ps(out.add(1 * NR), _mm512_mul_ps(f1, row_scale));
             _mm512_storeu_ps(out.add(2 * NR), _mm512_mul_ps(f2, row_scale));
             _mm512_storeu_ps(out.add(3 * NR), _mm512_mul_ps(f3, row_scale));
+        }
+    }
+    /// One tile (16 rows) × 5 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_5(
+        codes: *const u8,
+        scales: *const f32,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            for b in 0..BLOCKS {
+                let c = codes.add(b * BLOCK_BYTES);
+                let xb = xq.add(b * Q8_BLOCK);
+                let mut a0_0: __m512i = _mm512_setzero_si512();
+                let mut a1_0: __m512i = _mm512_setzero_si512();
+                let mut a2_0: __m512i = _mm512_setzero_si512();
+                let mut a3_0: __m512i = _mm512_setzero_si512();
+                let mut a4_0: __m512i = _mm512_setzero_si512();
+                let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                let u0: __m512i = v0;
+                let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                let u1: __m512i = v1;
+                let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                let u2: __m512i = v2;
+                let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                let u3: __m512i = v3;
+                let v4: __m512i = _mm512_loadu_si512(c.add(4 * 4 * NR) as *const _);
+                let u4: __m512i = v4;
+                let v5: __m512i = _mm512_loadu_si512(c.add(5 * 4 * NR) as *const _);
+                let u5: __m512i = v5;
+                let v6: __m512i = _mm512_loadu_si512(c.add(6 * 4 * NR) as *const _);
+                let u6: __m512i = v6;
+                let v7: __m512i = _mm512_loadu_si512(c.add(7 * 4 * NR) as *const _);
+                let u7: __m512i = v7;
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                let dot0: __m512i = a0_0;
+                let sa = *xs.add(0 * BLOCKS + b);
+                let dot0: __m512i = _mm512_sub_epi32(
+                    dot0,
+                    _mm512_set1_epi32(128 * *xsum.add(0 * BLOCKS + b)),
+                );
+                f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot0), _mm512_set1_ps(sa), f0);
+                let dot1: __m512i = a1_0;
+                let sa = *xs.add(1 * BLOCKS + b);
+                let dot1: __m512i = _mm512_sub_epi32(
+                    dot1,
+                    _mm512_set1_epi32(128 * *xsum.add(1 * BLOCKS + b)),
+                );
+                f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot1), _mm512_set1_ps(sa), f1);
+                let dot2: __m512i = a2_0;
+                let sa = *xs.add(2 * BLOCKS + b);
+                let dot2: __m512i = _mm512_sub_epi32(
+                    dot2,
+                    _mm512_set1_epi32(128 * *xsum.add(2 * BLOCKS + b)),
+                );
+                f2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot2), _mm512_set1_ps(sa), f2);
+                let dot3: __m512i = a3_0;
+                let sa = *xs.add(3 * BLOCKS + b);
+                let dot3: __m512i = _mm512_sub_epi32(
+                    dot3,
+                    _mm512_set1_epi32(128 * *xsum.add(3 * BLOCKS + b)),
+                );
+                f3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot3), _mm512_set1_ps(sa), f3);
+                let dot4: __m512i = a4_0;
+                let sa = *xs.add(4 * BLOCKS + b);
+                let dot4: __m512i = _mm512_sub_epi32(
+                    dot4,
+                    _mm512_set1_epi32(128 * *xsum.add(4 * BLOCKS + b)),
+                );
+                f4 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot4), _mm512_set1_ps(sa), f4);
+            }
+            let row_scale: __m512 = _mm512_loadu_ps(scales);
+            _mm512_storeu_ps(out.add(0 * NR), _mm512_mul_ps(f0, row_scale));
+            _mm512_storeu_ps(out.add(1 * NR), _mm512_mul_ps(f1, row_scale));
+            _mm512_storeu_ps(out.add(2 * NR), _mm512_mul_ps(f2, row_scale));
+            _mm512_storeu_ps(out.add(3 * NR), _mm512_mul_ps(f3, row_scale));
+            _mm512_storeu_ps(out.add(4 * NR), _mm512_mul_ps(f4, row_scale));
+        }
+    }
+    /// One tile (16 rows) × 6 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_6(
+        codes: *const u8,
+        scales: *const f32,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            for b in 0..BLOCKS {
+                let c = codes.add(b * BLOCK_BYTES);
+                let xb = xq.add(b * Q8_BLOCK);
+                let mut a0_0: __m512i = _mm512_setzero_si512();
+                let mut a1_0: __m512i = _mm512_setzero_si512();
+                let mut a2_0: __m512i = _mm512_setzero_si512();
+                let mut a3_0: __m512i = _mm512_setzero_si512();
+                let mut a4_0: __m512i = _mm512_setzero_si512();
+                let mut a5_0: __m512i = _mm512_setzero_si512();
+                let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                let u0: __m512i = v0;
+                let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                let u1: __m512i = v1;
+                let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                let u2: __m512i = v2;
+                let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                let u3: __m512i = v3;
+                let v4: __m512i = _mm512_loadu_si512(c.add(4 * 4 * NR) as *const _);
+                let u4: __m512i = v4;
+                let v5: __m512i = _mm512_loadu_si512(c.add(5 * 4 * NR) as *const _);
+                let u5: __m512i = v5;
+                let v6: __m512i = _mm512_loadu_si512(c.add(6 * 4 * NR) as *const _);
+                let u6: __m512i = v6;
+                let v7: __m512i = _mm512_loadu_si512(c.add(7 * 4 * NR) as *const _);
+                let u7: __m512i = v7;
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                let dot0: __m512i = a0_0;
+                let sa = *xs.add(0 * BLOCKS + b);
+                let dot0: __m512i = _mm512_sub_epi32(
+                    dot0,
+                    _mm512_set1_epi32(128 * *xsum.add(0 * BLOCKS + b)),
+                );
+                f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot0), _mm512_set1_ps(sa), f0);
+                let dot1: __m512i = a1_0;
+                let sa = *xs.add(1 * BLOCKS + b);
+                let dot1: __m512i = _mm512_sub_epi32(
+                    dot1,
+                    _mm512_set1_epi32(128 * *xsum.add(1 * BLOCKS + b)),
+                );
+                f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot1), _mm512_set1_ps(sa), f1);
+                let dot2: __m512i = a2_0;
+                let sa = *xs.add(2 * BLOCKS + b);
+                let dot2: __m512i = _mm512_sub_epi32(
+                    dot2,
+                    _mm512_set1_epi32(128 * *xsum.add(2 * BLOCKS + b)),
+                );
+                f2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot2), _mm512_set1_ps(sa), f2);
+                let dot3: __m512i = a3_0;
+                let sa = *xs.add(3 * BLOCKS + b);
+                let dot3: __m512i = _mm512_sub_epi32(
+                    dot3,
+                    _mm512_set1_epi32(128 * *xsum.add(3 * BLOCKS + b)),
+                );
+                f3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot3), _mm512_set1_ps(sa), f3);
+                let dot4: __m512i = a4_0;
+                let sa = *xs.add(4 * BLOCKS + b);
+                let dot4: __m512i = _mm512_sub_epi32(
+                    dot4,
+                    _mm512_set1_epi32(128 * *xsum.add(4 * BLOCKS + b)),
+                );
+                f4 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot4), _mm512_set1_ps(sa), f4);
+                let dot5: __m512i = a5_0;
+                let sa = *xs.add(5 * BLOCKS + b);
+                let dot5: __m512i = _mm512_sub_epi32(
+                    dot5,
+                    _mm512_set1_epi32(128 * *xsum.add(5 * BLOCKS + b)),
+                );
+                f5 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot5), _mm512_set1_ps(sa), f5);
+            }
+            let row_scale: __m512 = _mm512_loadu_ps(scales);
+            _mm512_storeu_ps(out.add(0 * NR), _mm512_mul_ps(f0, row_scale));
+            _mm512_storeu_ps(out.add(1 * NR), _mm512_mul_ps(f1, row_scale));
+            _mm512_storeu_ps(out.add(2 * NR), _mm512_mul_ps(f2, row_scale));
+            _mm512_storeu_ps(out.add(3 * NR), _mm512_mul_ps(f3, row_scale));
+            _mm512_storeu_ps(out.add(4 * NR), _mm512_mul_ps(f4, row_scale));
+            _mm512_storeu_ps(out.add(5 * NR), _mm512_mul_ps(f5, row_scale));
+        }
+    }
+    /// One tile (16 rows) × 7 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_7(
+        codes: *const u8,
+        scales: *const f32,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            let mut f6: __m512 = _mm512_setzero_ps();
+            for b in 0..BLOCKS {
+                let c = codes.add(b * BLOCK_BYTES);
+                let xb = xq.add(b * Q8_BLOCK);
+                let mut a0_0: __m512i = _mm512_setzero_si512();
+                let mut a1_0: __m512i = _mm512_setzero_si512();
+                let mut a2_0: __m512i = _mm512_setzero_si512();
+                let mut a3_0: __m512i = _mm512_setzero_si512();
+                let mut a4_0: __m512i = _mm512_setzero_si512();
+                let mut a5_0: __m512i = _mm512_setzero_si512();
+                let mut a6_0: __m512i = _mm512_setzero_si512();
+                let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                let u0: __m512i = v0;
+                let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                let u1: __m512i = v1;
+                let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                let u2: __m512i = v2;
+                let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                let u3: __m512i = v3;
+                let v4: __m512i = _mm512_loadu_si512(c.add(4 * 4 * NR) as *const _);
+                let u4: __m512i = v4;
+                let v5: __m512i = _mm512_loadu_si512(c.add(5 * 4 * NR) as *const _);
+                let u5: __m512i = v5;
+                let v6: __m512i = _mm512_loadu_si512(c.add(6 * 4 * NR) as *const _);
+                let u6: __m512i = v6;
+                let v7: __m512i = _mm512_loadu_si512(c.add(7 * 4 * NR) as *const _);
+                let u7: __m512i = v7;
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a6_0 = _mm512_dpbusd_epi32(
+                    a6_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(6 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a6_0 = _mm512_dpbusd_epi32(
+                    a6_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(6 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a6_0 = _mm512_dpbusd_epi32(
+                    a6_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(6 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a6_0 = _mm512_dpbusd_epi32(
+                    a6_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(6 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a6_0 = _mm512_dpbusd_epi32(
+                    a6_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(6 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a6_0 = _mm512_dpbusd_epi32(
+                    a6_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(6 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a6_0 = _mm512_dpbusd_epi32(
+                    a6_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(6 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a6_0 = _mm512_dpbusd_epi32(
+                    a6_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(6 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                let dot0: __m512i = a0_0;
+                let sa = *xs.add(0 * BLOCKS + b);
+                let dot0: __m512i = _mm512_sub_epi32(
+                    dot0,
+                    _mm512_set1_epi32(128 * *xsum.add(0 * BLOCKS + b)),
+                );
+                f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot0), _mm512_set1_ps(sa), f0);
+                let dot1: __m512i = a1_0;
+                let sa = *xs.add(1 * BLOCKS + b);
+                let dot1: __m512i = _mm512_sub_epi32(
+                    dot1,
+                    _mm512_set1_epi32(128 * *xsum.add(1 * BLOCKS + b)),
+                );
+                f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot1), _mm512_set1_ps(sa), f1);
+                let dot2: __m512i = a2_0;
+                let sa = *xs.add(2 * BLOCKS + b);
+                let dot2: __m512i = _mm512_sub_epi32(
+                    dot2,
+                    _mm512_set1_epi32(128 * *xsum.add(2 * BLOCKS + b)),
+                );
+                f2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot2), _mm512_set1_ps(sa), f2);
+                let dot3: __m512i = a3_0;
+                let sa = *xs.add(3 * BLOCKS + b);
+                let dot3: __m512i = _mm512_sub_epi32(
+                    dot3,
+                    _mm512_set1_epi32(128 * *xsum.add(3 * BLOCKS + b)),
+                );
+                f3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot3), _mm512_set1_ps(sa), f3);
+                let dot4: __m512i = a4_0;
+                let sa = *xs.add(4 * BLOCKS + b);
+                let dot4: __m512i = _mm512_sub_epi32(
+                    dot4,
+                    _mm512_set1_epi32(128 * *xsum.add(4 * BLOCKS + b)),
+                );
+                f4 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot4), _mm512_set1_ps(sa), f4);
+                let dot5: __m512i = a5_0;
+                let sa = *xs.add(5 * BLOCKS + b);
+                let dot5: __m512i = _mm512_sub_epi32(
+                    dot5,
+                    _mm512_set1_epi32(128 * *xsum.add(5 * BLOCKS + b)),
+                );
+                f5 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot5), _mm512_set1_ps(sa), f5);
+                let dot6: __m512i = a6_0;
+                let sa = *xs.add(6 * BLOCKS + b);
+                let dot6: __m512i = _mm512_sub_epi32(
+                    dot6,
+                    _mm512_set1_epi32(128 * *xsum.add(6 * BLOCKS + b)),
+                );
+                f6 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot6), _mm512_set1_ps(sa), f6);
+            }
+            let row_scale: __m512 = _mm512_loadu_ps(scales);
+            _mm512_storeu_ps(out.add(0 * NR), _mm512_mul_ps(f0, row_scale));
+            _mm512_storeu_ps(out.add(1 * NR), _mm512_mul_ps(f1, row_scale));
+            _mm512_storeu_ps(out.add(2 * NR), _mm512_mul_ps(f2, row_scale));
+            _mm512_storeu_ps(out.add(3 * NR), _mm512_mul_ps(f3, row_scale));
+            _mm512_storeu_ps(out.add(4 * NR), _mm512_mul_ps(f4, row_scale));
+            _mm512_storeu_ps(out.add(5 * NR), _mm512_mul_ps(f5, row_scale));
+            _mm512_storeu_ps(out.add(6 * NR), _mm512_mul_ps(f6, row_scale));
+        }
+    }
+    /// One tile (16 rows) × 8 token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_8(
+        codes: *const u8,
+        scales: *const f32,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            let mut f6: __m512 = _mm512_setzero_ps();
+            let mut f7: __m512 = _mm512_setzero_ps();
+            for b in 0..BLOCKS {
+                let c = codes.add(b * BLOCK_BYTES);
+                let xb = xq.add(b * Q8_BLOCK);
+                let mut a0_0: __m512i = _mm512_setzero_si512();
+                let mut a1_0: __m512i = _mm512_setzero_si512();
+                let mut a2_0: __m512i = _mm512_setzero_si512();
+                let mut a3_0: __m512i = _mm512_setzero_si512();
+                let mut a4_0: __m512i = _mm512_setzero_si512();
+                let mut a5_0: __m512i = _mm512_setzero_si512();
+                let mut a6_0: __m512i = _mm512_setzero_si512();
+                let mut a7_0: __m512i = _mm512_setzero_si512();
+                let v0: __m512i = _mm512_loadu_si512(c.add(0 * 4 * NR) as *const _);
+                let u0: __m512i = v0;
+                let v1: __m512i = _mm512_loadu_si512(c.add(1 * 4 * NR) as *const _);
+                let u1: __m512i = v1;
+                let v2: __m512i = _mm512_loadu_si512(c.add(2 * 4 * NR) as *const _);
+                let u2: __m512i = v2;
+                let v3: __m512i = _mm512_loadu_si512(c.add(3 * 4 * NR) as *const _);
+                let u3: __m512i = v3;
+                let v4: __m512i = _mm512_loadu_si512(c.add(4 * 4 * NR) as *const _);
+                let u4: __m512i = v4;
+                let v5: __m512i = _mm512_loadu_si512(c.add(5 * 4 * NR) as *const _);
+                let u5: __m512i = v5;
+                let v6: __m512i = _mm512_loadu_si512(c.add(6 * 4 * NR) as *const _);
+                let u6: __m512i = v6;
+                let v7: __m512i = _mm512_loadu_si512(c.add(7 * 4 * NR) as *const _);
+                let u7: __m512i = v7;
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a6_0 = _mm512_dpbusd_epi32(
+                    a6_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(6 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a7_0 = _mm512_dpbusd_epi32(
+                    a7_0,
+                    u0,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(7 * COLS + 0) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a6_0 = _mm512_dpbusd_epi32(
+                    a6_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(6 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a7_0 = _mm512_dpbusd_epi32(
+                    a7_0,
+                    u1,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(7 * COLS + 4) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a6_0 = _mm512_dpbusd_epi32(
+                    a6_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(6 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a7_0 = _mm512_dpbusd_epi32(
+                    a7_0,
+                    u2,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(7 * COLS + 8) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a6_0 = _mm512_dpbusd_epi32(
+                    a6_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(6 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a7_0 = _mm512_dpbusd_epi32(
+                    a7_0,
+                    u3,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(7 * COLS + 12) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a6_0 = _mm512_dpbusd_epi32(
+                    a6_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(6 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a7_0 = _mm512_dpbusd_epi32(
+                    a7_0,
+                    u4,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(7 * COLS + 16) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a6_0 = _mm512_dpbusd_epi32(
+                    a6_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(6 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a7_0 = _mm512_dpbusd_epi32(
+                    a7_0,
+                    u5,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(7 * COLS + 20) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a6_0 = _mm512_dpbusd_epi32(
+                    a6_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(6 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a7_0 = _mm512_dpbusd_epi32(
+                    a7_0,
+                    u6,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(7 * COLS + 24) as *const [u8; 4])),
+                    ),
+                );
+                a0_0 = _mm512_dpbusd_epi32(
+                    a0_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(0 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a1_0 = _mm512_dpbusd_epi32(
+                    a1_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(1 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a2_0 = _mm512_dpbusd_epi32(
+                    a2_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(2 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a3_0 = _mm512_dpbusd_epi32(
+                    a3_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(3 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a4_0 = _mm512_dpbusd_epi32(
+                    a4_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(4 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a5_0 = _mm512_dpbusd_epi32(
+                    a5_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(5 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a6_0 = _mm512_dpbusd_epi32(
+                    a6_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(6 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                a7_0 = _mm512_dpbusd_epi32(
+                    a7_0,
+                    u7,
+                    _mm512_set1_epi32(
+                        i32::from_le_bytes(*(xb.add(7 * COLS + 28) as *const [u8; 4])),
+                    ),
+                );
+                let dot0: __m512i = a0_0;
+                let sa = *xs.add(0 * BLOCKS + b);
+                let dot0: __m512i = _mm512_sub_epi32(
+                    dot0,
+                    _mm512_set1_epi32(128 * *xsum.add(0 * BLOCKS + b)),
+                );
+                f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot0), _mm512_set1_ps(sa), f0);
+                let dot1: __m512i = a1_0;
+                let sa = *xs.add(1 * BLOCKS + b);
+                let dot1: __m512i = _mm512_sub_epi32(
+                    dot1,
+                    _mm512_set1_epi32(128 * *xsum.add(1 * BLOCKS + b)),
+                );
+                f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot1), _mm512_set1_ps(sa), f1);
+                let dot2: __m512i = a2_0;
+                let sa = *xs.add(2 * BLOCKS + b);
+                let dot2: __m512i = _mm512_sub_epi32(
+                    dot2,
+                    _mm512_set1_epi32(128 * *xsum.add(2 * BLOCKS + b)),
+                );
+                f2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot2), _mm512_set1_ps(sa), f2);
+                let dot3: __m512i = a3_0;
+                let sa = *xs.add(3 * BLOCKS + b);
+                let dot3: __m512i = _mm512_sub_epi32(
+                    dot3,
+                    _mm512_set1_epi32(128 * *xsum.add(3 * BLOCKS + b)),
+                );
+                f3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot3), _mm512_set1_ps(sa), f3);
+                let dot4: __m512i = a4_0;
+                let sa = *xs.add(4 * BLOCKS + b);
+                let dot4: __m512i = _mm512_sub_epi32(
+                    dot4,
+                    _mm512_set1_epi32(128 * *xsum.add(4 * BLOCKS + b)),
+                );
+                f4 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot4), _mm512_set1_ps(sa), f4);
+                let dot5: __m512i = a5_0;
+                let sa = *xs.add(5 * BLOCKS + b);
+                let dot5: __m512i = _mm512_sub_epi32(
+                    dot5,
+                    _mm512_set1_epi32(128 * *xsum.add(5 * BLOCKS + b)),
+                );
+                f5 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot5), _mm512_set1_ps(sa), f5);
+                let dot6: __m512i = a6_0;
+                let sa = *xs.add(6 * BLOCKS + b);
+                let dot6: __m512i = _mm512_sub_epi32(
+                    dot6,
+                    _mm512_set1_epi32(128 * *xsum.add(6 * BLOCKS + b)),
+                );
+                f6 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot6), _mm512_set1_ps(sa), f6);
+                let dot7: __m512i = a7_0;
+                let sa = *xs.add(7 * BLOCKS + b);
+                let dot7: __m512i = _mm512_sub_epi32(
+                    dot7,
+                    _mm512_set1_epi32(128 * *xsum.add(7 * BLOCKS + b)),
+                );
+                f7 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot7), _mm512_set1_ps(sa), f7);
+            }
+            let row_scale: __m512 = _mm512_loadu_ps(scales);
+            _mm512_storeu_ps(out.add(0 * NR), _mm512_mul_ps(f0, row_scale));
+            _mm512_storeu_ps(out.add(1 * NR), _mm512_mul_ps(f1, row_scale));
+            _mm512_storeu_ps(out.add(2 * NR), _mm512_mul_ps(f2, row_scale));
+            _mm512_storeu_ps(out.add(3 * NR), _mm512_mul_ps(f3, row_scale));
+            _mm512_storeu_ps(out.add(4 * NR), _mm512_mul_ps(f4, row_scale));
+            _mm512_storeu_ps(out.add(5 * NR), _mm512_mul_ps(f5, row_scale));
+            _mm512_storeu_ps(out.add(6 * NR), _mm512_mul_ps(f6, row_scale));
+            _mm512_storeu_ps(out.add(7 * NR), _mm512_mul_ps(f7, row_scale));
         }
     }
 }

@@ -254,7 +254,7 @@ impl TilePrims for Neon {
     }
     fn prefetch(&self, ptr: TokenStream) -> Option<TokenStream> {
         Some(quote! {
-            asm!("prfm pldl1keep, [{p}]", p = in(reg) #ptr, options(nostack, readonly, preserves_flags))
+            asm!("prfm pldl2keep, [{p}]", p = in(reg) #ptr, options(nostack, readonly, preserves_flags))
         })
     }
     fn and_i(&self, a: TokenStream, b: TokenStream) -> TokenStream {
@@ -599,10 +599,10 @@ mod sve {
             }
             if m == 1 {
                 // Decode streams the weights once: hint the lines PREFETCH_AHEAD bytes on.
-                line("prfm pldl1keep, [{codes}, #{ahead}]".into());
+                line("prfm pldl2keep, [{codes}, #{ahead}]".into());
                 for l in 1..block_bytes / 64 {
                     line(format!(
-                        "prfm pldl1keep, [{{codes}}, #({{ahead}} + {})]",
+                        "prfm pldl2keep, [{{codes}}, #({{ahead}} + {})]",
                         64 * l
                     ));
                 }

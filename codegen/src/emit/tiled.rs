@@ -53,10 +53,11 @@ use crate::quant::{QuantizedData, QuantizedMatrix, Scheme};
 /// Columns per activation block (= `qwenc_runtime::kernel_support::Q8_BLOCK`).
 pub const BLOCK: usize = 32;
 
-/// How many bytes ahead of the block it reads a decode pass hints the weights into L1.
-/// Measured on the dev checkpoint (w4g32, AVX-512, 2 threads): decode 60 → 75–80 tok/s with
-/// 1024–4096, the same within noise across that range.
-pub const PREFETCH_AHEAD: usize = 2048;
+/// How many bytes ahead of the block it reads a decode pass hints the weights into L2
+/// (`prefetcht1`, `prfm pldl2keep`). Measured on the dev checkpoint (w4g32, AVX-512, 2
+/// threads, `qwen bench`): decode 60 tok/s without hints, 73–75 with L1 hints 1–4 KiB
+/// ahead, 75–80 with L2 hints (which do not hold L1 fill buffers), 2 and 4 KiB alike.
+pub const PREFETCH_AHEAD: usize = 4096;
 
 /// Which integer dot product a step is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +107,7 @@ pub trait TilePrims: Sync {
         self.splat_i32(quote! { i32::from_le_bytes(*(#ptr as *const [u8; 4])) })
     }
     /// A hint to fetch the cache line at `ptr` (a `*const u8`, possibly past the end of the
-    /// weights: the hint never faults) into L1; `None` when the ISA's kernels do without.
+    /// weights: the hint never faults) into L2; `None` when the ISA's kernels do without.
     fn prefetch(&self, _ptr: TokenStream) -> Option<TokenStream> {
         None
     }
@@ -462,7 +463,7 @@ pub fn tile_loop(
             const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
             /// Tokens per sweep over the tiles: at most 256 KiB of activations.
             const TOKEN_BLOCK: usize = #token_block;
-            /// How far ahead of the block being read decode hints the next lines.
+            /// How far ahead of the block being read decode hints the next lines into L2.
             const PREFETCH_AHEAD: usize = #prefetch_ahead;
             #consts
             assert!(#detect, #missing);
