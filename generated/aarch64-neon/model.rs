@@ -887,7 +887,7 @@ pub fn aarch64_neon_matmul_w4g32_896x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,
@@ -2234,7 +2234,7 @@ pub fn aarch64_neon_matmul_w4g32_896x4864(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,
@@ -3581,7 +3581,7 @@ pub fn aarch64_neon_matmul_w4g32_1152x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,
@@ -4928,7 +4928,7 @@ pub fn aarch64_neon_matmul_w4g32_9728x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,
@@ -6272,7 +6272,7 @@ pub fn aarch64_neon_matmul_w8_151936x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,

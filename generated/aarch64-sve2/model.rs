@@ -904,7 +904,7 @@ pub fn aarch64_sve2_matmul_w4g32_896x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,
@@ -1332,7 +1332,7 @@ pub fn aarch64_sve2_matmul_w4g32_896x4864(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,
@@ -1760,7 +1760,7 @@ pub fn aarch64_sve2_matmul_w4g32_1152x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,
@@ -2188,7 +2188,7 @@ pub fn aarch64_sve2_matmul_w4g32_9728x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,
@@ -2613,7 +2613,7 @@ pub fn aarch64_sve2_matmul_w8_151936x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,

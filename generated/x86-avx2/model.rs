@@ -881,7 +881,7 @@ pub fn x86_avx2_matmul_w4g32_896x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,
@@ -2275,7 +2275,7 @@ pub fn x86_avx2_matmul_w4g32_896x4864(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,
@@ -3669,7 +3669,7 @@ pub fn x86_avx2_matmul_w4g32_1152x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,
@@ -5063,7 +5063,7 @@ pub fn x86_avx2_matmul_w4g32_9728x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,
@@ -6454,7 +6454,7 @@ pub fn x86_avx2_matmul_w8_151936x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,

@@ -894,7 +894,7 @@ pub fn x86_avx512_matmul_w4g32_896x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,
@@ -4362,7 +4362,7 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,
@@ -7830,7 +7830,7 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,
@@ -11298,7 +11298,7 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,
@@ -14763,7 +14763,7 @@ pub fn x86_avx512_matmul_w8_151936x896(
         scratch.resize(TILES * n * NR, 0.0f32);
         &mut scratch
     };
-    let chunk = (TILES / (4 * qwenc_runtime::threads::current_num_threads())).max(1);
+    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         chunk * n * NR,
