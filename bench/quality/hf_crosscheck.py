@@ -18,7 +18,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -95,10 +94,7 @@ def main():
         report["qwen_challenge_average"] = mc.challenge_average(report["qwen"])
         print(f"challenge average: transformers {report['transformers_challenge_average']:.4f}, "
               f"qwen {report['qwen_challenge_average']:.4f}")
-    Path(a.output).parent.mkdir(parents=True, exist_ok=True)
-    with open(a.output, "w") as f:
-        json.dump(report, f, indent=1)
-    print(f"wrote {a.output}")
+    mc.write_json(a.output, report)
 
 
 if __name__ == "__main__":

@@ -82,3 +82,11 @@ def summary(rows):
 def challenge_average(results):
     """The challenge's three-task average of a {task: summary} map."""
     return sum(results[t][CHALLENGE_METRIC[t]] for t in results) / len(results)
+
+
+def write_json(path, report):
+    """Writes `report` to `path` (parents created) and says so."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"wrote {path}")
