@@ -80,7 +80,7 @@ impl CompiledModel {
         let info = ModelInfo {
             name: g::MODEL_NAME.to_string(),
             scheme: g::SCHEMES.to_string(),
-            backend: g::BACKEND.to_string(),
+            backend: backend_label(g::BACKEND),
             weight_bytes: g::WEIGHTS_LEN,
             vocab_size: g::VOCAB,
             hidden_size: g::HIDDEN,
@@ -119,5 +119,14 @@ impl Model for CompiledModel {
         logits: LogitsFor,
     ) -> Result<Vec<f32>, ForwardError> {
         generated::forward(self.weights.bytes(), cache, tokens, logits)
+    }
+}
+
+/// The backend as `info` and `bench` report it: the AVX-512 kernels add whether their
+/// prefill passes run on AMX here (`QWENC_AMX=0` turns that off).
+fn backend_label(backend: &str) -> String {
+    match backend {
+        "x86-avx512" => format!("{backend} (AMX prefill: {})", qwenc_runtime::amx::status()),
+        _ => backend.to_string(),
     }
 }

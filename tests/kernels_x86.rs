@@ -70,11 +70,18 @@ fn twins_match_the_scalar_kernels_and_the_f64_reference() {
     );
 }
 
-/// Every kernel of `isa` against its twin, bit for bit; false if the CPU cannot run it.
-fn simd_matches_twin(isa: &str, nr: usize, twin: &str, has_features: bool) -> bool {
+/// Every kernel of `isa` against its twin, bit for bit; false if the CPU cannot run it. With
+/// `amx`, the AVX-512 kernels take their 16-token passes on AMX (else they never do).
+fn simd_matches_twin(isa: &str, nr: usize, twin: &str, has_features: bool, amx: bool) -> bool {
     if !has_features {
         eprintln!(
             "SKIPPED: the {isa} kernel tests: this CPU lacks a required feature; nothing about {isa} was checked"
+        );
+        return false;
+    }
+    if !qwenc_runtime::amx::force(Some(amx)) {
+        eprintln!(
+            "SKIPPED: the {isa} AMX kernel tests: this CPU or OS has no AMX-INT8; the AMX passes were not checked"
         );
         return false;
     }
@@ -94,8 +101,11 @@ fn simd_matches_twin(isa: &str, nr: usize, twin: &str, has_features: bool) -> bo
         };
         let sweeps = 2 * token_block(isa_enum.prims(), c) + 3;
         let extra = (c == 4864).then_some(sweeps);
+        // AMX passes take 16 tokens: one, one and a rest, two and a rest.
         let tokens: Vec<usize> = if r * c <= 13 * 96 {
-            (1..=9).chain([17]).collect()
+            (1..=9).chain([16, 17, 35]).collect()
+        } else if amx {
+            vec![16, 19, 33]
         } else {
             TOKENS.to_vec()
         };
@@ -114,7 +124,9 @@ fn simd_matches_twin(isa: &str, nr: usize, twin: &str, has_features: bool) -> bo
             checked += got.len();
         }
     }
-    eprintln!("{isa}: {checked} outputs bit-identical to {twin}");
+    let passes = if amx { " (AMX passes)" } else { "" };
+    eprintln!("{isa}{passes}: {checked} outputs bit-identical to {twin}");
+    qwenc_runtime::amx::force(None);
     true
 }
 
@@ -122,13 +134,24 @@ fn simd_matches_twin(isa: &str, nr: usize, twin: &str, has_features: bool) -> bo
 #[test]
 fn avx2_kernels_match_their_twin_bit_for_bit() {
     let has = ["avx2", "fma", "f16c"].iter().all(|f| feature(f));
-    simd_matches_twin("avx2", k::AVX2_NR, k::AVX2_TWIN, has);
+    simd_matches_twin("avx2", k::AVX2_NR, k::AVX2_TWIN, has, false);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn avx512_kernels_match_their_twin_bit_for_bit() {
-    let has = [
+    simd_matches_twin("avx512", k::AVX512_NR, k::AVX512_TWIN, has_avx512(), false);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx512_amx_passes_match_the_twin_bit_for_bit() {
+    simd_matches_twin("avx512", k::AVX512_NR, k::AVX512_TWIN, has_avx512(), true);
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    [
         "avx512f",
         "avx512bw",
         "avx512vl",
@@ -138,8 +161,7 @@ fn avx512_kernels_match_their_twin_bit_for_bit() {
         "f16c",
     ]
     .iter()
-    .all(|f| feature(f));
-    simd_matches_twin("avx512", k::AVX512_NR, k::AVX512_TWIN, has);
+    .all(|f| feature(f))
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -884,6 +884,8 @@ pub fn x86_avx512_matmul_w4g32_896x896(
     if n == 0 {
         return;
     }
+    const UNIT: usize = 16;
+    let unit = n >= UNIT && qwenc_runtime::amx::enabled();
     let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let direct = n == 1 && ROWS % NR == 0;
@@ -899,7 +901,7 @@ pub fn x86_avx512_matmul_w4g32_896x896(
         out,
         chunk * n * NR,
         |c, out| {
-            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
+            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out, unit) }
         },
     );
     if !direct {
@@ -921,8 +923,12 @@ pub fn x86_avx512_matmul_w4g32_896x896(
         n: usize,
         first: usize,
         out: &mut [f32],
+        unit: bool,
     ) {
         unsafe {
+            if unit {
+                qwenc_runtime::amx::configure();
+            }
             let (xq, xs, xsum) = (x.q.as_ptr(), x.scale.as_ptr(), x.sum.as_ptr());
             let mut t0 = 0;
             while t0 < n {
@@ -933,6 +939,17 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
+                    while unit && t + UNIT <= t1 {
+                        tokens_16(
+                            codes,
+                            scales,
+                            xq.add(t * COLS),
+                            xs.add(t * BLOCKS),
+                            xsum.add(t * BLOCKS),
+                            o.add(t * NR),
+                        );
+                        t += UNIT;
+                    }
                     while t + MR <= t1 {
                         tokens_8(
                             codes,
@@ -1020,6 +1037,9 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                     }
                 }
                 t0 = t1;
+            }
+            if unit {
+                qwenc_runtime::amx::release();
             }
         }
     }
@@ -4305,6 +4325,275 @@ pub fn x86_avx512_matmul_w4g32_896x896(
             _mm512_storeu_ps(out.add(5 * NR), f5);
             _mm512_storeu_ps(out.add(6 * NR), f6);
             _mm512_storeu_ps(out.add(7 * NR), f7);
+        }
+    }
+    /// One tile × 16 tokens on the matrix unit, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_16(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let _ = xsum;
+            let nibble = _mm512_set1_epi8(0x0f);
+            let eight = _mm512_set1_epi8(8);
+            let mut bt = [
+                qwenc_runtime::amx::TileBuf::<512>::new(),
+                qwenc_runtime::amx::TileBuf::<512>::new(),
+            ];
+            let mut ct = qwenc_runtime::amx::TileBuf::<1024>::new();
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            let mut f6: __m512 = _mm512_setzero_ps();
+            let mut f7: __m512 = _mm512_setzero_ps();
+            let mut f8: __m512 = _mm512_setzero_ps();
+            let mut f9: __m512 = _mm512_setzero_ps();
+            let mut f10: __m512 = _mm512_setzero_ps();
+            let mut f11: __m512 = _mm512_setzero_ps();
+            let mut f12: __m512 = _mm512_setzero_ps();
+            let mut f13: __m512 = _mm512_setzero_ps();
+            let mut f14: __m512 = _mm512_setzero_ps();
+            let mut f15: __m512 = _mm512_setzero_ps();
+            {
+                let (c, xb) = (codes, xq);
+                let bp = bt[0].0.as_mut_ptr();
+                for k in 0..4 {
+                    let v = _mm512_loadu_si512(c.add(64 * k) as *const _);
+                    _mm512_store_si512(
+                        bp.add(128 * k) as *mut _,
+                        _mm512_sub_epi8(_mm512_and_si512(v, nibble), eight),
+                    );
+                    _mm512_store_si512(
+                        bp.add(128 * k + 64) as *mut _,
+                        _mm512_sub_epi8(
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble),
+                            eight,
+                        ),
+                    );
+                }
+                qwenc_runtime::amx::start::<0, true>(xb, COLS, bp);
+            }
+            for b in 0..BLOCKS {
+                let next = b + 1;
+                if next < BLOCKS {
+                    let (c, xb) = (
+                        codes.add(next * BLOCK_BYTES),
+                        xq.add(next * Q8_BLOCK),
+                    );
+                    if next % 2 == 0 {
+                        let bp = bt[0].0.as_mut_ptr();
+                        for k in 0..4 {
+                            let v = _mm512_loadu_si512(c.add(64 * k) as *const _);
+                            _mm512_store_si512(
+                                bp.add(128 * k) as *mut _,
+                                _mm512_sub_epi8(_mm512_and_si512(v, nibble), eight),
+                            );
+                            _mm512_store_si512(
+                                bp.add(128 * k + 64) as *mut _,
+                                _mm512_sub_epi8(
+                                    _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble),
+                                    eight,
+                                ),
+                            );
+                        }
+                        qwenc_runtime::amx::start::<0, true>(xb, COLS, bp);
+                    } else {
+                        let bp = bt[1].0.as_mut_ptr();
+                        for k in 0..4 {
+                            let v = _mm512_loadu_si512(c.add(64 * k) as *const _);
+                            _mm512_store_si512(
+                                bp.add(128 * k) as *mut _,
+                                _mm512_sub_epi8(_mm512_and_si512(v, nibble), eight),
+                            );
+                            _mm512_store_si512(
+                                bp.add(128 * k + 64) as *mut _,
+                                _mm512_sub_epi8(
+                                    _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble),
+                                    eight,
+                                ),
+                            );
+                        }
+                        qwenc_runtime::amx::start::<1, true>(xb, COLS, bp);
+                    }
+                }
+                if b % 2 == 0 {
+                    qwenc_runtime::amx::finish::<0>(ct.0.as_mut_ptr());
+                } else {
+                    qwenc_runtime::amx::finish::<1>(ct.0.as_mut_ptr());
+                }
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(
+                        scales.add(b / BLOCKS_PER_GROUP * NR) as *const __m256i,
+                    ),
+                );
+                let dot0: __m512i = _mm512_loadu_si512(ct.0.as_ptr().add(0) as *const _);
+                let sa = *xs.add(0 * BLOCKS + b);
+                f0 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot0),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f0,
+                );
+                let dot1: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(64) as *const _,
+                );
+                let sa = *xs.add(1 * BLOCKS + b);
+                f1 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot1),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f1,
+                );
+                let dot2: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(128) as *const _,
+                );
+                let sa = *xs.add(2 * BLOCKS + b);
+                f2 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot2),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f2,
+                );
+                let dot3: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(192) as *const _,
+                );
+                let sa = *xs.add(3 * BLOCKS + b);
+                f3 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot3),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f3,
+                );
+                let dot4: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(256) as *const _,
+                );
+                let sa = *xs.add(4 * BLOCKS + b);
+                f4 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot4),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f4,
+                );
+                let dot5: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(320) as *const _,
+                );
+                let sa = *xs.add(5 * BLOCKS + b);
+                f5 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot5),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f5,
+                );
+                let dot6: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(384) as *const _,
+                );
+                let sa = *xs.add(6 * BLOCKS + b);
+                f6 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot6),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f6,
+                );
+                let dot7: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(448) as *const _,
+                );
+                let sa = *xs.add(7 * BLOCKS + b);
+                f7 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot7),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f7,
+                );
+                let dot8: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(512) as *const _,
+                );
+                let sa = *xs.add(8 * BLOCKS + b);
+                f8 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot8),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f8,
+                );
+                let dot9: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(576) as *const _,
+                );
+                let sa = *xs.add(9 * BLOCKS + b);
+                f9 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot9),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f9,
+                );
+                let dot10: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(640) as *const _,
+                );
+                let sa = *xs.add(10 * BLOCKS + b);
+                f10 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot10),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f10,
+                );
+                let dot11: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(704) as *const _,
+                );
+                let sa = *xs.add(11 * BLOCKS + b);
+                f11 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot11),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f11,
+                );
+                let dot12: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(768) as *const _,
+                );
+                let sa = *xs.add(12 * BLOCKS + b);
+                f12 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot12),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f12,
+                );
+                let dot13: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(832) as *const _,
+                );
+                let sa = *xs.add(13 * BLOCKS + b);
+                f13 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot13),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f13,
+                );
+                let dot14: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(896) as *const _,
+                );
+                let sa = *xs.add(14 * BLOCKS + b);
+                f14 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot14),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f14,
+                );
+                let dot15: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(960) as *const _,
+                );
+                let sa = *xs.add(15 * BLOCKS + b);
+                f15 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot15),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f15,
+                );
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+            _mm512_storeu_ps(out.add(5 * NR), f5);
+            _mm512_storeu_ps(out.add(6 * NR), f6);
+            _mm512_storeu_ps(out.add(7 * NR), f7);
+            _mm512_storeu_ps(out.add(8 * NR), f8);
+            _mm512_storeu_ps(out.add(9 * NR), f9);
+            _mm512_storeu_ps(out.add(10 * NR), f10);
+            _mm512_storeu_ps(out.add(11 * NR), f11);
+            _mm512_storeu_ps(out.add(12 * NR), f12);
+            _mm512_storeu_ps(out.add(13 * NR), f13);
+            _mm512_storeu_ps(out.add(14 * NR), f14);
+            _mm512_storeu_ps(out.add(15 * NR), f15);
         }
     }
 }
@@ -4352,6 +4641,8 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
     if n == 0 {
         return;
     }
+    const UNIT: usize = 16;
+    let unit = n >= UNIT && qwenc_runtime::amx::enabled();
     let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let direct = n == 1 && ROWS % NR == 0;
@@ -4367,7 +4658,7 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
         out,
         chunk * n * NR,
         |c, out| {
-            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
+            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out, unit) }
         },
     );
     if !direct {
@@ -4389,8 +4680,12 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
         n: usize,
         first: usize,
         out: &mut [f32],
+        unit: bool,
     ) {
         unsafe {
+            if unit {
+                qwenc_runtime::amx::configure();
+            }
             let (xq, xs, xsum) = (x.q.as_ptr(), x.scale.as_ptr(), x.sum.as_ptr());
             let mut t0 = 0;
             while t0 < n {
@@ -4401,6 +4696,17 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
+                    while unit && t + UNIT <= t1 {
+                        tokens_16(
+                            codes,
+                            scales,
+                            xq.add(t * COLS),
+                            xs.add(t * BLOCKS),
+                            xsum.add(t * BLOCKS),
+                            o.add(t * NR),
+                        );
+                        t += UNIT;
+                    }
                     while t + MR <= t1 {
                         tokens_8(
                             codes,
@@ -4488,6 +4794,9 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                     }
                 }
                 t0 = t1;
+            }
+            if unit {
+                qwenc_runtime::amx::release();
             }
         }
     }
@@ -7773,6 +8082,275 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
             _mm512_storeu_ps(out.add(5 * NR), f5);
             _mm512_storeu_ps(out.add(6 * NR), f6);
             _mm512_storeu_ps(out.add(7 * NR), f7);
+        }
+    }
+    /// One tile × 16 tokens on the matrix unit, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_16(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let _ = xsum;
+            let nibble = _mm512_set1_epi8(0x0f);
+            let eight = _mm512_set1_epi8(8);
+            let mut bt = [
+                qwenc_runtime::amx::TileBuf::<512>::new(),
+                qwenc_runtime::amx::TileBuf::<512>::new(),
+            ];
+            let mut ct = qwenc_runtime::amx::TileBuf::<1024>::new();
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            let mut f6: __m512 = _mm512_setzero_ps();
+            let mut f7: __m512 = _mm512_setzero_ps();
+            let mut f8: __m512 = _mm512_setzero_ps();
+            let mut f9: __m512 = _mm512_setzero_ps();
+            let mut f10: __m512 = _mm512_setzero_ps();
+            let mut f11: __m512 = _mm512_setzero_ps();
+            let mut f12: __m512 = _mm512_setzero_ps();
+            let mut f13: __m512 = _mm512_setzero_ps();
+            let mut f14: __m512 = _mm512_setzero_ps();
+            let mut f15: __m512 = _mm512_setzero_ps();
+            {
+                let (c, xb) = (codes, xq);
+                let bp = bt[0].0.as_mut_ptr();
+                for k in 0..4 {
+                    let v = _mm512_loadu_si512(c.add(64 * k) as *const _);
+                    _mm512_store_si512(
+                        bp.add(128 * k) as *mut _,
+                        _mm512_sub_epi8(_mm512_and_si512(v, nibble), eight),
+                    );
+                    _mm512_store_si512(
+                        bp.add(128 * k + 64) as *mut _,
+                        _mm512_sub_epi8(
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble),
+                            eight,
+                        ),
+                    );
+                }
+                qwenc_runtime::amx::start::<0, true>(xb, COLS, bp);
+            }
+            for b in 0..BLOCKS {
+                let next = b + 1;
+                if next < BLOCKS {
+                    let (c, xb) = (
+                        codes.add(next * BLOCK_BYTES),
+                        xq.add(next * Q8_BLOCK),
+                    );
+                    if next % 2 == 0 {
+                        let bp = bt[0].0.as_mut_ptr();
+                        for k in 0..4 {
+                            let v = _mm512_loadu_si512(c.add(64 * k) as *const _);
+                            _mm512_store_si512(
+                                bp.add(128 * k) as *mut _,
+                                _mm512_sub_epi8(_mm512_and_si512(v, nibble), eight),
+                            );
+                            _mm512_store_si512(
+                                bp.add(128 * k + 64) as *mut _,
+                                _mm512_sub_epi8(
+                                    _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble),
+                                    eight,
+                                ),
+                            );
+                        }
+                        qwenc_runtime::amx::start::<0, true>(xb, COLS, bp);
+                    } else {
+                        let bp = bt[1].0.as_mut_ptr();
+                        for k in 0..4 {
+                            let v = _mm512_loadu_si512(c.add(64 * k) as *const _);
+                            _mm512_store_si512(
+                                bp.add(128 * k) as *mut _,
+                                _mm512_sub_epi8(_mm512_and_si512(v, nibble), eight),
+                            );
+                            _mm512_store_si512(
+                                bp.add(128 * k + 64) as *mut _,
+                                _mm512_sub_epi8(
+                                    _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble),
+                                    eight,
+                                ),
+                            );
+                        }
+                        qwenc_runtime::amx::start::<1, true>(xb, COLS, bp);
+                    }
+                }
+                if b % 2 == 0 {
+                    qwenc_runtime::amx::finish::<0>(ct.0.as_mut_ptr());
+                } else {
+                    qwenc_runtime::amx::finish::<1>(ct.0.as_mut_ptr());
+                }
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(
+                        scales.add(b / BLOCKS_PER_GROUP * NR) as *const __m256i,
+                    ),
+                );
+                let dot0: __m512i = _mm512_loadu_si512(ct.0.as_ptr().add(0) as *const _);
+                let sa = *xs.add(0 * BLOCKS + b);
+                f0 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot0),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f0,
+                );
+                let dot1: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(64) as *const _,
+                );
+                let sa = *xs.add(1 * BLOCKS + b);
+                f1 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot1),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f1,
+                );
+                let dot2: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(128) as *const _,
+                );
+                let sa = *xs.add(2 * BLOCKS + b);
+                f2 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot2),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f2,
+                );
+                let dot3: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(192) as *const _,
+                );
+                let sa = *xs.add(3 * BLOCKS + b);
+                f3 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot3),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f3,
+                );
+                let dot4: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(256) as *const _,
+                );
+                let sa = *xs.add(4 * BLOCKS + b);
+                f4 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot4),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f4,
+                );
+                let dot5: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(320) as *const _,
+                );
+                let sa = *xs.add(5 * BLOCKS + b);
+                f5 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot5),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f5,
+                );
+                let dot6: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(384) as *const _,
+                );
+                let sa = *xs.add(6 * BLOCKS + b);
+                f6 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot6),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f6,
+                );
+                let dot7: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(448) as *const _,
+                );
+                let sa = *xs.add(7 * BLOCKS + b);
+                f7 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot7),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f7,
+                );
+                let dot8: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(512) as *const _,
+                );
+                let sa = *xs.add(8 * BLOCKS + b);
+                f8 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot8),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f8,
+                );
+                let dot9: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(576) as *const _,
+                );
+                let sa = *xs.add(9 * BLOCKS + b);
+                f9 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot9),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f9,
+                );
+                let dot10: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(640) as *const _,
+                );
+                let sa = *xs.add(10 * BLOCKS + b);
+                f10 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot10),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f10,
+                );
+                let dot11: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(704) as *const _,
+                );
+                let sa = *xs.add(11 * BLOCKS + b);
+                f11 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot11),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f11,
+                );
+                let dot12: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(768) as *const _,
+                );
+                let sa = *xs.add(12 * BLOCKS + b);
+                f12 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot12),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f12,
+                );
+                let dot13: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(832) as *const _,
+                );
+                let sa = *xs.add(13 * BLOCKS + b);
+                f13 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot13),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f13,
+                );
+                let dot14: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(896) as *const _,
+                );
+                let sa = *xs.add(14 * BLOCKS + b);
+                f14 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot14),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f14,
+                );
+                let dot15: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(960) as *const _,
+                );
+                let sa = *xs.add(15 * BLOCKS + b);
+                f15 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot15),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f15,
+                );
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+            _mm512_storeu_ps(out.add(5 * NR), f5);
+            _mm512_storeu_ps(out.add(6 * NR), f6);
+            _mm512_storeu_ps(out.add(7 * NR), f7);
+            _mm512_storeu_ps(out.add(8 * NR), f8);
+            _mm512_storeu_ps(out.add(9 * NR), f9);
+            _mm512_storeu_ps(out.add(10 * NR), f10);
+            _mm512_storeu_ps(out.add(11 * NR), f11);
+            _mm512_storeu_ps(out.add(12 * NR), f12);
+            _mm512_storeu_ps(out.add(13 * NR), f13);
+            _mm512_storeu_ps(out.add(14 * NR), f14);
+            _mm512_storeu_ps(out.add(15 * NR), f15);
         }
     }
 }
@@ -7820,6 +8398,8 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
     if n == 0 {
         return;
     }
+    const UNIT: usize = 16;
+    let unit = n >= UNIT && qwenc_runtime::amx::enabled();
     let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let direct = n == 1 && ROWS % NR == 0;
@@ -7835,7 +8415,7 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
         out,
         chunk * n * NR,
         |c, out| {
-            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
+            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out, unit) }
         },
     );
     if !direct {
@@ -7857,8 +8437,12 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
         n: usize,
         first: usize,
         out: &mut [f32],
+        unit: bool,
     ) {
         unsafe {
+            if unit {
+                qwenc_runtime::amx::configure();
+            }
             let (xq, xs, xsum) = (x.q.as_ptr(), x.scale.as_ptr(), x.sum.as_ptr());
             let mut t0 = 0;
             while t0 < n {
@@ -7869,6 +8453,17 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
+                    while unit && t + UNIT <= t1 {
+                        tokens_16(
+                            codes,
+                            scales,
+                            xq.add(t * COLS),
+                            xs.add(t * BLOCKS),
+                            xsum.add(t * BLOCKS),
+                            o.add(t * NR),
+                        );
+                        t += UNIT;
+                    }
                     while t + MR <= t1 {
                         tokens_8(
                             codes,
@@ -7956,6 +8551,9 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                     }
                 }
                 t0 = t1;
+            }
+            if unit {
+                qwenc_runtime::amx::release();
             }
         }
     }
@@ -11241,6 +11839,275 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
             _mm512_storeu_ps(out.add(5 * NR), f5);
             _mm512_storeu_ps(out.add(6 * NR), f6);
             _mm512_storeu_ps(out.add(7 * NR), f7);
+        }
+    }
+    /// One tile × 16 tokens on the matrix unit, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_16(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let _ = xsum;
+            let nibble = _mm512_set1_epi8(0x0f);
+            let eight = _mm512_set1_epi8(8);
+            let mut bt = [
+                qwenc_runtime::amx::TileBuf::<512>::new(),
+                qwenc_runtime::amx::TileBuf::<512>::new(),
+            ];
+            let mut ct = qwenc_runtime::amx::TileBuf::<1024>::new();
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            let mut f6: __m512 = _mm512_setzero_ps();
+            let mut f7: __m512 = _mm512_setzero_ps();
+            let mut f8: __m512 = _mm512_setzero_ps();
+            let mut f9: __m512 = _mm512_setzero_ps();
+            let mut f10: __m512 = _mm512_setzero_ps();
+            let mut f11: __m512 = _mm512_setzero_ps();
+            let mut f12: __m512 = _mm512_setzero_ps();
+            let mut f13: __m512 = _mm512_setzero_ps();
+            let mut f14: __m512 = _mm512_setzero_ps();
+            let mut f15: __m512 = _mm512_setzero_ps();
+            {
+                let (c, xb) = (codes, xq);
+                let bp = bt[0].0.as_mut_ptr();
+                for k in 0..4 {
+                    let v = _mm512_loadu_si512(c.add(64 * k) as *const _);
+                    _mm512_store_si512(
+                        bp.add(128 * k) as *mut _,
+                        _mm512_sub_epi8(_mm512_and_si512(v, nibble), eight),
+                    );
+                    _mm512_store_si512(
+                        bp.add(128 * k + 64) as *mut _,
+                        _mm512_sub_epi8(
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble),
+                            eight,
+                        ),
+                    );
+                }
+                qwenc_runtime::amx::start::<0, true>(xb, COLS, bp);
+            }
+            for b in 0..BLOCKS {
+                let next = b + 1;
+                if next < BLOCKS {
+                    let (c, xb) = (
+                        codes.add(next * BLOCK_BYTES),
+                        xq.add(next * Q8_BLOCK),
+                    );
+                    if next % 2 == 0 {
+                        let bp = bt[0].0.as_mut_ptr();
+                        for k in 0..4 {
+                            let v = _mm512_loadu_si512(c.add(64 * k) as *const _);
+                            _mm512_store_si512(
+                                bp.add(128 * k) as *mut _,
+                                _mm512_sub_epi8(_mm512_and_si512(v, nibble), eight),
+                            );
+                            _mm512_store_si512(
+                                bp.add(128 * k + 64) as *mut _,
+                                _mm512_sub_epi8(
+                                    _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble),
+                                    eight,
+                                ),
+                            );
+                        }
+                        qwenc_runtime::amx::start::<0, true>(xb, COLS, bp);
+                    } else {
+                        let bp = bt[1].0.as_mut_ptr();
+                        for k in 0..4 {
+                            let v = _mm512_loadu_si512(c.add(64 * k) as *const _);
+                            _mm512_store_si512(
+                                bp.add(128 * k) as *mut _,
+                                _mm512_sub_epi8(_mm512_and_si512(v, nibble), eight),
+                            );
+                            _mm512_store_si512(
+                                bp.add(128 * k + 64) as *mut _,
+                                _mm512_sub_epi8(
+                                    _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble),
+                                    eight,
+                                ),
+                            );
+                        }
+                        qwenc_runtime::amx::start::<1, true>(xb, COLS, bp);
+                    }
+                }
+                if b % 2 == 0 {
+                    qwenc_runtime::amx::finish::<0>(ct.0.as_mut_ptr());
+                } else {
+                    qwenc_runtime::amx::finish::<1>(ct.0.as_mut_ptr());
+                }
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(
+                        scales.add(b / BLOCKS_PER_GROUP * NR) as *const __m256i,
+                    ),
+                );
+                let dot0: __m512i = _mm512_loadu_si512(ct.0.as_ptr().add(0) as *const _);
+                let sa = *xs.add(0 * BLOCKS + b);
+                f0 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot0),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f0,
+                );
+                let dot1: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(64) as *const _,
+                );
+                let sa = *xs.add(1 * BLOCKS + b);
+                f1 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot1),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f1,
+                );
+                let dot2: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(128) as *const _,
+                );
+                let sa = *xs.add(2 * BLOCKS + b);
+                f2 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot2),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f2,
+                );
+                let dot3: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(192) as *const _,
+                );
+                let sa = *xs.add(3 * BLOCKS + b);
+                f3 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot3),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f3,
+                );
+                let dot4: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(256) as *const _,
+                );
+                let sa = *xs.add(4 * BLOCKS + b);
+                f4 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot4),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f4,
+                );
+                let dot5: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(320) as *const _,
+                );
+                let sa = *xs.add(5 * BLOCKS + b);
+                f5 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot5),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f5,
+                );
+                let dot6: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(384) as *const _,
+                );
+                let sa = *xs.add(6 * BLOCKS + b);
+                f6 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot6),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f6,
+                );
+                let dot7: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(448) as *const _,
+                );
+                let sa = *xs.add(7 * BLOCKS + b);
+                f7 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot7),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f7,
+                );
+                let dot8: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(512) as *const _,
+                );
+                let sa = *xs.add(8 * BLOCKS + b);
+                f8 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot8),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f8,
+                );
+                let dot9: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(576) as *const _,
+                );
+                let sa = *xs.add(9 * BLOCKS + b);
+                f9 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot9),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f9,
+                );
+                let dot10: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(640) as *const _,
+                );
+                let sa = *xs.add(10 * BLOCKS + b);
+                f10 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot10),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f10,
+                );
+                let dot11: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(704) as *const _,
+                );
+                let sa = *xs.add(11 * BLOCKS + b);
+                f11 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot11),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f11,
+                );
+                let dot12: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(768) as *const _,
+                );
+                let sa = *xs.add(12 * BLOCKS + b);
+                f12 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot12),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f12,
+                );
+                let dot13: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(832) as *const _,
+                );
+                let sa = *xs.add(13 * BLOCKS + b);
+                f13 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot13),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f13,
+                );
+                let dot14: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(896) as *const _,
+                );
+                let sa = *xs.add(14 * BLOCKS + b);
+                f14 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot14),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f14,
+                );
+                let dot15: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(960) as *const _,
+                );
+                let sa = *xs.add(15 * BLOCKS + b);
+                f15 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot15),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f15,
+                );
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+            _mm512_storeu_ps(out.add(5 * NR), f5);
+            _mm512_storeu_ps(out.add(6 * NR), f6);
+            _mm512_storeu_ps(out.add(7 * NR), f7);
+            _mm512_storeu_ps(out.add(8 * NR), f8);
+            _mm512_storeu_ps(out.add(9 * NR), f9);
+            _mm512_storeu_ps(out.add(10 * NR), f10);
+            _mm512_storeu_ps(out.add(11 * NR), f11);
+            _mm512_storeu_ps(out.add(12 * NR), f12);
+            _mm512_storeu_ps(out.add(13 * NR), f13);
+            _mm512_storeu_ps(out.add(14 * NR), f14);
+            _mm512_storeu_ps(out.add(15 * NR), f15);
         }
     }
 }
@@ -11288,6 +12155,8 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
     if n == 0 {
         return;
     }
+    const UNIT: usize = 16;
+    let unit = n >= UNIT && qwenc_runtime::amx::enabled();
     let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let direct = n == 1 && ROWS % NR == 0;
@@ -11303,7 +12172,7 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
         out,
         chunk * n * NR,
         |c, out| {
-            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
+            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out, unit) }
         },
     );
     if !direct {
@@ -11325,8 +12194,12 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
         n: usize,
         first: usize,
         out: &mut [f32],
+        unit: bool,
     ) {
         unsafe {
+            if unit {
+                qwenc_runtime::amx::configure();
+            }
             let (xq, xs, xsum) = (x.q.as_ptr(), x.scale.as_ptr(), x.sum.as_ptr());
             let mut t0 = 0;
             while t0 < n {
@@ -11337,6 +12210,17 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
+                    while unit && t + UNIT <= t1 {
+                        tokens_16(
+                            codes,
+                            scales,
+                            xq.add(t * COLS),
+                            xs.add(t * BLOCKS),
+                            xsum.add(t * BLOCKS),
+                            o.add(t * NR),
+                        );
+                        t += UNIT;
+                    }
                     while t + MR <= t1 {
                         tokens_8(
                             codes,
@@ -11424,6 +12308,9 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                     }
                 }
                 t0 = t1;
+            }
+            if unit {
+                qwenc_runtime::amx::release();
             }
         }
     }
@@ -14711,6 +15598,275 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
             _mm512_storeu_ps(out.add(7 * NR), f7);
         }
     }
+    /// One tile × 16 tokens on the matrix unit, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_16(
+        codes: *const u8,
+        scales: *const u16,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let _ = xsum;
+            let nibble = _mm512_set1_epi8(0x0f);
+            let eight = _mm512_set1_epi8(8);
+            let mut bt = [
+                qwenc_runtime::amx::TileBuf::<512>::new(),
+                qwenc_runtime::amx::TileBuf::<512>::new(),
+            ];
+            let mut ct = qwenc_runtime::amx::TileBuf::<1024>::new();
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            let mut f6: __m512 = _mm512_setzero_ps();
+            let mut f7: __m512 = _mm512_setzero_ps();
+            let mut f8: __m512 = _mm512_setzero_ps();
+            let mut f9: __m512 = _mm512_setzero_ps();
+            let mut f10: __m512 = _mm512_setzero_ps();
+            let mut f11: __m512 = _mm512_setzero_ps();
+            let mut f12: __m512 = _mm512_setzero_ps();
+            let mut f13: __m512 = _mm512_setzero_ps();
+            let mut f14: __m512 = _mm512_setzero_ps();
+            let mut f15: __m512 = _mm512_setzero_ps();
+            {
+                let (c, xb) = (codes, xq);
+                let bp = bt[0].0.as_mut_ptr();
+                for k in 0..4 {
+                    let v = _mm512_loadu_si512(c.add(64 * k) as *const _);
+                    _mm512_store_si512(
+                        bp.add(128 * k) as *mut _,
+                        _mm512_sub_epi8(_mm512_and_si512(v, nibble), eight),
+                    );
+                    _mm512_store_si512(
+                        bp.add(128 * k + 64) as *mut _,
+                        _mm512_sub_epi8(
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble),
+                            eight,
+                        ),
+                    );
+                }
+                qwenc_runtime::amx::start::<0, true>(xb, COLS, bp);
+            }
+            for b in 0..BLOCKS {
+                let next = b + 1;
+                if next < BLOCKS {
+                    let (c, xb) = (
+                        codes.add(next * BLOCK_BYTES),
+                        xq.add(next * Q8_BLOCK),
+                    );
+                    if next % 2 == 0 {
+                        let bp = bt[0].0.as_mut_ptr();
+                        for k in 0..4 {
+                            let v = _mm512_loadu_si512(c.add(64 * k) as *const _);
+                            _mm512_store_si512(
+                                bp.add(128 * k) as *mut _,
+                                _mm512_sub_epi8(_mm512_and_si512(v, nibble), eight),
+                            );
+                            _mm512_store_si512(
+                                bp.add(128 * k + 64) as *mut _,
+                                _mm512_sub_epi8(
+                                    _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble),
+                                    eight,
+                                ),
+                            );
+                        }
+                        qwenc_runtime::amx::start::<0, true>(xb, COLS, bp);
+                    } else {
+                        let bp = bt[1].0.as_mut_ptr();
+                        for k in 0..4 {
+                            let v = _mm512_loadu_si512(c.add(64 * k) as *const _);
+                            _mm512_store_si512(
+                                bp.add(128 * k) as *mut _,
+                                _mm512_sub_epi8(_mm512_and_si512(v, nibble), eight),
+                            );
+                            _mm512_store_si512(
+                                bp.add(128 * k + 64) as *mut _,
+                                _mm512_sub_epi8(
+                                    _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble),
+                                    eight,
+                                ),
+                            );
+                        }
+                        qwenc_runtime::amx::start::<1, true>(xb, COLS, bp);
+                    }
+                }
+                if b % 2 == 0 {
+                    qwenc_runtime::amx::finish::<0>(ct.0.as_mut_ptr());
+                } else {
+                    qwenc_runtime::amx::finish::<1>(ct.0.as_mut_ptr());
+                }
+                let d: __m512 = _mm512_cvtph_ps(
+                    _mm256_loadu_si256(
+                        scales.add(b / BLOCKS_PER_GROUP * NR) as *const __m256i,
+                    ),
+                );
+                let dot0: __m512i = _mm512_loadu_si512(ct.0.as_ptr().add(0) as *const _);
+                let sa = *xs.add(0 * BLOCKS + b);
+                f0 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot0),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f0,
+                );
+                let dot1: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(64) as *const _,
+                );
+                let sa = *xs.add(1 * BLOCKS + b);
+                f1 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot1),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f1,
+                );
+                let dot2: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(128) as *const _,
+                );
+                let sa = *xs.add(2 * BLOCKS + b);
+                f2 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot2),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f2,
+                );
+                let dot3: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(192) as *const _,
+                );
+                let sa = *xs.add(3 * BLOCKS + b);
+                f3 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot3),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f3,
+                );
+                let dot4: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(256) as *const _,
+                );
+                let sa = *xs.add(4 * BLOCKS + b);
+                f4 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot4),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f4,
+                );
+                let dot5: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(320) as *const _,
+                );
+                let sa = *xs.add(5 * BLOCKS + b);
+                f5 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot5),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f5,
+                );
+                let dot6: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(384) as *const _,
+                );
+                let sa = *xs.add(6 * BLOCKS + b);
+                f6 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot6),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f6,
+                );
+                let dot7: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(448) as *const _,
+                );
+                let sa = *xs.add(7 * BLOCKS + b);
+                f7 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot7),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f7,
+                );
+                let dot8: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(512) as *const _,
+                );
+                let sa = *xs.add(8 * BLOCKS + b);
+                f8 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot8),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f8,
+                );
+                let dot9: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(576) as *const _,
+                );
+                let sa = *xs.add(9 * BLOCKS + b);
+                f9 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot9),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f9,
+                );
+                let dot10: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(640) as *const _,
+                );
+                let sa = *xs.add(10 * BLOCKS + b);
+                f10 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot10),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f10,
+                );
+                let dot11: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(704) as *const _,
+                );
+                let sa = *xs.add(11 * BLOCKS + b);
+                f11 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot11),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f11,
+                );
+                let dot12: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(768) as *const _,
+                );
+                let sa = *xs.add(12 * BLOCKS + b);
+                f12 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot12),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f12,
+                );
+                let dot13: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(832) as *const _,
+                );
+                let sa = *xs.add(13 * BLOCKS + b);
+                f13 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot13),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f13,
+                );
+                let dot14: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(896) as *const _,
+                );
+                let sa = *xs.add(14 * BLOCKS + b);
+                f14 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot14),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f14,
+                );
+                let dot15: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(960) as *const _,
+                );
+                let sa = *xs.add(15 * BLOCKS + b);
+                f15 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot15),
+                    _mm512_mul_ps(d, _mm512_set1_ps(sa)),
+                    f15,
+                );
+            }
+            _mm512_storeu_ps(out.add(0 * NR), f0);
+            _mm512_storeu_ps(out.add(1 * NR), f1);
+            _mm512_storeu_ps(out.add(2 * NR), f2);
+            _mm512_storeu_ps(out.add(3 * NR), f3);
+            _mm512_storeu_ps(out.add(4 * NR), f4);
+            _mm512_storeu_ps(out.add(5 * NR), f5);
+            _mm512_storeu_ps(out.add(6 * NR), f6);
+            _mm512_storeu_ps(out.add(7 * NR), f7);
+            _mm512_storeu_ps(out.add(8 * NR), f8);
+            _mm512_storeu_ps(out.add(9 * NR), f9);
+            _mm512_storeu_ps(out.add(10 * NR), f10);
+            _mm512_storeu_ps(out.add(11 * NR), f11);
+            _mm512_storeu_ps(out.add(12 * NR), f12);
+            _mm512_storeu_ps(out.add(13 * NR), f13);
+            _mm512_storeu_ps(out.add(14 * NR), f14);
+            _mm512_storeu_ps(out.add(15 * NR), f15);
+        }
+    }
 }
 #[cfg(target_arch = "x86_64")]
 /// `y[n, 151936] = x[n, 896] · Wᵀ`, W in `w8`, tiled layout of 16 rows (x86-avx512: avx512f, avx512bw, avx512vl, avx512vnni, avx2, fma, f16c).
@@ -14753,6 +15909,8 @@ pub fn x86_avx512_matmul_w8_151936x896(
     if n == 0 {
         return;
     }
+    const UNIT: usize = 16;
+    let unit = n >= UNIT && qwenc_runtime::amx::enabled();
     let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
     let scales: &[f32] = view(w, at.scale, TILES * NR);
     let direct = n == 1 && ROWS % NR == 0;
@@ -14768,7 +15926,7 @@ pub fn x86_avx512_matmul_w8_151936x896(
         out,
         chunk * n * NR,
         |c, out| {
-            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
+            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out, unit) }
         },
     );
     if !direct {
@@ -14790,8 +15948,12 @@ pub fn x86_avx512_matmul_w8_151936x896(
         n: usize,
         first: usize,
         out: &mut [f32],
+        unit: bool,
     ) {
         unsafe {
+            if unit {
+                qwenc_runtime::amx::configure();
+            }
             let (xq, xs, xsum) = (x.q.as_ptr(), x.scale.as_ptr(), x.sum.as_ptr());
             let mut t0 = 0;
             while t0 < n {
@@ -14802,6 +15964,17 @@ pub fn x86_avx512_matmul_w8_151936x896(
                     let scales = scales.add(tile * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
+                    while unit && t + UNIT <= t1 {
+                        tokens_16(
+                            codes,
+                            scales,
+                            xq.add(t * COLS),
+                            xs.add(t * BLOCKS),
+                            xsum.add(t * BLOCKS),
+                            o.add(t * NR),
+                        );
+                        t += UNIT;
+                    }
                     while t + MR <= t1 {
                         tokens_8(
                             codes,
@@ -14889,6 +16062,9 @@ pub fn x86_avx512_matmul_w8_151936x896(
                     }
                 }
                 t0 = t1;
+            }
+            if unit {
+                qwenc_runtime::amx::release();
             }
         }
     }
@@ -17570,6 +18746,209 @@ pub fn x86_avx512_matmul_w8_151936x896(
             _mm512_storeu_ps(out.add(5 * NR), _mm512_mul_ps(f5, row_scale));
             _mm512_storeu_ps(out.add(6 * NR), _mm512_mul_ps(f6, row_scale));
             _mm512_storeu_ps(out.add(7 * NR), _mm512_mul_ps(f7, row_scale));
+        }
+    }
+    /// One tile × 16 tokens on the matrix unit, outputs at `out + j·NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline(never)]
+    unsafe fn tokens_16(
+        codes: *const u8,
+        scales: *const f32,
+        xq: *const i8,
+        xs: *const f32,
+        xsum: *const i32,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let _ = xsum;
+            let flip = _mm512_set1_epi8(-128);
+            let mut bt = [
+                qwenc_runtime::amx::TileBuf::<512>::new(),
+                qwenc_runtime::amx::TileBuf::<512>::new(),
+            ];
+            let mut ct = qwenc_runtime::amx::TileBuf::<1024>::new();
+            let mut f0: __m512 = _mm512_setzero_ps();
+            let mut f1: __m512 = _mm512_setzero_ps();
+            let mut f2: __m512 = _mm512_setzero_ps();
+            let mut f3: __m512 = _mm512_setzero_ps();
+            let mut f4: __m512 = _mm512_setzero_ps();
+            let mut f5: __m512 = _mm512_setzero_ps();
+            let mut f6: __m512 = _mm512_setzero_ps();
+            let mut f7: __m512 = _mm512_setzero_ps();
+            let mut f8: __m512 = _mm512_setzero_ps();
+            let mut f9: __m512 = _mm512_setzero_ps();
+            let mut f10: __m512 = _mm512_setzero_ps();
+            let mut f11: __m512 = _mm512_setzero_ps();
+            let mut f12: __m512 = _mm512_setzero_ps();
+            let mut f13: __m512 = _mm512_setzero_ps();
+            let mut f14: __m512 = _mm512_setzero_ps();
+            let mut f15: __m512 = _mm512_setzero_ps();
+            {
+                let (c, xb) = (codes, xq);
+                let bp = bt[0].0.as_mut_ptr();
+                for k in 0..8 {
+                    let v = _mm512_loadu_si512(c.add(64 * k) as *const _);
+                    _mm512_store_si512(
+                        bp.add(64 * k) as *mut _,
+                        _mm512_xor_si512(v, flip),
+                    );
+                }
+                qwenc_runtime::amx::start::<0, true>(xb, COLS, bp);
+            }
+            for b in 0..BLOCKS {
+                let next = b + 1;
+                if next < BLOCKS {
+                    let (c, xb) = (
+                        codes.add(next * BLOCK_BYTES),
+                        xq.add(next * Q8_BLOCK),
+                    );
+                    if next % 2 == 0 {
+                        let bp = bt[0].0.as_mut_ptr();
+                        for k in 0..8 {
+                            let v = _mm512_loadu_si512(c.add(64 * k) as *const _);
+                            _mm512_store_si512(
+                                bp.add(64 * k) as *mut _,
+                                _mm512_xor_si512(v, flip),
+                            );
+                        }
+                        qwenc_runtime::amx::start::<0, true>(xb, COLS, bp);
+                    } else {
+                        let bp = bt[1].0.as_mut_ptr();
+                        for k in 0..8 {
+                            let v = _mm512_loadu_si512(c.add(64 * k) as *const _);
+                            _mm512_store_si512(
+                                bp.add(64 * k) as *mut _,
+                                _mm512_xor_si512(v, flip),
+                            );
+                        }
+                        qwenc_runtime::amx::start::<1, true>(xb, COLS, bp);
+                    }
+                }
+                if b % 2 == 0 {
+                    qwenc_runtime::amx::finish::<0>(ct.0.as_mut_ptr());
+                } else {
+                    qwenc_runtime::amx::finish::<1>(ct.0.as_mut_ptr());
+                }
+                let dot0: __m512i = _mm512_loadu_si512(ct.0.as_ptr().add(0) as *const _);
+                let sa = *xs.add(0 * BLOCKS + b);
+                f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot0), _mm512_set1_ps(sa), f0);
+                let dot1: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(64) as *const _,
+                );
+                let sa = *xs.add(1 * BLOCKS + b);
+                f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot1), _mm512_set1_ps(sa), f1);
+                let dot2: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(128) as *const _,
+                );
+                let sa = *xs.add(2 * BLOCKS + b);
+                f2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot2), _mm512_set1_ps(sa), f2);
+                let dot3: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(192) as *const _,
+                );
+                let sa = *xs.add(3 * BLOCKS + b);
+                f3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot3), _mm512_set1_ps(sa), f3);
+                let dot4: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(256) as *const _,
+                );
+                let sa = *xs.add(4 * BLOCKS + b);
+                f4 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot4), _mm512_set1_ps(sa), f4);
+                let dot5: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(320) as *const _,
+                );
+                let sa = *xs.add(5 * BLOCKS + b);
+                f5 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot5), _mm512_set1_ps(sa), f5);
+                let dot6: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(384) as *const _,
+                );
+                let sa = *xs.add(6 * BLOCKS + b);
+                f6 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot6), _mm512_set1_ps(sa), f6);
+                let dot7: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(448) as *const _,
+                );
+                let sa = *xs.add(7 * BLOCKS + b);
+                f7 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot7), _mm512_set1_ps(sa), f7);
+                let dot8: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(512) as *const _,
+                );
+                let sa = *xs.add(8 * BLOCKS + b);
+                f8 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot8), _mm512_set1_ps(sa), f8);
+                let dot9: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(576) as *const _,
+                );
+                let sa = *xs.add(9 * BLOCKS + b);
+                f9 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot9), _mm512_set1_ps(sa), f9);
+                let dot10: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(640) as *const _,
+                );
+                let sa = *xs.add(10 * BLOCKS + b);
+                f10 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot10),
+                    _mm512_set1_ps(sa),
+                    f10,
+                );
+                let dot11: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(704) as *const _,
+                );
+                let sa = *xs.add(11 * BLOCKS + b);
+                f11 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot11),
+                    _mm512_set1_ps(sa),
+                    f11,
+                );
+                let dot12: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(768) as *const _,
+                );
+                let sa = *xs.add(12 * BLOCKS + b);
+                f12 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot12),
+                    _mm512_set1_ps(sa),
+                    f12,
+                );
+                let dot13: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(832) as *const _,
+                );
+                let sa = *xs.add(13 * BLOCKS + b);
+                f13 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot13),
+                    _mm512_set1_ps(sa),
+                    f13,
+                );
+                let dot14: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(896) as *const _,
+                );
+                let sa = *xs.add(14 * BLOCKS + b);
+                f14 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot14),
+                    _mm512_set1_ps(sa),
+                    f14,
+                );
+                let dot15: __m512i = _mm512_loadu_si512(
+                    ct.0.as_ptr().add(960) as *const _,
+                );
+                let sa = *xs.add(15 * BLOCKS + b);
+                f15 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(dot15),
+                    _mm512_set1_ps(sa),
+                    f15,
+                );
+            }
+            let row_scale: __m512 = _mm512_loadu_ps(scales);
+            _mm512_storeu_ps(out.add(0 * NR), _mm512_mul_ps(f0, row_scale));
+            _mm512_storeu_ps(out.add(1 * NR), _mm512_mul_ps(f1, row_scale));
+            _mm512_storeu_ps(out.add(2 * NR), _mm512_mul_ps(f2, row_scale));
+            _mm512_storeu_ps(out.add(3 * NR), _mm512_mul_ps(f3, row_scale));
+            _mm512_storeu_ps(out.add(4 * NR), _mm512_mul_ps(f4, row_scale));
+            _mm512_storeu_ps(out.add(5 * NR), _mm512_mul_ps(f5, row_scale));
+            _mm512_storeu_ps(out.add(6 * NR), _mm512_mul_ps(f6, row_scale));
+            _mm512_storeu_ps(out.add(7 * NR), _mm512_mul_ps(f7, row_scale));
+            _mm512_storeu_ps(out.add(8 * NR), _mm512_mul_ps(f8, row_scale));
+            _mm512_storeu_ps(out.add(9 * NR), _mm512_mul_ps(f9, row_scale));
+            _mm512_storeu_ps(out.add(10 * NR), _mm512_mul_ps(f10, row_scale));
+            _mm512_storeu_ps(out.add(11 * NR), _mm512_mul_ps(f11, row_scale));
+            _mm512_storeu_ps(out.add(12 * NR), _mm512_mul_ps(f12, row_scale));
+            _mm512_storeu_ps(out.add(13 * NR), _mm512_mul_ps(f13, row_scale));
+            _mm512_storeu_ps(out.add(14 * NR), _mm512_mul_ps(f14, row_scale));
+            _mm512_storeu_ps(out.add(15 * NR), _mm512_mul_ps(f15, row_scale));
         }
     }
 }

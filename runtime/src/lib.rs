@@ -1,5 +1,6 @@
 //! qwenc runtime: what every per-model executable links besides its generated kernels.
 
+pub mod amx;
 pub mod bench;
 pub mod chat;
 pub mod cli;

@@ -532,6 +532,7 @@ mod sve {
             target_feature: isa.target_feature_attr(),
             detect: isa.detect(),
             features: isa.requirement(),
+            matrix_unit: None,
         };
         tiled::tile_loop(&t, shape, &|m, params| pass(isa, shape, m, params))
     }

@@ -22,7 +22,8 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::tiled::{DotKind, TilePrims};
+use super::lit;
+use super::tiled::{DotKind, MatrixUnit, TilePrims};
 
 /// The x86_64 instruction sets with a tiled integer backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -317,6 +318,77 @@ impl TilePrims for Avx512Vnni {
     }
     fn prefetch(&self, ptr: TokenStream) -> Option<TokenStream> {
         Some(quote! { _mm_prefetch::<_MM_HINT_T1>(#ptr as *const i8) })
+    }
+    fn matrix_unit(&self) -> Option<MatrixUnit> {
+        // AMX where the CPU and OS have it (qwenc_runtime::amx), checked at run time: the
+        // same executable runs its register passes on a CPU without.
+        Some(MatrixUnit {
+            tokens: 16,
+            enabled: quote! { qwenc_runtime::amx::enabled() },
+            enter: quote! { qwenc_runtime::amx::configure() },
+            leave: quote! { qwenc_runtime::amx::release() },
+        })
+    }
+    fn matrix_setup(&self, kind: DotKind, asymmetric: bool) -> TokenStream {
+        let consts = match kind {
+            DotKind::U4 if asymmetric => quote! { let nibble = _mm512_set1_epi8(0x0f); },
+            DotKind::U4 => quote! {
+                let nibble = _mm512_set1_epi8(0x0f);
+                let eight = _mm512_set1_epi8(8);
+            },
+            DotKind::W8 => quote! { let flip = _mm512_set1_epi8(-128); },
+        };
+        quote! {
+            #consts
+            // Per slot: the block's codes as AMX's B tile; the i32 results of one block.
+            let mut bt = [qwenc_runtime::amx::TileBuf::<512>::new(), qwenc_runtime::amx::TileBuf::<512>::new()];
+            let mut ct = qwenc_runtime::amx::TileBuf::<1024>::new();
+        }
+    }
+    fn matrix_start(&self, kind: DotKind, asymmetric: bool, slot: usize) -> TokenStream {
+        let stage = match kind {
+            // Step vector k's low nibbles are columns 8k..8k+4 of the 16 rows, 4 per i32
+            // lane: B tile row 2k; the high nibbles are row 2k + 1. Symmetric codes become
+            // signed (code − 8) so that the product needs no Σx correction.
+            DotKind::U4 => {
+                let signed = |e: TokenStream| {
+                    if asymmetric {
+                        e
+                    } else {
+                        quote! { _mm512_sub_epi8(#e, eight) }
+                    }
+                };
+                let (lo, hi) = (
+                    signed(quote! { _mm512_and_si512(v, nibble) }),
+                    signed(quote! { _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble) }),
+                );
+                quote! {
+                    for k in 0..4 {
+                        let v = _mm512_loadu_si512(c.add(64 * k) as *const _);
+                        _mm512_store_si512(bp.add(128 * k) as *mut _, #lo);
+                        _mm512_store_si512(bp.add(128 * k + 64) as *mut _, #hi);
+                    }
+                }
+            }
+            // w8 step vector k is B tile row k; stored q + 128, so xor 0x80 gives q.
+            DotKind::W8 => quote! {
+                for k in 0..8 {
+                    let v = _mm512_loadu_si512(c.add(64 * k) as *const _);
+                    _mm512_store_si512(bp.add(64 * k) as *mut _, _mm512_xor_si512(v, flip));
+                }
+            },
+        };
+        let signed = kind == DotKind::W8 || !asymmetric;
+        let slot = lit(slot);
+        quote! {
+            let bp = bt[#slot].0.as_mut_ptr();
+            #stage
+            qwenc_runtime::amx::start::<#slot, #signed>(xb, COLS, bp);
+        }
+    }
+    fn matrix_finish(&self, slot: usize) -> TokenStream {
+        let slot = lit(slot);
+        quote! { qwenc_runtime::amx::finish::<#slot>(ct.0.as_mut_ptr()); }
     }
     fn zero_f(&self) -> TokenStream {
         quote! { _mm512_setzero_ps() }
