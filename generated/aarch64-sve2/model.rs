@@ -801,12 +801,7 @@ pub fn forward(
             &Q8Acts::quantize(&h, 896),
             &mut gate_up,
         );
-        for (a, gu) in act.chunks_exact_mut(FFN).zip(gate_up.chunks_exact(2 * FFN)) {
-            let (gate, up) = gu.split_at(FFN);
-            for ((a, &g), &u) in a.iter_mut().zip(gate).zip(up) {
-                *a = silu(g) * u;
-            }
-        }
+        swiglu(&gate_up, &mut act);
         aarch64_sve2_matmul_w4g32_896x4864(
             w,
             &DOWN[l],
@@ -2965,6 +2960,10 @@ pub fn aarch64_sve2_matmul_w8_151936x896(
         }
     }
 }
+/// SiLU(gate) · up.
+fn swiglu(gate_up: &[f32], act: &mut [f32]) {
+    swiglu_body(gate_up, act)
+}
 /// Lanes of the partial sums over the hidden size.
 const HIDDEN_LANES: usize = 16;
 const _: () = assert!(HIDDEN % HIDDEN_LANES == 0);
@@ -3093,10 +3092,12 @@ fn attend_group_body(
     for row in scores.chunks_exact_mut(width) {
         let row = &mut row[..visible];
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-        let mut sum = 0.0f32;
         for s in row.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
+            *s = exp(*s - max);
+        }
+        let mut sum = 0.0f32;
+        for &s in row.iter() {
+            sum += s;
         }
         for s in row.iter_mut() {
             *s /= sum;
@@ -3113,6 +3114,42 @@ fn attend_group_body(
         out[j * HEAD_DIM..][..HEAD_DIM].copy_from_slice(&acc);
     }
 }
+#[inline(always)]
 fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    x / (1.0 + exp(-x))
+}
+/// SiLU(gate) · up per token: `gate_up` is `[n, 2·FFN]` (gate, then up), `act`
+/// `[n, FFN]`.
+#[inline(always)]
+fn swiglu_body(gate_up: &[f32], act: &mut [f32]) {
+    for (a, gu) in act.chunks_exact_mut(FFN).zip(gate_up.chunks_exact(2 * FFN)) {
+        let (gate, up) = gu.split_at(FFN);
+        for ((a, &g), &u) in a.iter_mut().zip(gate).zip(up) {
+            *a = silu(g) * u;
+        }
+    }
+}
+/// e^x within 0.7 ulp (measured against f64 over −87.3..88 in steps of 7e-4), as
+/// Cephes' expf: x = n·ln 2 + r, |r| ≤ ln 2 / 2, a polynomial in r, then 2^n through
+/// the exponent bits; saturating below −87.3 (at 1.2e-38) and above 88 (at 1.7e38).
+/// Unlike the libm call it inlines and vectorizes: softmax and SiLU spent 6% of a
+/// 560-token prefill in `expf`.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const MAGIC: f32 = 12_582_912.0;
+    let x = if x < -87.336_54 { -87.336_54 } else if x > 88.0 { 88.0 } else { x };
+    let n = (x * LOG2E + MAGIC) - MAGIC;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.987_569_2e-4f32;
+    p = p * r + 1.398_2e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let y = p * (r * r) + r + 1.0;
+    let e: i32 = unsafe { n.to_int_unchecked() };
+    y * f32::from_bits(((e + 127) as u32) << 23)
 }

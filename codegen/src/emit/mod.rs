@@ -621,12 +621,7 @@ fn forward(plan: &Plan, backend: Backend) -> TokenStream {
                 rms_norm(&x, view(w, MLP_NORM[l], HIDDEN), &mut h);
                 // 7. Fused gate/up projection, SiLU(gate) · up.
                 #gate_up_call;
-                for (a, gu) in act.chunks_exact_mut(FFN).zip(gate_up.chunks_exact(2 * FFN)) {
-                    let (gate, up) = gu.split_at(FFN);
-                    for ((a, &g), &u) in a.iter_mut().zip(gate).zip(up) {
-                        *a = silu(g) * u;
-                    }
-                }
+                swiglu(&gate_up, &mut act);
                 // 8. Down projection and residual.
                 #down_call;
                 for (xi, p) in x.iter_mut().zip(&proj) {
