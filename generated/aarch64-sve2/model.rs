@@ -891,30 +891,27 @@ pub fn aarch64_sve2_matmul_w4g32_896x896(
     }
     let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
-    let direct = n == 1 && ROWS % NR == 0;
-    let mut scratch = Vec::new();
-    let out: &mut [f32] = if direct {
-        &mut *y
-    } else {
-        scratch.resize(TILES * n * NR, 0.0f32);
-        &mut scratch
+    let run = |out: &mut [f32]| {
+        let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
+            .max(1);
+        qwenc_runtime::threads::for_each_chunk_mut(
+            out,
+            chunk * n * NR,
+            |c, out| {
+                unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
+            },
+        );
     };
-    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
-    qwenc_runtime::threads::for_each_chunk_mut(
-        out,
-        chunk * n * NR,
-        |c, out| {
-            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        },
-    );
-    if !direct {
-        for tile in 0..TILES {
-            let live = NR.min(ROWS - tile * NR);
-            for t in 0..n {
-                y[t * ROWS + tile * NR..][..live]
-                    .copy_from_slice(&scratch[(tile * n + t) * NR..][..live]);
-            }
-        }
+    if n == 1 && ROWS % NR == 0 {
+        run(y);
+    } else {
+        qwenc_runtime::kernel_support::with_scratch(
+            TILES * n * NR,
+            |scratch| {
+                run(scratch);
+                qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
+            },
+        );
     }
     /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
     /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.
@@ -1319,30 +1316,27 @@ pub fn aarch64_sve2_matmul_w4g32_896x4864(
     }
     let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
-    let direct = n == 1 && ROWS % NR == 0;
-    let mut scratch = Vec::new();
-    let out: &mut [f32] = if direct {
-        &mut *y
-    } else {
-        scratch.resize(TILES * n * NR, 0.0f32);
-        &mut scratch
+    let run = |out: &mut [f32]| {
+        let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
+            .max(1);
+        qwenc_runtime::threads::for_each_chunk_mut(
+            out,
+            chunk * n * NR,
+            |c, out| {
+                unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
+            },
+        );
     };
-    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
-    qwenc_runtime::threads::for_each_chunk_mut(
-        out,
-        chunk * n * NR,
-        |c, out| {
-            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        },
-    );
-    if !direct {
-        for tile in 0..TILES {
-            let live = NR.min(ROWS - tile * NR);
-            for t in 0..n {
-                y[t * ROWS + tile * NR..][..live]
-                    .copy_from_slice(&scratch[(tile * n + t) * NR..][..live]);
-            }
-        }
+    if n == 1 && ROWS % NR == 0 {
+        run(y);
+    } else {
+        qwenc_runtime::kernel_support::with_scratch(
+            TILES * n * NR,
+            |scratch| {
+                run(scratch);
+                qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
+            },
+        );
     }
     /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
     /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.
@@ -1747,30 +1741,27 @@ pub fn aarch64_sve2_matmul_w4g32_1152x896(
     }
     let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
-    let direct = n == 1 && ROWS % NR == 0;
-    let mut scratch = Vec::new();
-    let out: &mut [f32] = if direct {
-        &mut *y
-    } else {
-        scratch.resize(TILES * n * NR, 0.0f32);
-        &mut scratch
+    let run = |out: &mut [f32]| {
+        let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
+            .max(1);
+        qwenc_runtime::threads::for_each_chunk_mut(
+            out,
+            chunk * n * NR,
+            |c, out| {
+                unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
+            },
+        );
     };
-    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
-    qwenc_runtime::threads::for_each_chunk_mut(
-        out,
-        chunk * n * NR,
-        |c, out| {
-            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        },
-    );
-    if !direct {
-        for tile in 0..TILES {
-            let live = NR.min(ROWS - tile * NR);
-            for t in 0..n {
-                y[t * ROWS + tile * NR..][..live]
-                    .copy_from_slice(&scratch[(tile * n + t) * NR..][..live]);
-            }
-        }
+    if n == 1 && ROWS % NR == 0 {
+        run(y);
+    } else {
+        qwenc_runtime::kernel_support::with_scratch(
+            TILES * n * NR,
+            |scratch| {
+                run(scratch);
+                qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
+            },
+        );
     }
     /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
     /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.
@@ -2175,30 +2166,27 @@ pub fn aarch64_sve2_matmul_w4g32_9728x896(
     }
     let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
-    let direct = n == 1 && ROWS % NR == 0;
-    let mut scratch = Vec::new();
-    let out: &mut [f32] = if direct {
-        &mut *y
-    } else {
-        scratch.resize(TILES * n * NR, 0.0f32);
-        &mut scratch
+    let run = |out: &mut [f32]| {
+        let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
+            .max(1);
+        qwenc_runtime::threads::for_each_chunk_mut(
+            out,
+            chunk * n * NR,
+            |c, out| {
+                unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
+            },
+        );
     };
-    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
-    qwenc_runtime::threads::for_each_chunk_mut(
-        out,
-        chunk * n * NR,
-        |c, out| {
-            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        },
-    );
-    if !direct {
-        for tile in 0..TILES {
-            let live = NR.min(ROWS - tile * NR);
-            for t in 0..n {
-                y[t * ROWS + tile * NR..][..live]
-                    .copy_from_slice(&scratch[(tile * n + t) * NR..][..live]);
-            }
-        }
+    if n == 1 && ROWS % NR == 0 {
+        run(y);
+    } else {
+        qwenc_runtime::kernel_support::with_scratch(
+            TILES * n * NR,
+            |scratch| {
+                run(scratch);
+                qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
+            },
+        );
     }
     /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
     /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.
@@ -2600,30 +2588,27 @@ pub fn aarch64_sve2_matmul_w8_151936x896(
     }
     let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
     let scales: &[f32] = view(w, at.scale, TILES * NR);
-    let direct = n == 1 && ROWS % NR == 0;
-    let mut scratch = Vec::new();
-    let out: &mut [f32] = if direct {
-        &mut *y
-    } else {
-        scratch.resize(TILES * n * NR, 0.0f32);
-        &mut scratch
+    let run = |out: &mut [f32]| {
+        let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
+            .max(1);
+        qwenc_runtime::threads::for_each_chunk_mut(
+            out,
+            chunk * n * NR,
+            |c, out| {
+                unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
+            },
+        );
     };
-    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
-    qwenc_runtime::threads::for_each_chunk_mut(
-        out,
-        chunk * n * NR,
-        |c, out| {
-            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-        },
-    );
-    if !direct {
-        for tile in 0..TILES {
-            let live = NR.min(ROWS - tile * NR);
-            for t in 0..n {
-                y[t * ROWS + tile * NR..][..live]
-                    .copy_from_slice(&scratch[(tile * n + t) * NR..][..live]);
-            }
-        }
+    if n == 1 && ROWS % NR == 0 {
+        run(y);
+    } else {
+        qwenc_runtime::kernel_support::with_scratch(
+            TILES * n * NR,
+            |scratch| {
+                run(scratch);
+                qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
+            },
+        );
     }
     /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
     /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.

@@ -883,30 +883,29 @@ pub fn x86_avx512_matmul_w4g32_896x896(
     let unit = n >= UNIT && qwenc_runtime::amx::enabled();
     let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
-    let direct = n == 1 && ROWS % NR == 0;
-    let mut scratch = Vec::new();
-    let out: &mut [f32] = if direct {
-        &mut *y
-    } else {
-        scratch.resize(TILES * n * NR, 0.0f32);
-        &mut scratch
+    let run = |out: &mut [f32]| {
+        let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
+            .max(1);
+        qwenc_runtime::threads::for_each_chunk_mut(
+            out,
+            chunk * n * NR,
+            |c, out| {
+                unsafe {
+                    tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out, unit)
+                }
+            },
+        );
     };
-    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
-    qwenc_runtime::threads::for_each_chunk_mut(
-        out,
-        chunk * n * NR,
-        |c, out| {
-            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out, unit) }
-        },
-    );
-    if !direct {
-        for tile in 0..TILES {
-            let live = NR.min(ROWS - tile * NR);
-            for t in 0..n {
-                y[t * ROWS + tile * NR..][..live]
-                    .copy_from_slice(&scratch[(tile * n + t) * NR..][..live]);
-            }
-        }
+    if n == 1 && ROWS % NR == 0 {
+        run(y);
+    } else {
+        qwenc_runtime::kernel_support::with_scratch(
+            TILES * n * NR,
+            |scratch| {
+                run(scratch);
+                qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
+            },
+        );
     }
     /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
     /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.
@@ -4640,30 +4639,29 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
     let unit = n >= UNIT && qwenc_runtime::amx::enabled();
     let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
-    let direct = n == 1 && ROWS % NR == 0;
-    let mut scratch = Vec::new();
-    let out: &mut [f32] = if direct {
-        &mut *y
-    } else {
-        scratch.resize(TILES * n * NR, 0.0f32);
-        &mut scratch
+    let run = |out: &mut [f32]| {
+        let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
+            .max(1);
+        qwenc_runtime::threads::for_each_chunk_mut(
+            out,
+            chunk * n * NR,
+            |c, out| {
+                unsafe {
+                    tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out, unit)
+                }
+            },
+        );
     };
-    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
-    qwenc_runtime::threads::for_each_chunk_mut(
-        out,
-        chunk * n * NR,
-        |c, out| {
-            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out, unit) }
-        },
-    );
-    if !direct {
-        for tile in 0..TILES {
-            let live = NR.min(ROWS - tile * NR);
-            for t in 0..n {
-                y[t * ROWS + tile * NR..][..live]
-                    .copy_from_slice(&scratch[(tile * n + t) * NR..][..live]);
-            }
-        }
+    if n == 1 && ROWS % NR == 0 {
+        run(y);
+    } else {
+        qwenc_runtime::kernel_support::with_scratch(
+            TILES * n * NR,
+            |scratch| {
+                run(scratch);
+                qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
+            },
+        );
     }
     /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
     /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.
@@ -8397,30 +8395,29 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
     let unit = n >= UNIT && qwenc_runtime::amx::enabled();
     let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
-    let direct = n == 1 && ROWS % NR == 0;
-    let mut scratch = Vec::new();
-    let out: &mut [f32] = if direct {
-        &mut *y
-    } else {
-        scratch.resize(TILES * n * NR, 0.0f32);
-        &mut scratch
+    let run = |out: &mut [f32]| {
+        let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
+            .max(1);
+        qwenc_runtime::threads::for_each_chunk_mut(
+            out,
+            chunk * n * NR,
+            |c, out| {
+                unsafe {
+                    tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out, unit)
+                }
+            },
+        );
     };
-    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
-    qwenc_runtime::threads::for_each_chunk_mut(
-        out,
-        chunk * n * NR,
-        |c, out| {
-            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out, unit) }
-        },
-    );
-    if !direct {
-        for tile in 0..TILES {
-            let live = NR.min(ROWS - tile * NR);
-            for t in 0..n {
-                y[t * ROWS + tile * NR..][..live]
-                    .copy_from_slice(&scratch[(tile * n + t) * NR..][..live]);
-            }
-        }
+    if n == 1 && ROWS % NR == 0 {
+        run(y);
+    } else {
+        qwenc_runtime::kernel_support::with_scratch(
+            TILES * n * NR,
+            |scratch| {
+                run(scratch);
+                qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
+            },
+        );
     }
     /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
     /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.
@@ -12154,30 +12151,29 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
     let unit = n >= UNIT && qwenc_runtime::amx::enabled();
     let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
-    let direct = n == 1 && ROWS % NR == 0;
-    let mut scratch = Vec::new();
-    let out: &mut [f32] = if direct {
-        &mut *y
-    } else {
-        scratch.resize(TILES * n * NR, 0.0f32);
-        &mut scratch
+    let run = |out: &mut [f32]| {
+        let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
+            .max(1);
+        qwenc_runtime::threads::for_each_chunk_mut(
+            out,
+            chunk * n * NR,
+            |c, out| {
+                unsafe {
+                    tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out, unit)
+                }
+            },
+        );
     };
-    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
-    qwenc_runtime::threads::for_each_chunk_mut(
-        out,
-        chunk * n * NR,
-        |c, out| {
-            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out, unit) }
-        },
-    );
-    if !direct {
-        for tile in 0..TILES {
-            let live = NR.min(ROWS - tile * NR);
-            for t in 0..n {
-                y[t * ROWS + tile * NR..][..live]
-                    .copy_from_slice(&scratch[(tile * n + t) * NR..][..live]);
-            }
-        }
+    if n == 1 && ROWS % NR == 0 {
+        run(y);
+    } else {
+        qwenc_runtime::kernel_support::with_scratch(
+            TILES * n * NR,
+            |scratch| {
+                run(scratch);
+                qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
+            },
+        );
     }
     /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
     /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.
@@ -15908,30 +15904,29 @@ pub fn x86_avx512_matmul_w8_151936x896(
     let unit = n >= UNIT && qwenc_runtime::amx::enabled();
     let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
     let scales: &[f32] = view(w, at.scale, TILES * NR);
-    let direct = n == 1 && ROWS % NR == 0;
-    let mut scratch = Vec::new();
-    let out: &mut [f32] = if direct {
-        &mut *y
-    } else {
-        scratch.resize(TILES * n * NR, 0.0f32);
-        &mut scratch
+    let run = |out: &mut [f32]| {
+        let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
+            .max(1);
+        qwenc_runtime::threads::for_each_chunk_mut(
+            out,
+            chunk * n * NR,
+            |c, out| {
+                unsafe {
+                    tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out, unit)
+                }
+            },
+        );
     };
-    let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
-    qwenc_runtime::threads::for_each_chunk_mut(
-        out,
-        chunk * n * NR,
-        |c, out| {
-            unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out, unit) }
-        },
-    );
-    if !direct {
-        for tile in 0..TILES {
-            let live = NR.min(ROWS - tile * NR);
-            for t in 0..n {
-                y[t * ROWS + tile * NR..][..live]
-                    .copy_from_slice(&scratch[(tile * n + t) * NR..][..live]);
-            }
-        }
+    if n == 1 && ROWS % NR == 0 {
+        run(y);
+    } else {
+        qwenc_runtime::kernel_support::with_scratch(
+            TILES * n * NR,
+            |scratch| {
+                run(scratch);
+                qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
+            },
+        );
     }
     /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
     /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.

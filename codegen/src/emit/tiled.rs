@@ -558,31 +558,25 @@ pub fn tile_loop(
             #unit_flag
             let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
             #views
-            // Outputs per tile as [n][NR]: y itself for one token and whole tiles, else a
-            // scratch copied out below (dropping the padded rows).
-            let direct = n == 1 && ROWS % NR == 0;
-            let mut scratch = Vec::new();
-            let out: &mut [f32] = if direct {
-                &mut *y
-            } else {
-                scratch.resize(TILES * n * NR, 0.0f32);
-                &mut scratch
+            // Outputs per tile as [n][NR]: y itself for one token and whole tiles, else this
+            // thread's kept scratch, copied out after (dropping the padded rows).
+            let run = |out: &mut [f32]| {
+                // 16 chunks per thread, claimed in turn: whoever finishes first waits for at
+                // most one small chunk (4 per thread left a worker spinning 4.7% of decode).
+                let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
+                qwenc_runtime::threads::for_each_chunk_mut(out, chunk * n * NR, |c, out| {
+                    // SAFETY: the CPU has the features (asserted above), and `tiles` reads only
+                    // inside the views and `x`, whose lengths were checked against the shape.
+                    unsafe { tiles(codes.as_ptr(), #view_ptrs x, n, c * chunk, out #unit_arg) }
+                });
             };
-            // 16 chunks per thread, claimed in turn: whoever finishes first waits for at
-            // most one small chunk (4 per thread left a worker spinning 4.7% of decode).
-            let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
-            qwenc_runtime::threads::for_each_chunk_mut(out, chunk * n * NR, |c, out| {
-                // SAFETY: the CPU has the features (asserted above), and `tiles` reads only
-                // inside the views and `x`, whose lengths were checked against the shape.
-                unsafe { tiles(codes.as_ptr(), #view_ptrs x, n, c * chunk, out #unit_arg) }
-            });
-            if !direct {
-                for tile in 0..TILES {
-                    let live = NR.min(ROWS - tile * NR);
-                    for t in 0..n {
-                        y[t * ROWS + tile * NR..][..live].copy_from_slice(&scratch[(tile * n + t) * NR..][..live]);
-                    }
-                }
+            if n == 1 && ROWS % NR == 0 {
+                run(y);
+            } else {
+                qwenc_runtime::kernel_support::with_scratch(TILES * n * NR, |scratch| {
+                    run(scratch);
+                    qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
+                });
             }
 
             /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
