@@ -8196,7 +8196,7 @@ pub fn x86_avx2_matmul_w8_151936x896(
         }
     }
 }
-/// SiLU(gate) · up, built for AVX2 + FMA where the CPU has it (8 lanes of `exp`).
+/// SiLU(gate) · up; the AVX2 + FMA build of the same body where the CPU has it.
 fn swiglu(gate_up: &[f32], act: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2")
@@ -8288,8 +8288,7 @@ fn attention(qkv: &[f32], cache: &KvCache, layer: usize, start: usize, out: &mut
         },
     );
 }
-/// One attention work item; the AVX2 + FMA build of the same body where the CPU
-/// has it (every x86 SIMD backend requires both).
+/// One attention work item; the AVX2 + FMA build of the same body where the CPU has it.
 fn attend_group(
     q: &[f32],
     keys: &[f32],

@@ -136,7 +136,6 @@ impl Q8Acts {
             sum: vec![0; blocks],
             cols,
         };
-        let run = quantize_blocks;
         let (q, scale, sum) = (&mut acts.q, &mut acts.scale, &mut acts.sum);
         // Below a few thousand values the fork-join would cost more than it saves.
         if x.len() >= 8 * 1024 {
@@ -150,10 +149,10 @@ impl Q8Acts {
                 .collect();
             for_each_chunk_mut(&mut parts, 1, |p, part| {
                 let (q, scale, sum) = &mut part[0];
-                run(&x[p * PART * Q8_BLOCK..][..q.len()], q, scale, sum);
+                quantize_blocks(&x[p * PART * Q8_BLOCK..][..q.len()], q, scale, sum);
             });
         } else {
-            run(x, q, scale, sum);
+            quantize_blocks(x, q, scale, sum);
         }
         acts
     }
@@ -181,7 +180,7 @@ mod tests {
         }
     }
 
-    /// The parallel, SIMD-dispatched path against the baseline build of one block at a time.
+    /// The parallel path against one block at a time.
     #[test]
     fn the_parallel_path_equals_block_by_block() {
         let x: Vec<f32> = (0..40 * 896)

@@ -25,56 +25,67 @@ fn lanes(n: usize) -> usize {
         .unwrap_or(1)
 }
 
+/// `fn NAME(PARAMS)` calling `BODY(ARGS)`; on the x86 backends through a second build of the
+/// body with AVX2 + FMA where the CPU has it (every x86 SIMD backend requires both), picked at
+/// run time, so that its lane loops (and `exp`) vectorize at 8 lanes.
+fn dispatched(
+    backend: Backend,
+    name: TokenStream,
+    body: TokenStream,
+    params: TokenStream,
+    args: TokenStream,
+    doc: &str,
+) -> TokenStream {
+    match backend {
+        Backend::X86(_) => {
+            let doc = format!("{doc}; the AVX2 + FMA build of the same body where the CPU has it.");
+            quote! {
+                #[doc = #doc]
+                fn #name(#params) {
+                    #[cfg(target_arch = "x86_64")]
+                    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                        #[target_feature(enable = "avx2,fma")]
+                        unsafe fn avx2(#params) {
+                            #body(#args)
+                        }
+                        // SAFETY: the features were just detected.
+                        return unsafe { avx2(#args) };
+                    }
+                    #body(#args)
+                }
+            }
+        }
+        _ => {
+            let doc = format!("{doc}.");
+            quote! {
+                #[doc = #doc]
+                fn #name(#params) {
+                    #body(#args)
+                }
+            }
+        }
+    }
+}
+
 /// The ops, for a model of hidden size `hidden`.
 pub fn ops(backend: Backend, hidden: usize) -> TokenStream {
     let hidden_lanes = lit(lanes(hidden));
-    let attend = match backend {
-        Backend::X86(_) => quote! {
-            /// One attention work item; the AVX2 + FMA build of the same body where the CPU
-            /// has it (every x86 SIMD backend requires both).
-            fn attend_group(q: &[f32], keys: &[f32], values: &[f32], kvh: usize, visible: usize, out: &mut [f32]) {
-                #[cfg(target_arch = "x86_64")]
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                    #[target_feature(enable = "avx2,fma")]
-                    unsafe fn avx2(q: &[f32], keys: &[f32], values: &[f32], kvh: usize, visible: usize, out: &mut [f32]) {
-                        attend_group_body(q, keys, values, kvh, visible, out)
-                    }
-                    // SAFETY: the features were just detected.
-                    return unsafe { avx2(q, keys, values, kvh, visible, out) };
-                }
-                attend_group_body(q, keys, values, kvh, visible, out)
-            }
-        },
-        _ => quote! {
-            /// One attention work item.
-            fn attend_group(q: &[f32], keys: &[f32], values: &[f32], kvh: usize, visible: usize, out: &mut [f32]) {
-                attend_group_body(q, keys, values, kvh, visible, out)
-            }
-        },
-    };
-    let swiglu = match backend {
-        Backend::X86(_) => quote! {
-            /// SiLU(gate) · up, built for AVX2 + FMA where the CPU has it (8 lanes of `exp`).
-            fn swiglu(gate_up: &[f32], act: &mut [f32]) {
-                #[cfg(target_arch = "x86_64")]
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                    #[target_feature(enable = "avx2,fma")]
-                    unsafe fn avx2(gate_up: &[f32], act: &mut [f32]) {
-                        swiglu_body(gate_up, act)
-                    }
-                    // SAFETY: the features were just detected.
-                    return unsafe { avx2(gate_up, act) };
-                }
-                swiglu_body(gate_up, act)
-            }
-        },
-        _ => quote! {
-            /// SiLU(gate) · up.
-            fn swiglu(gate_up: &[f32], act: &mut [f32]) {
-                swiglu_body(gate_up, act)
-            }
-        },
-    };
+    let attend = dispatched(
+        backend,
+        quote!(attend_group),
+        quote!(attend_group_body),
+        quote!(q: &[f32], keys: &[f32], values: &[f32], kvh: usize, visible: usize, out: &mut [f32]),
+        quote!(q, keys, values, kvh, visible, out),
+        " One attention work item",
+    );
+    let swiglu = dispatched(
+        backend,
+        quote!(swiglu),
+        quote!(swiglu_body),
+        quote!(gate_up: &[f32], act: &mut [f32]),
+        quote!(gate_up, act),
+        " SiLU(gate) · up",
+    );
     quote! {
         #swiglu
         /// Lanes of the partial sums over the hidden size.
