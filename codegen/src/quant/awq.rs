@@ -86,7 +86,14 @@ pub fn scaled_error(
                 })
                 .collect();
             let y = linear(x, &delta, None, cols, rows); // [n, rows]
-            y.par_iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>()
+                                                         // Partial sums over fixed chunks, added in order: rayon's `sum` splits by work
+                                                         // stealing, and a float sum that depends on the split made the same search give
+                                                         // two different errors now and then.
+            let partial: Vec<f64> = y
+                .par_chunks(4096)
+                .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
+                .collect();
+            partial.iter().sum::<f64>()
         })
         .sum()
 }
