@@ -210,7 +210,7 @@ const TINY_AARCH64: [&str; 5] = [
     "w4g64a@aarch64-sve2-512",
 ];
 
-const TINY_VARIANTS: [&str; 10] = [
+const TINY_VARIANTS: [&str; 12] = [
     "f32",
     "bf16",
     "w8",
@@ -221,4 +221,7 @@ const TINY_VARIANTS: [&str; 10] = [
     "w8+tied",
     "w4g32a+tied@scalar",
     "w4g32@scalar",
+    // 2- and 3-bit embeddings (gathered only): codes that straddle bytes, both grids.
+    "w4g32,embed=w3g64",
+    "w8,embed=w2g32a",
 ];

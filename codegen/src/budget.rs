@@ -37,9 +37,10 @@ use crate::checkpoint::{EMBED, LM_HEAD};
 use crate::quant::{dequantize, quantize_rtn, Scheme};
 use crate::reference::{ReferenceWeights, Tap};
 
-/// The schemes the kernels support that a budget chooses from. 2- and 3-bit schemes are not
-/// offered: no kernel exists for them. f32/bf16 are never worth their bytes here.
-pub const CANDIDATES: [Scheme; 7] = [
+/// The schemes a budget chooses from: those the matmul kernels read, and for an untied
+/// embedding (gathered from, never multiplied) also 2- and 3-bit ones. f32/bf16 are never
+/// worth their bytes here.
+pub const CANDIDATES: [Scheme; 11] = [
     Scheme::W4 {
         group: 128,
         asymmetric: false,
@@ -65,6 +66,26 @@ pub const CANDIDATES: [Scheme; 7] = [
         asymmetric: true,
     },
     Scheme::W8,
+    Scheme::Narrow {
+        bits: 2,
+        group: 64,
+        asymmetric: true,
+    },
+    Scheme::Narrow {
+        bits: 2,
+        group: 32,
+        asymmetric: true,
+    },
+    Scheme::Narrow {
+        bits: 3,
+        group: 128,
+        asymmetric: true,
+    },
+    Scheme::Narrow {
+        bits: 3,
+        group: 64,
+        asymmetric: true,
+    },
 ];
 
 /// The manifest's name for the proxy.
@@ -281,8 +302,9 @@ pub fn measure(
     let mut groups = Vec::with_capacity(total);
     for (i, (name, members, cols, m, weight)) in specs.into_iter().enumerate() {
         let mut options = Vec::new();
+        let gathered_only = name == "embed" && weights.lm_head.is_some();
         for &scheme in candidates {
-            if scheme.check_cols(cols).is_err() {
+            if scheme.check_cols(cols).is_err() || !(gathered_only || scheme.has_matmul_kernel()) {
                 continue;
             }
             let errs: Vec<(f64, f64)> = members

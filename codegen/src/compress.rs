@@ -117,6 +117,9 @@ pub struct SchemeArgs {
     pub lm_head: Option<Scheme>,
 }
 
+/// Why a 2- or 3-bit scheme is refused for a matrix that is multiplied.
+pub const NO_NARROW_MATMUL: &str = "no matmul kernel reads 2- or 3-bit codes: they serve an untied embedding only (--embed), which is gathered from, not multiplied";
+
 pub const DEFAULT_SCHEME: Scheme = Scheme::W4 {
     group: 32,
     asymmetric: false,
@@ -131,7 +134,7 @@ impl SchemeArgs {
         let default = self.scheme.unwrap_or(DEFAULT_SCHEME);
         let table_default = match default {
             Scheme::F32 | Scheme::Bf16 | Scheme::W8 => default,
-            Scheme::W4 { .. } => Scheme::W8,
+            Scheme::W4 { .. } | Scheme::Narrow { .. } => Scheme::W8,
         };
         let mut schemes = ClassSchemes {
             attn: self.attn.unwrap_or(default),
@@ -253,8 +256,13 @@ impl CompressPlan {
             // A tied model's one matrix is the lm_head as much as the embedding.
             let scheme = schemes.for_class(class);
             if let [_, cols] = shape[..] {
+                let gathered_only = class == TensorClass::Embed && !tied;
                 scheme
                     .check_cols(cols)
+                    .and_then(|()| match gathered_only || scheme.has_matmul_kernel() {
+                        true => Ok(()),
+                        false => Err(NO_NARROW_MATMUL.to_string()),
+                    })
                     .map_err(|problem| CompressError::Scheme {
                         source_path: src_path.clone(),
                         tensor: name.clone(),
@@ -405,9 +413,11 @@ impl CompressPlan {
         let mut matrices = 0u64;
         for t in &self.tensors {
             if let [rows, cols] = t.shape[..] {
+                let gathered_only = t.class == TensorClass::Embed && !self.tied;
                 let best = candidates
                     .iter()
                     .filter(|s| s.check_cols(cols).is_ok())
+                    .filter(|s| gathered_only || s.has_matmul_kernel())
                     .map(|&s| (budget::matrix_bytes(rows, cols, s), s))
                     .min()
                     .ok_or_else(|| budget::BudgetError::NoOption(t.name.clone()))?;

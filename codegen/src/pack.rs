@@ -8,6 +8,8 @@
 //! - `w8`:   `{m}.q` i8 `[rows, cols]`, `{m}.scale` f32 `[rows]`
 //! - `w4gG`: `{m}.q` u8 `[rows, cols / 2]` (low nibble = even column), `{m}.scale` f16 bits
 //!   `[rows, cols / G]`, and `{m}.min` likewise when asymmetric
+//! - `w2gG`, `w3gG` (untied embedding only): as `w4gG` with `[rows, cols · b / 8]` bytes of
+//!   codes in a little-endian bit stream
 //! - vectors: f32
 
 use std::collections::BTreeMap;
@@ -101,8 +103,15 @@ fn matrix_parts(rows: usize, cols: usize, scheme: Scheme) -> Vec<(&'static str, 
         Scheme::F32 => vec![("w", rows * cols * 4)],
         Scheme::Bf16 => vec![("w", rows * cols * 2)],
         Scheme::W8 => vec![("q", rows * cols), ("scale", rows * 4)],
-        Scheme::W4 { group, asymmetric } => {
-            let mut parts = vec![("q", rows * cols / 2), ("scale", rows * cols / group * 2)];
+        Scheme::W4 { group, asymmetric }
+        | Scheme::Narrow {
+            group, asymmetric, ..
+        } => {
+            let bits = scheme.code_bits().expect("a group-wise scheme") as usize;
+            let mut parts = vec![
+                ("q", rows * cols * bits / 8),
+                ("scale", rows * cols / group * 2),
+            ];
             if asymmetric {
                 parts.push(("min", rows * cols / group * 2));
             }
@@ -162,12 +171,12 @@ fn stack(parts: Vec<QuantizedMatrix>) -> QuantizedMatrix {
                 scales.extend(s2);
             }
             (
-                QuantizedData::W4 {
+                QuantizedData::Grouped {
                     packed,
                     scales,
                     mins,
                 },
-                QuantizedData::W4 {
+                QuantizedData::Grouped {
                     packed: p2,
                     scales: s2,
                     mins: m2,
@@ -223,7 +232,7 @@ pub fn pack(
                 packed.write(&name("q"), &le_bytes(q, i8::to_le_bytes));
                 packed.write(&name("scale"), &le_bytes(scales, f32::to_le_bytes));
             }
-            QuantizedData::W4 {
+            QuantizedData::Grouped {
                 packed: codes,
                 scales,
                 mins,

@@ -122,6 +122,12 @@ impl Plan {
             scheme
                 .check_cols(cols)
                 .map_err(|e| format!("{name} with {scheme}: {e}"))?;
+            if class != MatrixClass::Embed && !scheme.has_matmul_kernel() {
+                return Err(format!(
+                    "{name} with {scheme}: {}",
+                    crate::compress::NO_NARROW_MATMUL
+                ));
+            }
             Ok(FusedMatrix {
                 name,
                 class,

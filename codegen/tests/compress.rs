@@ -93,7 +93,7 @@ fn check_error_bound(name: &str, w: &[f32], m: &QuantizedMatrix) {
                 }
             }
         }
-        (QuantizedData::W4 { scales, mins, .. }, Scheme::W4 { group, .. }) => {
+        (QuantizedData::Grouped { scales, mins, .. }, Scheme::W4 { group, .. }) => {
             for (g, d) in scales.iter().enumerate() {
                 let d = d.to_f32().abs();
                 let bound = match mins {
@@ -491,6 +491,78 @@ fn a_group_that_does_not_divide_the_columns_names_the_tensor() {
         let text = err.to_string();
         assert!(
             text.contains(tensor) && text.contains("not a multiple of the group size"),
+            "{text}"
+        );
+        assert!(!out.exists(), "nothing is written when the plan fails");
+    }
+}
+
+#[test]
+fn narrow_schemes_serve_the_untied_embedding_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Untied: the embedding is only gathered from, so 2- and 3-bit codes are accepted and
+    // stored exactly as quantize_rtn makes them.
+    let src = tiny(tmp.path(), false, StoreAs::F32);
+    let ckpt = Checkpoint::open(&src).unwrap();
+    for embed in ["w2g32a", "w3g64"] {
+        let out = tmp.path().join(format!("out-{embed}"));
+        run(
+            &src,
+            &out,
+            SchemeArgs {
+                embed: Some(s(embed)),
+                ..Default::default()
+            },
+        );
+        let model = CompressedModel::open(&out).unwrap();
+        let c = &ckpt.config;
+        let w = ckpt.load(EMBED, &[c.vocab_size, c.hidden_size]).unwrap();
+        let m = model.matrix(EMBED).unwrap();
+        assert_eq!(m.scheme, s(embed));
+        assert_eq!(m, quantize_rtn(&w, c.vocab_size, c.hidden_size, s(embed)));
+        check_sizes(&out, &model);
+    }
+    // Multiplied matrices, and a tied embedding (it is the lm_head), are refused by name.
+    let tied_src = tiny(&tmp.path().join("tied"), true, StoreAs::F32);
+    for (src, args, tensor) in [
+        (
+            &src,
+            SchemeArgs {
+                attn: Some(s("w3g64")),
+                ..Default::default()
+            },
+            "model.layers.0.self_attn.q_proj.weight",
+        ),
+        (
+            &src,
+            SchemeArgs {
+                lm_head: Some(s("w2g32a")),
+                ..Default::default()
+            },
+            "lm_head.weight",
+        ),
+        (
+            &tied_src,
+            SchemeArgs {
+                lm_head: Some(s("w2g64a")),
+                ..Default::default()
+            },
+            EMBED,
+        ),
+    ] {
+        let out = tmp.path().join("refused");
+        let err = compress(
+            src,
+            &out,
+            &CompressOptions {
+                schemes: args,
+                force: false,
+            },
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(tensor) && text.contains("no matmul kernel reads 2- or 3-bit codes"),
             "{text}"
         );
         assert!(!out.exists(), "nothing is written when the plan fails");

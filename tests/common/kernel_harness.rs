@@ -131,7 +131,7 @@ fn scalar_parts(m: &QuantizedMatrix) -> Vec<(&'static str, Vec<u8>)> {
                 scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
             ),
         ],
-        QuantizedData::W4 {
+        QuantizedData::Grouped {
             packed,
             scales,
             mins,
@@ -167,7 +167,7 @@ fn dequant_f64(m: &QuantizedMatrix) -> (Vec<f64>, Vec<f64>) {
             let size = w.iter().map(|v| v.abs()).collect();
             (w, size)
         }
-        QuantizedData::W4 {
+        QuantizedData::Grouped {
             packed,
             scales,
             mins,

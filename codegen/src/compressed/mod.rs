@@ -20,7 +20,7 @@
 //! | `w4g{G}a`  | as `w4g{G}`, plus `{name}.min` F16 `[rows, cols/G]`                             |
 //!
 //! The numbers are exactly those of [`crate::quant::QuantizedData`] (see the table in
-//! [`crate::quant`]); `.q` of `w4` is `QuantizedData::W4::packed` byte for byte (low nibble =
+//! [`crate::quant`]); `.q` of `w4` is `QuantizedData::Grouped::packed` byte for byte (low nibble =
 //! even column). A tied model stores the embedding once (in the `lm_head` scheme) and no
 //! `lm_head.*` tensor. The data section is laid out by decreasing element size, then name (as
 //! the `safetensors` crate does), so every tensor is aligned to its element size.
@@ -116,9 +116,13 @@ pub fn matrix_parts(name: &str, rows: usize, cols: usize, scheme: Scheme) -> Vec
             part(".q", StoredDtype::I8, vec![rows, cols]),
             part(".scale", StoredDtype::F32, vec![rows]),
         ],
-        Scheme::W4 { group, asymmetric } => {
+        Scheme::W4 { group, asymmetric }
+        | Scheme::Narrow {
+            group, asymmetric, ..
+        } => {
+            let bits = scheme.code_bits().expect("a group-wise scheme") as usize;
             let mut parts = vec![
-                part(".q", StoredDtype::U8, vec![rows, cols / 2]),
+                part(".q", StoredDtype::U8, vec![rows, cols * bits / 8]),
                 part(".scale", StoredDtype::F16, vec![rows, cols / group]),
             ];
             if asymmetric {
@@ -153,7 +157,7 @@ pub fn matrix_data(m: &QuantizedMatrix) -> Vec<PartData<'_>> {
         QuantizedData::F32(v) => vec![PartData::F32(v)],
         QuantizedData::Bf16(v) => vec![PartData::BF16(v)],
         QuantizedData::W8 { q, scales } => vec![PartData::I8(q), PartData::F32(scales)],
-        QuantizedData::W4 {
+        QuantizedData::Grouped {
             packed,
             scales,
             mins,

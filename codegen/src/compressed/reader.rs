@@ -173,17 +173,19 @@ impl CompressedModel {
                 q: bytes(&parts[0])?.iter().map(|&b| b as i8).collect(),
                 scales: decode_f32(bytes(&parts[1])?),
             },
-            Scheme::W4 { asymmetric, .. } => QuantizedData::W4 {
-                packed: bytes(&parts[0])?.to_vec(),
-                scales: decode(bytes(&parts[1])?, |b| f16::from_le_bytes([b[0], b[1]])),
-                mins: if asymmetric {
-                    Some(decode(bytes(&parts[2])?, |b| {
-                        f16::from_le_bytes([b[0], b[1]])
-                    }))
-                } else {
-                    None
-                },
-            },
+            Scheme::W4 { asymmetric, .. } | Scheme::Narrow { asymmetric, .. } => {
+                QuantizedData::Grouped {
+                    packed: bytes(&parts[0])?.to_vec(),
+                    scales: decode(bytes(&parts[1])?, |b| f16::from_le_bytes([b[0], b[1]])),
+                    mins: if asymmetric {
+                        Some(decode(bytes(&parts[2])?, |b| {
+                            f16::from_le_bytes([b[0], b[1]])
+                        }))
+                    } else {
+                        None
+                    },
+                }
+            }
         };
         Ok(QuantizedMatrix {
             rows,

@@ -14,6 +14,9 @@ pub fn tiled(shape: &MatmulShape, nr: usize) -> TokenStream {
     let (cols, nrl) = (lit(shape.cols), lit(nr));
     let body = match shape.scheme {
         Scheme::F32 | Scheme::Bf16 => unreachable!("float schemes keep the scalar layout"),
+        Scheme::Narrow { .. } => unreachable!(
+            "2- and 3-bit schemes are never multiplied: the plan keeps them to an untied embedding"
+        ),
         Scheme::W8 => quote! {
             // q: [T][COLS/32][8][NR][4] bytes of q + 128; scale: f32 [T][NR].
             let q: &[u8] = view(w, at.q + tile * (COLS / 32) * 8 * NR * 4, (COLS / 32) * 8 * NR * 4);

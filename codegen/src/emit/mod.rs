@@ -433,6 +433,9 @@ fn matmul_call(
         Scheme::W8 | Scheme::W4 { .. } => {
             quote! { #kernel(w, &#at, &Q8Acts::quantize(#x, #cols), #y) }
         }
+        Scheme::Narrow { .. } => unreachable!(
+            "2- and 3-bit schemes are never multiplied: the plan keeps them to an untied embedding"
+        ),
     }
 }
 

@@ -80,6 +80,9 @@ pub fn matmul(shape: &MatmulShape) -> TokenStream {
                 });
             }
         },
+        Scheme::Narrow { .. } => unreachable!(
+            "2- and 3-bit schemes are never multiplied: the plan keeps them to an untied embedding"
+        ),
         Scheme::W4 { group, asymmetric } => {
             let group = lit(group);
             // Symmetric codes stand for q − 8; asymmetric ones for d·q + min.
@@ -155,26 +158,50 @@ pub fn embed_row(shape: &MatmulShape) -> TokenStream {
                 *o = s * q as f32;
             }
         },
-        Scheme::W4 { group, asymmetric } => {
-            let group = lit(group);
+        Scheme::W4 { group, asymmetric }
+        | Scheme::Narrow {
+            group, asymmetric, ..
+        } => {
+            let bits = shape.scheme.code_bits().expect("a group-wise scheme") as usize;
+            let (group, bits_lit) = (lit(group), lit(bits));
+            let half = proc_macro2::Literal::f32_unsuffixed((1u32 << (bits - 1)) as f32);
             let value = if asymmetric {
                 quote! { d * code as f32 + f16_to_f32(mins[g]) }
             } else {
-                quote! { d * (code as f32 - 8.0) }
+                quote! { d * (code as f32 - #half) }
             };
             let load_mins = if asymmetric {
                 quote! { let mins: &[u16] = &view::<u16>(w, at.min, (id + 1) * COLS / #group)[id * COLS / #group..]; }
             } else {
                 quote! {}
             };
+            // Codes are a little-endian bit stream; 4-bit ones are nibbles, low one first.
+            let (bits_const, row_bytes, code) = if bits == 4 {
+                (
+                    quote! {},
+                    quote! { COLS / 2 },
+                    quote! { if c % 2 == 0 { codes[c / 2] & 15 } else { codes[c / 2] >> 4 } },
+                )
+            } else {
+                (
+                    quote! { const BITS: usize = #bits_lit; },
+                    quote! { COLS * BITS / 8 },
+                    quote! {{
+                        let bit = c * BITS;
+                        let hi = if bit % 8 + BITS > 8 { codes[bit / 8 + 1] as u16 } else { 0 };
+                        (((codes[bit / 8] as u16 | hi << 8) >> (bit % 8)) & ((1 << BITS) - 1)) as u8
+                    }},
+                )
+            };
             quote! {
-                let codes: &[u8] = view(w, at.q + id * COLS / 2, COLS / 2);
+                #bits_const
+                let codes: &[u8] = view(w, at.q + id * #row_bytes, #row_bytes);
                 let scales: &[u16] = &view::<u16>(w, at.scale, (id + 1) * COLS / #group)[id * COLS / #group..];
                 #load_mins
                 for c in 0..COLS {
                     let g = c / #group;
                     let d = f16_to_f32(scales[g]);
-                    let code = if c % 2 == 0 { codes[c / 2] & 15 } else { codes[c / 2] >> 4 };
+                    let code = #code;
                     out[c] = #value;
                 }
             }

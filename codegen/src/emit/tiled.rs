@@ -293,6 +293,9 @@ pub fn part_sizes(
             }
             parts
         }
+        Scheme::Narrow { .. } => unreachable!(
+            "2- and 3-bit schemes are never multiplied: the plan keeps them to an untied embedding"
+        ),
     }
 }
 
@@ -324,7 +327,7 @@ pub fn pack_parts(m: &QuantizedMatrix, nr: usize) -> Vec<(&'static str, Vec<u8>)
             }
             vec![("q", codes), ("scale", scale)]
         }
-        QuantizedData::W4 {
+        QuantizedData::Grouped {
             packed,
             scales,
             mins,
@@ -1067,7 +1070,7 @@ mod tests {
                         let want = match (&m.data, r < 13) {
                             (_, false) => 0,
                             (QuantizedData::W8 { q, .. }, true) => q[r * 128 + c] as i32,
-                            (QuantizedData::W4 { packed, .. }, true) => {
+                            (QuantizedData::Grouped { packed, .. }, true) => {
                                 ((packed[(r * 128 + c) / 2] >> (4 * (c % 2))) & 15) as i32
                             }
                             _ => unreachable!(),
@@ -1076,7 +1079,7 @@ mod tests {
                     }
                 }
                 // Scales (and minimums): [tile][group][nr], padding zero.
-                if let QuantizedData::W4 { scales, .. } = &m.data {
+                if let QuantizedData::Grouped { scales, .. } = &m.data {
                     let groups = scales.len() / 13;
                     let s = &parts[1].1;
                     for r in 0..padded {

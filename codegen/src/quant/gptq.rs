@@ -203,10 +203,10 @@ impl Grid {
         let m = quantize_rtn(values, 1, values.len(), scheme);
         match m.data {
             QuantizedData::W8 { scales, .. } => Grid::W8(scales[0]),
-            QuantizedData::W4 {
+            QuantizedData::Grouped {
                 scales, mins: None, ..
             } => Grid::Sym(scales[0]),
-            QuantizedData::W4 {
+            QuantizedData::Grouped {
                 scales,
                 mins: Some(mins),
                 ..
@@ -392,7 +392,7 @@ fn assemble(
                 })
                 .collect(),
         },
-        Scheme::W4 { asymmetric, .. } => QuantizedData::W4 {
+        Scheme::W4 { asymmetric, .. } => QuantizedData::Grouped {
             packed: codes
                 .chunks(2)
                 .map(|p| (p[0] as u8) | ((p[1] as u8) << 4))

@@ -10,13 +10,18 @@
 //! | `w8`            | i8 q ∈ [-127, 127]           | f32 scale per output row        | scale · q                  |
 //! | `w4g{G}`        | u4 q ∈ [0, 15] (2 per byte)  | f16 scale per G inputs          | scale · (q − 8)            |
 //! | `w4g{G}a`       | u4 q ∈ [0, 15] (2 per byte)  | f16 scale and f16 min per G     | scale · q + min            |
+//! | `w{b}g{G}`      | b-bit q ∈ [0, 2^b − 1]       | f16 scale per G inputs          | scale · (q − 2^(b−1))      |
+//! | `w{b}g{G}a`     | b-bit q ∈ [0, 2^b − 1]       | f16 scale and f16 min per G     | scale · q + min            |
 //!
-//! In `w4` the low nibble of byte `i` holds column `2i`, the high nibble column `2i + 1`.
+//! Group-wise codes form one little-endian bit stream: column `c` at bits `b·c .. b·c + b`,
+//! so in `w4` the low nibble of byte `i` holds column `2i`, the high nibble column `2i + 1`.
+//! `b` is 4, or 2 and 3 (`Scheme::Narrow`) for an untied embedding, which is gathered from
+//! and never multiplied: no matmul kernel reads 2- or 3-bit codes.
 
 pub mod awq;
 pub mod gptq;
 mod rtn;
 mod scheme;
 
-pub use rtn::{dequantize, quantize_rtn, QuantizedData, QuantizedMatrix};
+pub use rtn::{code_at, dequantize, quantize_rtn, QuantizedData, QuantizedMatrix};
 pub use scheme::{Scheme, SchemeError};

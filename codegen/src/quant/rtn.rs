@@ -23,9 +23,11 @@ pub enum QuantizedData {
         q: Vec<i8>,
         scales: Vec<f32>,
     },
-    /// `packed[rows * cols / 2]` (low nibble = even column), `scales[rows * cols / group]`,
-    /// `mins` likewise when asymmetric.
-    W4 {
+    /// The group-wise schemes (`w4`, `w3`, `w2`): `b`-bit codes as one little-endian bit
+    /// stream (column `c` of the matrix at bits `b·c .. b·c + b`; for `w4` the low nibble of
+    /// byte `i` is column `2i`), `scales[rows * cols / group]`, `mins` likewise when
+    /// asymmetric. A group's codes start on a byte (`group · b` is a multiple of 8).
+    Grouped {
         packed: Vec<u8>,
         scales: Vec<f16>,
         mins: Option<Vec<f16>>,
@@ -56,36 +58,38 @@ pub fn quantize_rtn(w: &[f32], rows: usize, cols: usize, scheme: Scheme) -> Quan
                 .collect();
             QuantizedData::W8 { q, scales }
         }
-        Scheme::W4 { group, asymmetric } => {
+        Scheme::W4 { group, asymmetric }
+        | Scheme::Narrow {
+            group, asymmetric, ..
+        } => {
             scheme
                 .check_cols(cols)
                 .expect("caller checked the group size");
+            let bits = scheme.code_bits().expect("a group-wise scheme") as usize;
             let groups = rows * cols / group;
-            let mut packed = vec![0u8; rows * cols / 2];
+            let mut packed = vec![0u8; rows * cols * bits / 8];
             let mut scales = vec![f16::ZERO; groups];
             // Minimums are computed for every group and dropped for the symmetric scheme.
             let mut mins = vec![f16::ZERO; groups];
             packed
-                .par_chunks_mut(group / 2)
+                .par_chunks_mut(group * bits / 8)
                 .zip(w.par_chunks(group))
                 .zip(scales.par_iter_mut())
                 .zip(mins.par_iter_mut())
                 .for_each(|(((out, values), scale), min)| {
                     let q = if asymmetric {
-                        let (d, m, q) = search_asymmetric(values);
+                        let (d, m, q) = search_asymmetric(values, bits);
                         *scale = d;
                         *min = m;
                         q
                     } else {
-                        let (d, q) = search_symmetric(values);
+                        let (d, q) = search_symmetric(values, bits);
                         *scale = d;
                         q
                     };
-                    for (byte, pair) in out.iter_mut().zip(q.chunks(2)) {
-                        *byte = pair[0] | (pair[1] << 4);
-                    }
+                    pack_codes(&q, bits, out);
                 });
-            QuantizedData::W4 {
+            QuantizedData::Grouped {
                 packed,
                 scales,
                 mins: asymmetric.then_some(mins),
@@ -100,10 +104,36 @@ pub fn quantize_rtn(w: &[f32], rows: usize, cols: usize, scheme: Scheme) -> Quan
     }
 }
 
-fn quantize_group(values: &[f32], code: impl Fn(f32) -> f32) -> Vec<u8> {
+/// `codes` (each below 2^bits) into `out` as a little-endian bit stream.
+fn pack_codes(codes: &[u8], bits: usize, out: &mut [u8]) {
+    out.fill(0);
+    for (i, &c) in codes.iter().enumerate() {
+        let bit = i * bits;
+        let v = (c as u16) << (bit % 8);
+        out[bit / 8] |= v as u8;
+        if bit % 8 + bits > 8 {
+            out[bit / 8 + 1] |= (v >> 8) as u8;
+        }
+    }
+}
+
+/// Code `i` of a little-endian bit stream of `bits`-bit codes.
+pub fn code_at(packed: &[u8], bits: usize, i: usize) -> u8 {
+    let bit = i * bits;
+    let lo = packed[bit / 8] as u16;
+    let hi = if bit % 8 + bits > 8 {
+        packed[bit / 8 + 1] as u16
+    } else {
+        0
+    };
+    (((lo | hi << 8) >> (bit % 8)) & ((1 << bits) - 1)) as u8
+}
+
+fn quantize_group(values: &[f32], bits: usize, code: impl Fn(f32) -> f32) -> Vec<u8> {
+    let top = ((1 << bits) - 1) as f32;
     values
         .iter()
-        .map(|&x| code(x).round().clamp(0.0, 15.0) as u8)
+        .map(|&x| code(x).round().clamp(0.0, top) as u8)
         .collect()
 }
 
@@ -116,38 +146,40 @@ fn group_error(values: &[f32], q: &[u8], value: impl Fn(u8) -> f32) -> f32 {
         .sum()
 }
 
-/// Symmetric 4-bit group: the value of largest magnitude maps to code 0 (= −8), so all 16
-/// levels are used. (A least-squares scale search was tried and raised the KL divergence on
+/// Symmetric group of `bits`-bit codes: the value of largest magnitude maps to code 0
+/// (= −2^(bits−1), −8 for 4 bits), so all levels are used. (A least-squares scale search was tried and raised the KL divergence on
 /// the dev checkpoint from 0.10 to 0.12–0.24: its weights come from a 5-bit grid that this
 /// plain choice keeps aligned.)
-fn search_symmetric(values: &[f32]) -> (f16, Vec<u8>) {
+fn search_symmetric(values: &[f32], bits: usize) -> (f16, Vec<u8>) {
+    let half = (1 << (bits - 1)) as f32;
     let extreme = values
         .iter()
         .fold(0.0f32, |e, &x| if x.abs() > e.abs() { x } else { e });
-    let d = f16::from_f32(extreme / -8.0);
+    let d = f16::from_f32(extreme / -half);
     let inv = if d.to_f32() != 0.0 {
         1.0 / d.to_f32()
     } else {
         0.0
     };
-    (d, quantize_group(values, |x| x * inv + 8.0))
+    (d, quantize_group(values, bits, |x| x * inv + half))
 }
 
-/// Asymmetric 4-bit group: start from min/max, shrink the range a little at a time, refit
+/// Asymmetric group of `bits`-bit codes: start from min/max, shrink the range a little at a time, refit
 /// scale and minimum by least squares for each rounding, keep the smallest squared error.
-fn search_asymmetric(values: &[f32]) -> (f16, f16, Vec<u8>) {
+fn search_asymmetric(values: &[f32], bits: usize) -> (f16, f16, Vec<u8>) {
+    let top = ((1 << bits) - 1) as f32;
     let (lo, hi) = values
         .iter()
         .fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
     let plain = |lo: f32, hi: f32| {
-        let d = f16::from_f32((hi - lo) / 15.0);
+        let d = f16::from_f32((hi - lo) / top);
         let m = f16::from_f32(lo);
         let inv = if d.to_f32() > 0.0 {
             1.0 / d.to_f32()
         } else {
             0.0
         };
-        let q = quantize_group(values, |x| (x - m.to_f32()) * inv);
+        let q = quantize_group(values, bits, |x| (x - m.to_f32()) * inv);
         (d, m, q)
     };
     let error =
@@ -200,27 +232,27 @@ pub fn dequantize(m: &QuantizedMatrix) -> Vec<f32> {
             .zip(scales)
             .flat_map(|(row, &s)| row.iter().map(move |&qi| s * qi as f32))
             .collect(),
-        QuantizedData::W4 {
+        QuantizedData::Grouped {
             packed,
             scales,
             mins,
         } => {
-            let Scheme::W4 { group, .. } = m.scheme else {
-                unreachable!("W4 data always carries a W4 scheme")
+            let (Scheme::W4 { group, .. } | Scheme::Narrow { group, .. }) = m.scheme else {
+                unreachable!("grouped data always carries a group-wise scheme")
             };
-            let mut out = Vec::with_capacity(m.rows * cols);
-            for (g, bytes) in packed.chunks(group / 2).enumerate() {
-                let d = scales[g].to_f32();
-                for &b in bytes {
-                    for q in [b & 15, b >> 4] {
-                        out.push(match mins {
-                            Some(mins) => d * q as f32 + mins[g].to_f32(),
-                            None => d * (q as f32 - 8.0),
-                        });
+            let bits = m.scheme.code_bits().expect("a group-wise scheme") as usize;
+            let half = (1 << (bits - 1)) as f32;
+            (0..m.rows * cols)
+                .into_par_iter()
+                .map(|i| {
+                    let (g, q) = (i / group, code_at(packed, bits, i) as f32);
+                    let d = scales[g].to_f32();
+                    match mins {
+                        Some(mins) => d * q + mins[g].to_f32(),
+                        None => d * (q - half),
                     }
-                }
-            }
-            out
+                })
+                .collect()
         }
     }
 }
@@ -267,7 +299,7 @@ mod tests {
                 asymmetric: false,
             },
         );
-        let QuantizedData::W4 {
+        let QuantizedData::Grouped {
             packed,
             scales,
             mins,
@@ -315,7 +347,7 @@ mod tests {
                 asymmetric: true,
             },
         );
-        let QuantizedData::W4 { scales, .. } = &m.data else {
+        let QuantizedData::Grouped { scales, .. } = &m.data else {
             panic!()
         };
         let back = dequantize(&m);
@@ -363,13 +395,90 @@ mod tests {
                 asymmetric: false,
             },
         );
-        let QuantizedData::W4 { packed, scales, .. } = &m.data else {
+        let QuantizedData::Grouped { packed, scales, .. } = &m.data else {
             panic!()
         };
         assert_eq!(scales[0].to_f32(), 0.125); // -1 / -8
         assert_eq!(packed[0], 0 | (8 << 4)); // col 0 code 0, col 1 code 8 (zero)
         assert_eq!(packed[1], 8 | (12 << 4)); // col 2 zero, col 3 = 0.5 / 0.125 + 8
         assert_eq!(dequantize(&m), w);
+    }
+
+    #[test]
+    fn bit_streams_round_trip_across_bytes() {
+        for bits in [2usize, 3, 4] {
+            let codes: Vec<u8> = (0..64)
+                .map(|i| ((i * 5 + i / 7) % (1 << bits)) as u8)
+                .collect();
+            let mut out = vec![0u8; 64 * bits / 8];
+            pack_codes(&codes, bits, &mut out);
+            let back: Vec<u8> = (0..64).map(|i| code_at(&out, bits, i)).collect();
+            assert_eq!(back, codes, "{bits} bits");
+        }
+        // 3-bit codes 1..=8 (mod 8): column 2 straddles bytes 0 and 1.
+        let mut out = [0u8; 3];
+        pack_codes(&[1, 2, 3, 4, 5, 6, 7, 0], 3, &mut out);
+        assert_eq!(out, [0b11_010_001, 0b0_101_100_0, 0b000_111_11]);
+    }
+
+    #[test]
+    fn narrow_schemes_use_their_levels_and_bound_the_error() {
+        let w = sample(4, 128);
+        for (bits, group, asymmetric) in [
+            (2u8, 32, true),
+            (2, 64, false),
+            (3, 64, true),
+            (3, 128, false),
+        ] {
+            let scheme = Scheme::Narrow {
+                bits,
+                group,
+                asymmetric,
+            };
+            let m = quantize_rtn(&w, 4, 128, scheme);
+            let QuantizedData::Grouped {
+                packed,
+                scales,
+                mins,
+            } = &m.data
+            else {
+                panic!()
+            };
+            assert_eq!(packed.len(), 4 * 128 * bits as usize / 8, "{scheme}");
+            assert_eq!(scales.len(), 4 * 128 / group, "{scheme}");
+            assert_eq!(mins.is_some(), asymmetric, "{scheme}");
+            let back = dequantize(&m);
+            let levels = (1usize << bits) as f32;
+            for g in 0..4 * 128 / group {
+                let values = &w[g * group..][..group];
+                let (lo, hi) = values
+                    .iter()
+                    .fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+                // At most one step of the plain grid over the group's range (symmetric grids
+                // span twice the largest magnitude).
+                let span = if asymmetric {
+                    hi - lo
+                } else {
+                    2.0 * lo.abs().max(hi.abs())
+                };
+                let err = max_err(values, &back[g * group..][..group]);
+                assert!(
+                    err <= span / (levels - 1.0) * 1.01,
+                    "{scheme} group {g}: {err} vs {span}"
+                );
+                // Every stored value is on the group's grid.
+                let d = scales[g].to_f32();
+                let base = mins.as_ref().map_or(-levels / 2.0 * d, |m| m[g].to_f32());
+                for &v in &back[g * group..][..group] {
+                    let q = (v - base) / d;
+                    assert!((q - q.round()).abs() < 1e-3 && q.round() >= 0.0 && q.round() < levels);
+                }
+            }
+            let bpw = scheme.bits_per_weight(128);
+            let stored =
+                packed.len() * 8 + scales.len() * 16 + mins.as_ref().map_or(0, |m| m.len() * 16);
+            assert_eq!(bpw * (4.0 * 128.0), stored as f64, "{scheme}");
+        }
     }
 
     #[test]
@@ -383,6 +492,16 @@ mod tests {
             },
             Scheme::W4 {
                 group: 32,
+                asymmetric: true,
+            },
+            Scheme::Narrow {
+                bits: 3,
+                group: 32,
+                asymmetric: false,
+            },
+            Scheme::Narrow {
+                bits: 2,
+                group: 64,
                 asymmetric: true,
             },
         ] {

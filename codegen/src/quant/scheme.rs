@@ -14,11 +14,19 @@ pub enum Scheme {
         group: usize,
         asymmetric: bool,
     },
+    /// 2- or 3-bit codes in groups of `group` inputs, like `W4`. No matmul kernel reads them:
+    /// they serve an untied embedding, which is only gathered from (one row per token).
+    Narrow {
+        bits: u8,
+        group: usize,
+        asymmetric: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "unknown scheme `{0}` (expected f32, bf16, w8, w4g32, w4g64, w4g128, or w4gNa for asymmetric)"
+    "unknown scheme `{0}` (expected f32, bf16, w8, w4g32, w4g64, w4g128, or w4gNa for asymmetric; \
+     w2gN/w3gN(a) for an untied embedding)"
 )]
 pub struct SchemeError(pub String);
 
@@ -32,15 +40,35 @@ impl Scheme {
             Scheme::W4 { group, asymmetric } => {
                 4.0 + if asymmetric { 32.0 } else { 16.0 } / group as f64
             }
+            Scheme::Narrow {
+                bits,
+                group,
+                asymmetric,
+            } => bits as f64 + if asymmetric { 32.0 } else { 16.0 } / group as f64,
         }
+    }
+
+    /// Bits per stored code of the group-wise schemes (`w4`, `w2`, `w3`).
+    pub fn code_bits(self) -> Option<u8> {
+        match self {
+            Scheme::W4 { .. } => Some(4),
+            Scheme::Narrow { bits, .. } => Some(bits),
+            _ => None,
+        }
+    }
+
+    /// Whether a matmul kernel reads this scheme (every scheme but the 2- and 3-bit ones,
+    /// which only an untied embedding may use).
+    pub fn has_matmul_kernel(self) -> bool {
+        !matches!(self, Scheme::Narrow { .. })
     }
 
     /// Whether a matrix with `cols` inputs can use this scheme.
     pub fn check_cols(self, cols: usize) -> Result<(), String> {
         match self {
-            Scheme::W4 { group, .. } if cols % group != 0 => Err(format!(
-                "{cols} inputs are not a multiple of the group size {group}"
-            )),
+            Scheme::W4 { group, .. } | Scheme::Narrow { group, .. } if cols % group != 0 => Err(
+                format!("{cols} inputs are not a multiple of the group size {group}"),
+            ),
             _ => Ok(()),
         }
     }
@@ -56,16 +84,30 @@ impl FromStr for Scheme {
             "w8" => return Ok(Scheme::W8),
             _ => {}
         }
-        let rest = s.strip_prefix("w4g").ok_or_else(bad)?;
+        let (bits, rest) = [4u8, 3, 2]
+            .into_iter()
+            .find_map(|b| s.strip_prefix(&format!("w{b}g")).map(|rest| (b, rest)))
+            .ok_or_else(bad)?;
         let (digits, asymmetric) = match rest.strip_suffix('a') {
             Some(d) => (d, true),
             None => (rest, false),
         };
+        if digits.starts_with('0') {
+            return Err(bad());
+        }
         let group: usize = digits.parse().map_err(|_| bad())?;
         if !matches!(group, 32 | 64 | 128 | 256) {
             return Err(bad());
         }
-        Ok(Scheme::W4 { group, asymmetric })
+        Ok(if bits == 4 {
+            Scheme::W4 { group, asymmetric }
+        } else {
+            Scheme::Narrow {
+                bits,
+                group,
+                asymmetric,
+            }
+        })
     }
 }
 
@@ -78,6 +120,11 @@ impl fmt::Display for Scheme {
             Scheme::W4 { group, asymmetric } => {
                 write!(f, "w4g{group}{}", if *asymmetric { "a" } else { "" })
             }
+            Scheme::Narrow {
+                bits,
+                group,
+                asymmetric,
+            } => write!(f, "w{bits}g{group}{}", if *asymmetric { "a" } else { "" }),
         }
     }
 }
@@ -89,11 +136,15 @@ mod tests {
     #[test]
     fn names_round_trip() {
         for name in [
-            "f32", "bf16", "w8", "w4g32", "w4g64", "w4g128", "w4g32a", "w4g128a",
+            "f32", "bf16", "w8", "w4g32", "w4g64", "w4g128", "w4g32a", "w4g128a", "w2g64a",
+            "w3g32", "w3g128a", "w2g256",
         ] {
             assert_eq!(name.parse::<Scheme>().unwrap().to_string(), name);
         }
-        for bad in ["w4", "w4g", "w4g33", "w4gxa", "int8", "", "w4g32b"] {
+        for bad in [
+            "w4", "w4g", "w4g33", "w4gxa", "int8", "", "w4g32b", "w5g32", "w1g32", "w2g16",
+            "w3g064",
+        ] {
             assert_eq!(bad.parse::<Scheme>(), Err(SchemeError(bad.into())));
         }
     }
@@ -117,5 +168,13 @@ mod tests {
             5.0
         );
         assert_eq!(Scheme::Bf16.bits_per_weight(896), 16.0);
+        assert_eq!(
+            "w2g64a".parse::<Scheme>().unwrap().bits_per_weight(896),
+            2.5
+        );
+        assert_eq!(
+            "w3g128".parse::<Scheme>().unwrap().bits_per_weight(896),
+            3.125
+        );
     }
 }
