@@ -32,6 +32,7 @@ VARIANTS=(
   "w4g32a-rtn|--scheme w4g32a"
   "budget-400|--budget-mb 400"
   "budget-340|--budget-mb 340"
+  "budget-300|--budget-mb 300"
   "f32|--scheme f32"
 )
 
