@@ -80,7 +80,10 @@ impl CompiledModel {
         let info = ModelInfo {
             name: g::MODEL_NAME.to_string(),
             scheme: g::SCHEMES.to_string(),
-            backend: backend_label(g::BACKEND),
+            backend: match g::matrix_unit_status() {
+                Some(status) => format!("{} (AMX prefill: {status})", g::BACKEND),
+                None => g::BACKEND.to_string(),
+            },
             weight_bytes: g::WEIGHTS_LEN,
             vocab_size: g::VOCAB,
             hidden_size: g::HIDDEN,
@@ -119,14 +122,5 @@ impl Model for CompiledModel {
         logits: LogitsFor,
     ) -> Result<Vec<f32>, ForwardError> {
         generated::forward(self.weights.bytes(), cache, tokens, logits)
-    }
-}
-
-/// The backend as `info` and `bench` report it: the AVX-512 kernels add whether their
-/// prefill passes run on AMX here (`QWENC_AMX=0` turns that off).
-fn backend_label(backend: &str) -> String {
-    match backend {
-        "x86-avx512" => format!("{backend} (AMX prefill: {})", qwenc_runtime::amx::status()),
-        _ => backend.to_string(),
     }
 }

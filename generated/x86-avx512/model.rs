@@ -7,6 +7,11 @@ use qwenc_runtime::weights::{bf16_to_f32, f16_to_f32, view};
 pub const MODEL_NAME: &str = "Qwen2.5-0.5B (review copy)";
 pub const SCHEMES: &str = "attn=w4g32 mlp=w4g32 embed=w8 lm_head=w8";
 pub const BACKEND: &str = "x86-avx512";
+/// Whether this CPU runs the prefill passes on a matrix unit (AMX), for `info`; `None`
+/// when the backend has none.
+pub fn matrix_unit_status() -> Option<&'static str> {
+    Some(qwenc_runtime::amx::status())
+}
 pub const HIDDEN: usize = 896;
 pub const Q_DIM: usize = 896;
 pub const KV_DIM: usize = 128;

@@ -37,6 +37,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The matrix unit (AMX) that the backend's prefill passes use where the CPU has it.
+    pub fn matrix_unit(self) -> Option<tiled::MatrixUnit> {
+        match self {
+            Backend::Scalar => None,
+            Backend::X86(isa) => isa.prims().matrix_unit(),
+            Backend::Arm(isa) => isa.prims().and_then(|p| p.matrix_unit()),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Backend::Scalar => scalar::BACKEND,
@@ -336,10 +345,22 @@ fn constants(plan: &Plan, backend: Backend, meta: &ModelMeta) -> TokenStream {
         Literal::u64_unsuffixed(meta.weights_hash),
     );
     let (name, scheme, backend_name) = (&meta.name, plan.schemes_label(), backend.name());
+    let unit = match backend.matrix_unit() {
+        Some(unit) => {
+            let status = unit.status;
+            quote! { Some(#status) }
+        }
+        None => quote! { None },
+    };
     quote! {
         pub const MODEL_NAME: &str = #name;
         pub const SCHEMES: &str = #scheme;
         pub const BACKEND: &str = #backend_name;
+        /// Whether this CPU runs the prefill passes on a matrix unit (AMX), for `info`; `None`
+        /// when the backend has none.
+        pub fn matrix_unit_status() -> Option<&'static str> {
+            #unit
+        }
         pub const HIDDEN: usize = #hidden;
         pub const Q_DIM: usize = #q_dim;
         pub const KV_DIM: usize = #kv_dim;

@@ -199,6 +199,8 @@ pub struct MatrixUnit {
     /// Statements run by each thread before its first pass and after its last.
     pub enter: TokenStream,
     pub leave: TokenStream,
+    /// A `&'static str` expression for `info` and `bench`: whether the unit is used here.
+    pub status: TokenStream,
 }
 
 /// What the tile loop (the kernel's outer part) needs of a backend; from a [`TilePrims`] by

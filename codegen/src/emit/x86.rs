@@ -327,6 +327,7 @@ impl TilePrims for Avx512Vnni {
             enabled: quote! { qwenc_runtime::amx::enabled() },
             enter: quote! { qwenc_runtime::amx::configure() },
             leave: quote! { qwenc_runtime::amx::release() },
+            status: quote! { qwenc_runtime::amx::status() },
         })
     }
     fn matrix_setup(&self, kind: DotKind, asymmetric: bool) -> TokenStream {
