@@ -739,9 +739,25 @@ pub fn forward(
             vocab: VOCAB,
         });
     }
-    if n == 0 {
-        return Ok(Vec::new());
+    let mut logits = Vec::new();
+    for chunk in tokens.chunks(qwenc_runtime::model::prefill_chunk()) {
+        let x = layers(w, cache, chunk);
+        let last_chunk = cache.len == start + n;
+        match logits_for {
+            LogitsFor::All => logits.extend(head(w, &x)),
+            LogitsFor::Last if last_chunk => {
+                logits = head(w, &x[(chunk.len() - 1) * HIDDEN..]);
+            }
+            LogitsFor::Last => {}
+        }
     }
+    Ok(logits)
+}
+/// The decoder layers on `tokens` (at least one) at positions `cache.len..`: extends the
+/// cache and returns the residual stream `[n, HIDDEN]`.
+fn layers(w: &[u8], cache: &mut KvCache, tokens: &[u32]) -> Vec<f32> {
+    let start = cache.len;
+    let n = tokens.len();
     let mut x = vec![0.0f32; n * HIDDEN];
     for (t, &id) in tokens.iter().enumerate() {
         embed_row(w, &EMBED, id as usize, &mut x[t * HIDDEN..][..HIDDEN]);
@@ -805,13 +821,13 @@ pub fn forward(
         }
     }
     cache.len = start + n;
-    let first = match logits_for {
-        LogitsFor::Last => n - 1,
-        LogitsFor::All => 0,
-    };
-    let rows = n - first;
+    x
+}
+/// Final norm and lm_head of the residual rows `x` (`[rows, HIDDEN]`): `[rows, VOCAB]`.
+fn head(w: &[u8], x: &[f32]) -> Vec<f32> {
+    let rows = x.len() / HIDDEN;
     let mut last = vec![0.0f32; rows * HIDDEN];
-    rms_norm(&x[first * HIDDEN..], view(w, FINAL_NORM, HIDDEN), &mut last);
+    rms_norm(x, view(w, FINAL_NORM, HIDDEN), &mut last);
     let mut logits = vec![0.0f32; rows * VOCAB];
     aarch64_i8mm_matmul_w8_151936x896(
         w,
@@ -819,7 +835,7 @@ pub fn forward(
         &Q8Acts::quantize(&last, 896),
         &mut logits,
     );
-    Ok(logits)
+    logits
 }
 /// The embedding row of token `id`, as f32, gathered from the tiled lm_head layout.
 fn embed_row(w: &[u8], at: &MatrixAt, id: usize, out: &mut [f32]) {

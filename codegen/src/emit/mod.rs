@@ -593,9 +593,27 @@ fn forward(plan: &Plan, backend: Backend) -> TokenStream {
             if let Some((i, &id)) = tokens.iter().enumerate().find(|(_, &id)| id as usize >= VOCAB) {
                 return Err(ForwardError::TokenOutOfRange { id, pos: start + i, vocab: VOCAB });
             }
-            if n == 0 {
-                return Ok(Vec::new());
+            // Long inputs run in passes of at most `prefill_chunk()` tokens: the activations
+            // (~110 kB per token) then stay bounded, at the price of reading the weights once
+            // more per pass.
+            let mut logits = Vec::new();
+            for chunk in tokens.chunks(qwenc_runtime::model::prefill_chunk()) {
+                let x = layers(w, cache, chunk); // [chunk, HIDDEN]
+                let last_chunk = cache.len == start + n;
+                match logits_for {
+                    LogitsFor::All => logits.extend(head(w, &x)),
+                    LogitsFor::Last if last_chunk => logits = head(w, &x[(chunk.len() - 1) * HIDDEN..]),
+                    LogitsFor::Last => {}
+                }
             }
+            Ok(logits)
+        }
+
+        /// The decoder layers on `tokens` (at least one) at positions `cache.len..`: extends the
+        /// cache and returns the residual stream `[n, HIDDEN]`.
+        fn layers(w: &[u8], cache: &mut KvCache, tokens: &[u32]) -> Vec<f32> {
+            let start = cache.len;
+            let n = tokens.len();
 
             // ---- Embedding ----------------------------------------------------------------------
             let mut x = vec![0.0f32; n * HIDDEN]; // [n, HIDDEN] residual stream
@@ -653,18 +671,17 @@ fn forward(plan: &Plan, backend: Backend) -> TokenStream {
                 }
             }
             cache.len = start + n;
+            x
+        }
 
-            // ---- Final norm and lm_head (only the rows that need logits) -------------------------
-            let first = match logits_for {
-                LogitsFor::Last => n - 1,
-                LogitsFor::All => 0,
-            };
-            let rows = n - first;
+        /// Final norm and lm_head of the residual rows `x` (`[rows, HIDDEN]`): `[rows, VOCAB]`.
+        fn head(w: &[u8], x: &[f32]) -> Vec<f32> {
+            let rows = x.len() / HIDDEN;
             let mut last = vec![0.0f32; rows * HIDDEN]; // [rows, HIDDEN]
-            rms_norm(&x[first * HIDDEN..], view(w, FINAL_NORM, HIDDEN), &mut last);
+            rms_norm(x, view(w, FINAL_NORM, HIDDEN), &mut last);
             let mut logits = vec![0.0f32; rows * VOCAB]; // [rows, VOCAB]
             #head_call;
-            Ok(logits)
+            logits
         }
     }
 }
