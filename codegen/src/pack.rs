@@ -97,27 +97,22 @@ impl Packed {
     }
 }
 
-/// The packed parts of one matrix in `scheme` and their byte sizes.
+/// The packed parts of one matrix in `scheme` and their byte sizes: in the scalar layout,
+/// the stored tensors of the compressed format, byte for byte.
 fn matrix_parts(rows: usize, cols: usize, scheme: Scheme) -> Vec<(&'static str, usize)> {
-    match scheme {
-        Scheme::F32 => vec![("w", rows * cols * 4)],
-        Scheme::Bf16 => vec![("w", rows * cols * 2)],
-        Scheme::W8 => vec![("q", rows * cols), ("scale", rows * 4)],
-        Scheme::W4 { group, asymmetric }
-        | Scheme::Narrow {
-            group, asymmetric, ..
-        } => {
-            let bits = scheme.code_bits().expect("a group-wise scheme") as usize;
-            let mut parts = vec![
-                ("q", rows * cols * bits / 8),
-                ("scale", rows * cols / group * 2),
-            ];
-            if asymmetric {
-                parts.push(("min", rows * cols / group * 2));
-            }
-            parts
-        }
-    }
+    crate::compressed::matrix_parts("", rows, cols, scheme)
+        .iter()
+        .map(|p| {
+            let name = match p.name.as_str() {
+                "" => "w",
+                ".q" => "q",
+                ".scale" => "scale",
+                ".min" => "min",
+                other => unreachable!("no packed part for stored tensor `{other}`"),
+            };
+            (name, p.n_bytes())
+        })
+        .collect()
 }
 
 /// Where every packed part of the plan goes (depends on shapes and schemes only, not on
