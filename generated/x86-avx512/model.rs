@@ -19121,13 +19121,32 @@ fn attend_group_body(
     }
     for row in scores.chunks_exact_mut(width) {
         let row = &mut row[..visible];
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-        for s in row.iter_mut() {
-            *s = exp(*s - max);
+        let mut lanes = [f32::NEG_INFINITY; 8];
+        let mut chunks = row.chunks_exact(8);
+        for c in chunks.by_ref() {
+            for (m, &s) in lanes.iter_mut().zip(c) {
+                *m = m.max(s);
+            }
         }
-        let mut sum = 0.0f32;
-        for &s in row.iter() {
-            sum += s;
+        let max = chunks
+            .remainder()
+            .iter()
+            .fold(
+                lanes.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s)),
+                |m, &s| m.max(s),
+            );
+        let mut lanes = [0.0f32; 8];
+        let mut chunks = row.chunks_exact_mut(8);
+        for c in chunks.by_ref() {
+            for (l, s) in lanes.iter_mut().zip(c.iter_mut()) {
+                *s = exp(*s - max);
+                *l += *s;
+            }
+        }
+        let mut sum = lanes.iter().sum::<f32>();
+        for s in chunks.into_remainder() {
+            *s = exp(*s - max);
+            sum += *s;
         }
         for s in row.iter_mut() {
             *s /= sum;
