@@ -147,9 +147,9 @@ fn group_error(values: &[f32], q: &[u8], value: impl Fn(u8) -> f32) -> f32 {
 }
 
 /// Symmetric group of `bits`-bit codes: the value of largest magnitude maps to code 0
-/// (= −2^(bits−1), −8 for 4 bits), so all levels are used. (A least-squares scale search was tried and raised the KL divergence on
-/// the dev checkpoint from 0.10 to 0.12–0.24: its weights come from a 5-bit grid that this
-/// plain choice keeps aligned.)
+/// (= −2^(bits−1), −8 for 4 bits), so all levels are used. (A least-squares scale search
+/// was tried and raised the KL divergence on the dev checkpoint from 0.10 to 0.12–0.24: its
+/// weights come from a 5-bit grid that this plain choice keeps aligned.)
 fn search_symmetric(values: &[f32], bits: usize) -> (f16, Vec<u8>) {
     let half = (1 << (bits - 1)) as f32;
     let extreme = values
@@ -164,8 +164,9 @@ fn search_symmetric(values: &[f32], bits: usize) -> (f16, Vec<u8>) {
     (d, quantize_group(values, bits, |x| x * inv + half))
 }
 
-/// Asymmetric group of `bits`-bit codes: start from min/max, shrink the range a little at a time, refit
-/// scale and minimum by least squares for each rounding, keep the smallest squared error.
+/// Asymmetric group of `bits`-bit codes: start from min/max, shrink the range a little at a
+/// time, refit scale and minimum by least squares for each rounding, keep the smallest
+/// squared error.
 fn search_asymmetric(values: &[f32], bits: usize) -> (f16, f16, Vec<u8>) {
     let top = ((1 << bits) - 1) as f32;
     let (lo, hi) = values
