@@ -304,7 +304,7 @@ pub fn measure(
         let mut options = Vec::new();
         let gathered_only = name == "embed" && weights.lm_head.is_some();
         for &scheme in candidates {
-            if scheme.check_cols(cols).is_err() || !(gathered_only || scheme.has_matmul_kernel()) {
+            if scheme.check_use(cols, gathered_only).is_err() {
                 continue;
             }
             let errs: Vec<(f64, f64)> = members

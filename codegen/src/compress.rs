@@ -117,9 +117,6 @@ pub struct SchemeArgs {
     pub lm_head: Option<Scheme>,
 }
 
-/// Why a 2- or 3-bit scheme is refused for a matrix that is multiplied.
-pub const NO_NARROW_MATMUL: &str = "no matmul kernel reads 2- or 3-bit codes: they serve an untied embedding only (--embed), which is gathered from, not multiplied";
-
 pub const DEFAULT_SCHEME: Scheme = Scheme::W4 {
     group: 32,
     asymmetric: false,
@@ -256,13 +253,8 @@ impl CompressPlan {
             // A tied model's one matrix is the lm_head as much as the embedding.
             let scheme = schemes.for_class(class);
             if let [_, cols] = shape[..] {
-                let gathered_only = class == TensorClass::Embed && !tied;
                 scheme
-                    .check_cols(cols)
-                    .and_then(|()| match gathered_only || scheme.has_matmul_kernel() {
-                        true => Ok(()),
-                        false => Err(NO_NARROW_MATMUL.to_string()),
-                    })
+                    .check_use(cols, class == TensorClass::Embed && !tied)
                     .map_err(|problem| CompressError::Scheme {
                         source_path: src_path.clone(),
                         tensor: name.clone(),
@@ -416,8 +408,7 @@ impl CompressPlan {
                 let gathered_only = t.class == TensorClass::Embed && !self.tied;
                 let best = candidates
                     .iter()
-                    .filter(|s| s.check_cols(cols).is_ok())
-                    .filter(|s| gathered_only || s.has_matmul_kernel())
+                    .filter(|s| s.check_use(cols, gathered_only).is_ok())
                     .map(|&s| (budget::matrix_bytes(rows, cols, s), s))
                     .min()
                     .ok_or_else(|| budget::BudgetError::NoOption(t.name.clone()))?;

@@ -120,14 +120,8 @@ impl Plan {
          -> Result<FusedMatrix, String> {
             let scheme = scheme_of(&parts, class).map_err(|e| format!("{name}: {e}"))?;
             scheme
-                .check_cols(cols)
+                .check_use(cols, class == MatrixClass::Embed)
                 .map_err(|e| format!("{name} with {scheme}: {e}"))?;
-            if class != MatrixClass::Embed && !scheme.has_matmul_kernel() {
-                return Err(format!(
-                    "{name} with {scheme}: {}",
-                    crate::compress::NO_NARROW_MATMUL
-                ));
-            }
             Ok(FusedMatrix {
                 name,
                 class,

@@ -141,6 +141,20 @@ fn segment_hash(bytes: &[u8]) -> u64 {
     h
 }
 
+/// Code `i` of a little-endian bit stream of `bits`-bit codes (the group-wise weight
+/// schemes: `w4`, and the 2- and 3-bit ones of an untied embedding).
+#[inline(always)]
+pub fn code_at(packed: &[u8], bits: usize, i: usize) -> u8 {
+    let bit = i * bits;
+    let lo = packed[bit / 8] as u16;
+    let hi = if bit % 8 + bits > 8 {
+        packed[bit / 8 + 1] as u16
+    } else {
+        0
+    };
+    (((lo | hi << 8) >> (bit % 8)) & ((1 << bits) - 1)) as u8
+}
+
 /// A typed view of `len` elements at byte `offset`. The layout is fixed at build time and the
 /// file verified at start-up, so a bad offset is a generator bug: it panics with the numbers.
 pub fn view<T: Pod>(bytes: &[u8], offset: usize, len: usize) -> &[T] {

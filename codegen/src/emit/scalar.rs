@@ -186,11 +186,7 @@ pub fn embed_row(shape: &MatmulShape) -> TokenStream {
                 (
                     quote! { const BITS: usize = #bits_lit; },
                     quote! { COLS * BITS / 8 },
-                    quote! {{
-                        let bit = c * BITS;
-                        let hi = if bit % 8 + BITS > 8 { codes[bit / 8 + 1] as u16 } else { 0 };
-                        (((codes[bit / 8] as u16 | hi << 8) >> (bit % 8)) & ((1 << BITS) - 1)) as u8
-                    }},
+                    quote! { qwenc_runtime::weights::code_at(codes, BITS, c) },
                 )
             };
             quote! {

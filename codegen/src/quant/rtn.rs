@@ -117,17 +117,7 @@ fn pack_codes(codes: &[u8], bits: usize, out: &mut [u8]) {
     }
 }
 
-/// Code `i` of a little-endian bit stream of `bits`-bit codes.
-pub fn code_at(packed: &[u8], bits: usize, i: usize) -> u8 {
-    let bit = i * bits;
-    let lo = packed[bit / 8] as u16;
-    let hi = if bit % 8 + bits > 8 {
-        packed[bit / 8 + 1] as u16
-    } else {
-        0
-    };
-    (((lo | hi << 8) >> (bit % 8)) & ((1 << bits) - 1)) as u8
-}
+pub use qwenc_runtime::weights::code_at;
 
 fn quantize_group(values: &[f32], bits: usize, code: impl Fn(f32) -> f32) -> Vec<u8> {
     let top = ((1 << bits) - 1) as f32;

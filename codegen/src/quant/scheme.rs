@@ -23,6 +23,9 @@ pub enum Scheme {
     },
 }
 
+/// Why a 2- or 3-bit scheme is refused for a matrix that is multiplied.
+pub const NO_NARROW_MATMUL: &str = "no matmul kernel reads 2- or 3-bit codes: they serve an untied embedding only (--embed), which is gathered from, not multiplied";
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
     "unknown scheme `{0}` (expected f32, bf16, w8, w4g32, w4g64, w4g128, or w4gNa for asymmetric; \
@@ -61,6 +64,18 @@ impl Scheme {
     /// which only an untied embedding may use).
     pub fn has_matmul_kernel(self) -> bool {
         !matches!(self, Scheme::Narrow { .. })
+    }
+
+    /// Whether a matrix with `cols` inputs can use this scheme, when it is multiplied or, with
+    /// `gathered_only` (an untied embedding), only gathered from: [`Self::check_cols`], and
+    /// 2- and 3-bit codes only where no matmul reads them.
+    pub fn check_use(self, cols: usize, gathered_only: bool) -> Result<(), String> {
+        self.check_cols(cols)?;
+        if gathered_only || self.has_matmul_kernel() {
+            Ok(())
+        } else {
+            Err(NO_NARROW_MATMUL.to_string())
+        }
     }
 
     /// Whether a matrix with `cols` inputs can use this scheme.
