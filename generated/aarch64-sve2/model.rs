@@ -3104,13 +3104,10 @@ fn attend_group_body(
                 *m = m.max(s);
             }
         }
-        let max = chunks
-            .remainder()
+        let max = lanes
             .iter()
-            .fold(
-                lanes.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s)),
-                |m, &s| m.max(s),
-            );
+            .chain(chunks.remainder())
+            .fold(f32::NEG_INFINITY, |m, &s| m.max(s));
         let mut lanes = [0.0f32; 8];
         let mut chunks = row.chunks_exact_mut(8);
         for c in chunks.by_ref() {

@@ -210,7 +210,7 @@ pub fn ops(backend: Backend, hidden: usize) -> TokenStream {
                         *m = m.max(s);
                     }
                 }
-                let max = chunks.remainder().iter().fold(lanes.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s)), |m, &s| m.max(s));
+                let max = lanes.iter().chain(chunks.remainder()).fold(f32::NEG_INFINITY, |m, &s| m.max(s));
                 let mut lanes = [0.0f32; 8];
                 let mut chunks = row.chunks_exact_mut(8);
                 for c in chunks.by_ref() {

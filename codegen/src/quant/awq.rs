@@ -85,10 +85,10 @@ pub fn scaled_error(
                         .collect::<Vec<_>>()
                 })
                 .collect();
-            let y = linear(x, &delta, None, cols, rows); // [n, rows]
-                                                         // Partial sums over fixed chunks, added in order: rayon's `sum` splits by work
-                                                         // stealing, and a float sum that depends on the split made the same search give
-                                                         // two different errors now and then.
+            // y: [n, rows]. Its squares are summed over fixed chunks, added in order: rayon's
+            // `sum` splits by work stealing, and a float sum that depends on the split made the
+            // same search give two different errors now and then.
+            let y = linear(x, &delta, None, cols, rows);
             let partial: Vec<f64> = y
                 .par_chunks(4096)
                 .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
