@@ -199,18 +199,20 @@ fn tiny_variants(target_arch: &str) -> impl Iterator<Item = &'static str> {
     TINY_VARIANTS.into_iter().chain(arch.iter().copied())
 }
 
-const TINY_X86_64: [&str; 2] = ["w8@x86-avx2", "w4g32a+tied@x86-avx2"];
+const TINY_X86_64: [&str; 3] = ["w8@x86-avx2", "w4g32a+tied@x86-avx2", "w3g64@x86-avx2"];
 
 /// Every aarch64 backend once; the SVE ones run where the CPU has that vector length.
-const TINY_AARCH64: [&str; 5] = [
+const TINY_AARCH64: [&str; 7] = [
     "w8@aarch64-neon",
+    "w3g32@aarch64-neon",
+    "w2g64a@aarch64-i8mm",
     "w4g32a+tied@aarch64-i8mm",
     "w4g32@aarch64-sve2",
     "w8@aarch64-sve2-256",
     "w4g64a@aarch64-sve2-512",
 ];
 
-const TINY_VARIANTS: [&str; 12] = [
+const TINY_VARIANTS: [&str; 14] = [
     "f32",
     "bf16",
     "w8",
@@ -221,7 +223,10 @@ const TINY_VARIANTS: [&str; 12] = [
     "w8+tied",
     "w4g32a+tied@scalar",
     "w4g32@scalar",
-    // 2- and 3-bit embeddings (gathered only): codes that straddle bytes, both grids.
+    // 2- and 3-bit codes: a gathered-only embedding (codes that straddle bytes, both grids),
+    // multiplied matrices, and a tied matrix gathered from its tiled layout.
     "w4g32,embed=w3g64",
     "w8,embed=w2g32a",
+    "w3g32a,embed=w2g64a",
+    "w2g32+tied",
 ];

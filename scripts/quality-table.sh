@@ -33,6 +33,7 @@ VARIANTS=(
   "budget-400|--budget-mb 400"
   "budget-340|--budget-mb 340"
   "budget-300|--budget-mb 300"
+  "budget-240|--budget-mb 240"
   "f32|--scheme f32"
 )
 

@@ -37,10 +37,9 @@ use crate::checkpoint::{EMBED, LM_HEAD};
 use crate::quant::{dequantize, quantize_rtn, Scheme};
 use crate::reference::{ReferenceWeights, Tap};
 
-/// The schemes a budget chooses from: those the matmul kernels read, and for an untied
-/// embedding (gathered from, never multiplied) also 2- and 3-bit ones. f32/bf16 are never
-/// worth their bytes here.
-pub const CANDIDATES: [Scheme; 11] = [
+/// The schemes a budget chooses from. f32/bf16 are never worth their bytes here, nor 3-bit
+/// groups of 32 (w4g128 costs about as much), nor w3g64 (w3g64a is 0.25 bits more).
+pub const CANDIDATES: [Scheme; 13] = [
     Scheme::W4 {
         group: 128,
         asymmetric: false,
@@ -68,6 +67,11 @@ pub const CANDIDATES: [Scheme; 11] = [
     Scheme::W8,
     Scheme::Narrow {
         bits: 2,
+        group: 128,
+        asymmetric: true,
+    },
+    Scheme::Narrow {
+        bits: 2,
         group: 64,
         asymmetric: true,
     },
@@ -75,6 +79,11 @@ pub const CANDIDATES: [Scheme; 11] = [
         bits: 2,
         group: 32,
         asymmetric: true,
+    },
+    Scheme::Narrow {
+        bits: 3,
+        group: 128,
+        asymmetric: false,
     },
     Scheme::Narrow {
         bits: 3,
@@ -302,9 +311,8 @@ pub fn measure(
     let mut groups = Vec::with_capacity(total);
     for (i, (name, members, cols, m, weight)) in specs.into_iter().enumerate() {
         let mut options = Vec::new();
-        let gathered_only = name == "embed" && weights.lm_head.is_some();
         for &scheme in candidates {
-            if scheme.check_use(cols, gathered_only).is_err() {
+            if scheme.check_cols(cols).is_err() {
                 continue;
             }
             let errs: Vec<(f64, f64)> = members

@@ -254,7 +254,7 @@ impl CompressPlan {
             let scheme = schemes.for_class(class);
             if let [_, cols] = shape[..] {
                 scheme
-                    .check_use(cols, class == TensorClass::Embed && !tied)
+                    .check_cols(cols)
                     .map_err(|problem| CompressError::Scheme {
                         source_path: src_path.clone(),
                         tensor: name.clone(),
@@ -405,10 +405,9 @@ impl CompressPlan {
         let mut matrices = 0u64;
         for t in &self.tensors {
             if let [rows, cols] = t.shape[..] {
-                let gathered_only = t.class == TensorClass::Embed && !self.tied;
                 let best = candidates
                     .iter()
-                    .filter(|s| s.check_use(cols, gathered_only).is_ok())
+                    .filter(|s| s.check_cols(cols).is_ok())
                     .map(|&s| (budget::matrix_bytes(rows, cols, s), s))
                     .min()
                     .ok_or_else(|| budget::BudgetError::NoOption(t.name.clone()))?;

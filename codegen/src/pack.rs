@@ -8,8 +8,8 @@
 //! - `w8`:   `{m}.q` i8 `[rows, cols]`, `{m}.scale` f32 `[rows]`
 //! - `w4gG`: `{m}.q` u8 `[rows, cols / 2]` (low nibble = even column), `{m}.scale` f16 bits
 //!   `[rows, cols / G]`, and `{m}.min` likewise when asymmetric
-//! - `w2gG`, `w3gG` (untied embedding only): as `w4gG` with `[rows, cols · b / 8]` bytes of
-//!   codes in a little-endian bit stream
+//! - `w2gG`, `w3gG`: as `w4gG` with `[rows, cols · b / 8]` bytes of codes in a little-endian
+//!   bit stream
 //! - vectors: f32
 
 use std::collections::BTreeMap;

@@ -120,7 +120,7 @@ impl Plan {
          -> Result<FusedMatrix, String> {
             let scheme = scheme_of(&parts, class).map_err(|e| format!("{name}: {e}"))?;
             scheme
-                .check_use(cols, class == MatrixClass::Embed)
+                .check_cols(cols)
                 .map_err(|e| format!("{name} with {scheme}: {e}"))?;
             Ok(FusedMatrix {
                 name,

@@ -498,74 +498,58 @@ fn a_group_that_does_not_divide_the_columns_names_the_tensor() {
 }
 
 #[test]
-fn narrow_schemes_serve_the_untied_embedding_only() {
+fn narrow_schemes_serve_every_matrix() {
     let tmp = tempfile::tempdir().unwrap();
-    // Untied: the embedding is only gathered from, so 2- and 3-bit codes are accepted and
-    // stored exactly as quantize_rtn makes them.
-    let src = tiny(tmp.path(), false, StoreAs::F32);
-    let ckpt = Checkpoint::open(&src).unwrap();
-    for embed in ["w2g32a", "w3g64"] {
-        let out = tmp.path().join(format!("out-{embed}"));
-        run(
-            &src,
-            &out,
-            SchemeArgs {
-                embed: Some(s(embed)),
-                ..Default::default()
-            },
-        );
-        let model = CompressedModel::open(&out).unwrap();
-        let c = &ckpt.config;
-        let w = ckpt.load(EMBED, &[c.vocab_size, c.hidden_size]).unwrap();
-        let m = model.matrix(EMBED).unwrap();
-        assert_eq!(m.scheme, s(embed));
-        assert_eq!(m, quantize_rtn(&w, c.vocab_size, c.hidden_size, s(embed)));
-        check_sizes(&out, &model);
-    }
-    // Multiplied matrices, and a tied embedding (it is the lm_head), are refused by name.
-    let tied_src = tiny(&tmp.path().join("tied"), true, StoreAs::F32);
-    for (src, args, tensor) in [
+    // 2- and 3-bit codes for an untied embedding, the layers and the lm_head, and for a tied
+    // embedding (which is the lm_head): stored exactly as quantize_rtn makes them.
+    for (tied, args) in [
         (
-            &src,
+            false,
             SchemeArgs {
+                embed: Some(s("w2g32a")),
                 attn: Some(s("w3g64")),
+                mlp: Some(s("w2g64")),
+                lm_head: Some(s("w3g32a")),
                 ..Default::default()
             },
-            "model.layers.0.self_attn.q_proj.weight",
         ),
         (
-            &src,
-            SchemeArgs {
-                lm_head: Some(s("w2g32a")),
-                ..Default::default()
-            },
-            "lm_head.weight",
-        ),
-        (
-            &tied_src,
+            true,
             SchemeArgs {
                 lm_head: Some(s("w2g64a")),
+                mlp: Some(s("w3g32a")),
                 ..Default::default()
             },
-            EMBED,
         ),
     ] {
-        let out = tmp.path().join("refused");
-        let err = compress(
-            src,
-            &out,
-            &CompressOptions {
-                schemes: args,
-                force: false,
-            },
-        )
-        .unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.contains(tensor) && text.contains("no matmul kernel reads 2- or 3-bit codes"),
-            "{text}"
-        );
-        assert!(!out.exists(), "nothing is written when the plan fails");
+        let src = tiny(&tmp.path().join(format!("src-{tied}")), tied, StoreAs::F32);
+        let ckpt = Checkpoint::open(&src).unwrap();
+        let out = tmp.path().join(format!("out-{tied}"));
+        run(&src, &out, args.clone());
+        let model = CompressedModel::open(&out).unwrap();
+        let c = &ckpt.config;
+        let checks = [
+            (
+                EMBED,
+                c.vocab_size,
+                c.hidden_size,
+                args.embed.or(args.lm_head),
+            ),
+            (
+                "model.layers.0.mlp.down_proj.weight",
+                c.hidden_size,
+                c.intermediate_size,
+                args.mlp,
+            ),
+        ];
+        for (name, rows, cols, scheme) in checks {
+            let scheme = scheme.unwrap();
+            let m = model.matrix(name).unwrap();
+            assert_eq!(m.scheme, scheme, "{name}");
+            let w = ckpt.load(name, &[rows, cols]).unwrap();
+            assert_eq!(m, quantize_rtn(&w, rows, cols, scheme), "{name}");
+        }
+        check_sizes(&out, &model);
     }
 }
 

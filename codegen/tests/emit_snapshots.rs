@@ -10,7 +10,7 @@ fn pretty(tokens: proc_macro2::TokenStream) -> String {
 
 #[test]
 fn scalar_kernels() {
-    for scheme in ["f32", "bf16", "w8", "w4g32", "w4g64a"] {
+    for scheme in ["f32", "bf16", "w8", "w4g32", "w4g64a", "w3g32", "w2g64a"] {
         let shape = MatmulShape {
             rows: 8,
             cols: 64,

@@ -19,7 +19,8 @@ fn shape(scheme: &str) -> MatmulShape {
 
 #[test]
 fn x86_kernels() {
-    // One kernel per ISA, plus w8 on AVX2 (the sign trick) and the asymmetric twin.
+    // One kernel per ISA, plus w8 on AVX2 (the sign trick), the asymmetric twin, and 3-bit
+    // codes expanded per tile.
     insta::assert_snapshot!(
         "avx512_w4g32",
         pretty(tiled::matmul(X86Isa::Avx512Vnni, &shape("w4g32")))
@@ -32,6 +33,10 @@ fn x86_kernels() {
     insta::assert_snapshot!(
         "twin16_w4g32a",
         pretty(tiled::matmul_twin(16, &shape("w4g32a")))
+    );
+    insta::assert_snapshot!(
+        "avx512_w3g32a",
+        pretty(tiled::matmul(X86Isa::Avx512Vnni, &shape("w3g32a")))
     );
 }
 

@@ -871,9 +871,11 @@ pub fn aarch64_i8mm_matmul_w4g32_896x896(
     const MR: usize = 8;
     const TILES: usize = 224;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 64;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 64;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 288;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -895,7 +897,7 @@ pub fn aarch64_i8mm_matmul_w4g32_896x896(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -937,7 +939,7 @@ pub fn aarch64_i8mm_matmul_w4g32_896x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -3278,9 +3280,11 @@ pub fn aarch64_i8mm_matmul_w4g32_896x4864(
     const MR: usize = 8;
     const TILES: usize = 224;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 64;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 64;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 48;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -3302,7 +3306,7 @@ pub fn aarch64_i8mm_matmul_w4g32_896x4864(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -3344,7 +3348,7 @@ pub fn aarch64_i8mm_matmul_w4g32_896x4864(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -5685,9 +5689,11 @@ pub fn aarch64_i8mm_matmul_w4g32_1152x896(
     const MR: usize = 8;
     const TILES: usize = 288;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 64;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 64;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 288;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -5709,7 +5715,7 @@ pub fn aarch64_i8mm_matmul_w4g32_1152x896(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -5751,7 +5757,7 @@ pub fn aarch64_i8mm_matmul_w4g32_1152x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -8092,9 +8098,11 @@ pub fn aarch64_i8mm_matmul_w4g32_9728x896(
     const MR: usize = 8;
     const TILES: usize = 2432;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 64;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 64;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 288;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -8116,7 +8124,7 @@ pub fn aarch64_i8mm_matmul_w4g32_9728x896(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -8158,7 +8166,7 @@ pub fn aarch64_i8mm_matmul_w4g32_9728x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -10499,9 +10507,11 @@ pub fn aarch64_i8mm_matmul_w8_151936x896(
     const MR: usize = 8;
     const TILES: usize = 37984;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 128;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 128;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 288;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -10520,7 +10530,7 @@ pub fn aarch64_i8mm_matmul_w8_151936x896(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[f32] = view(w, at.scale, TILES * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -10562,7 +10572,7 @@ pub fn aarch64_i8mm_matmul_w8_151936x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;

@@ -870,9 +870,11 @@ pub fn aarch64_neon_matmul_w4g32_896x896(
     const MR: usize = 4;
     const TILES: usize = 224;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 64;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 64;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -893,7 +895,7 @@ pub fn aarch64_neon_matmul_w4g32_896x896(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -935,7 +937,7 @@ pub fn aarch64_neon_matmul_w4g32_896x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -2214,9 +2216,11 @@ pub fn aarch64_neon_matmul_w4g32_896x4864(
     const MR: usize = 4;
     const TILES: usize = 224;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 64;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 64;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 52;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -2237,7 +2241,7 @@ pub fn aarch64_neon_matmul_w4g32_896x4864(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -2279,7 +2283,7 @@ pub fn aarch64_neon_matmul_w4g32_896x4864(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -3558,9 +3562,11 @@ pub fn aarch64_neon_matmul_w4g32_1152x896(
     const MR: usize = 4;
     const TILES: usize = 288;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 64;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 64;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -3581,7 +3587,7 @@ pub fn aarch64_neon_matmul_w4g32_1152x896(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -3623,7 +3629,7 @@ pub fn aarch64_neon_matmul_w4g32_1152x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -4902,9 +4908,11 @@ pub fn aarch64_neon_matmul_w4g32_9728x896(
     const MR: usize = 4;
     const TILES: usize = 2432;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 64;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 64;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -4925,7 +4933,7 @@ pub fn aarch64_neon_matmul_w4g32_9728x896(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -4967,7 +4975,7 @@ pub fn aarch64_neon_matmul_w4g32_9728x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -6246,9 +6254,11 @@ pub fn aarch64_neon_matmul_w8_151936x896(
     const MR: usize = 4;
     const TILES: usize = 37984;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 128;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 128;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -6266,7 +6276,7 @@ pub fn aarch64_neon_matmul_w8_151936x896(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[f32] = view(w, at.scale, TILES * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -6308,7 +6318,7 @@ pub fn aarch64_neon_matmul_w8_151936x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;

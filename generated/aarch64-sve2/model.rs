@@ -883,9 +883,11 @@ pub fn aarch64_sve2_matmul_w4g32_896x896(
     const MR: usize = 4;
     const TILES: usize = 224;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 64;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 64;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -910,7 +912,7 @@ pub fn aarch64_sve2_matmul_w4g32_896x896(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -952,7 +954,7 @@ pub fn aarch64_sve2_matmul_w4g32_896x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -1308,9 +1310,11 @@ pub fn aarch64_sve2_matmul_w4g32_896x4864(
     const MR: usize = 4;
     const TILES: usize = 224;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 64;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 64;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 52;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -1335,7 +1339,7 @@ pub fn aarch64_sve2_matmul_w4g32_896x4864(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -1377,7 +1381,7 @@ pub fn aarch64_sve2_matmul_w4g32_896x4864(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -1733,9 +1737,11 @@ pub fn aarch64_sve2_matmul_w4g32_1152x896(
     const MR: usize = 4;
     const TILES: usize = 288;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 64;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 64;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -1760,7 +1766,7 @@ pub fn aarch64_sve2_matmul_w4g32_1152x896(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -1802,7 +1808,7 @@ pub fn aarch64_sve2_matmul_w4g32_1152x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -2158,9 +2164,11 @@ pub fn aarch64_sve2_matmul_w4g32_9728x896(
     const MR: usize = 4;
     const TILES: usize = 2432;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 64;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 64;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -2185,7 +2193,7 @@ pub fn aarch64_sve2_matmul_w4g32_9728x896(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -2227,7 +2235,7 @@ pub fn aarch64_sve2_matmul_w4g32_9728x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -2583,9 +2591,11 @@ pub fn aarch64_sve2_matmul_w8_151936x896(
     const MR: usize = 4;
     const TILES: usize = 37984;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 128;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 128;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -2607,7 +2617,7 @@ pub fn aarch64_sve2_matmul_w8_151936x896(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[f32] = view(w, at.scale, TILES * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -2649,7 +2659,7 @@ pub fn aarch64_sve2_matmul_w8_151936x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;

@@ -823,14 +823,17 @@ pub fn scalar_matmul_w4g32_896x896(w: &[u8], at: &MatrixAt, x: &Q8Acts, y: &mut 
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS: usize = COLS / Q8_BLOCK;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
-    let codes: &[u8] = view(w, at.q, ROWS * COLS / 2);
+    /// Bits per code, and code bytes per row.
+    const BITS: usize = 4;
+    const ROW_BYTES: usize = COLS * BITS / 8;
+    let codes: &[u8] = view(w, at.q, ROWS * ROW_BYTES);
     let scales: &[u16] = view(w, at.scale, ROWS * GROUPS);
     par_outputs(
         y,
         x.tokens(),
         ROWS,
         |r, t| {
-            let row = &codes[r * COLS / 2..][..COLS / 2];
+            let row = &codes[r * ROW_BYTES..][..ROW_BYTES];
             let xq = &x.q[t * COLS..][..COLS];
             let mut acc = 0.0f32;
             for g in 0..GROUPS {
@@ -860,14 +863,17 @@ pub fn scalar_matmul_w4g32_896x4864(w: &[u8], at: &MatrixAt, x: &Q8Acts, y: &mut
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS: usize = COLS / Q8_BLOCK;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
-    let codes: &[u8] = view(w, at.q, ROWS * COLS / 2);
+    /// Bits per code, and code bytes per row.
+    const BITS: usize = 4;
+    const ROW_BYTES: usize = COLS * BITS / 8;
+    let codes: &[u8] = view(w, at.q, ROWS * ROW_BYTES);
     let scales: &[u16] = view(w, at.scale, ROWS * GROUPS);
     par_outputs(
         y,
         x.tokens(),
         ROWS,
         |r, t| {
-            let row = &codes[r * COLS / 2..][..COLS / 2];
+            let row = &codes[r * ROW_BYTES..][..ROW_BYTES];
             let xq = &x.q[t * COLS..][..COLS];
             let mut acc = 0.0f32;
             for g in 0..GROUPS {
@@ -897,14 +903,17 @@ pub fn scalar_matmul_w4g32_1152x896(w: &[u8], at: &MatrixAt, x: &Q8Acts, y: &mut
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS: usize = COLS / Q8_BLOCK;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
-    let codes: &[u8] = view(w, at.q, ROWS * COLS / 2);
+    /// Bits per code, and code bytes per row.
+    const BITS: usize = 4;
+    const ROW_BYTES: usize = COLS * BITS / 8;
+    let codes: &[u8] = view(w, at.q, ROWS * ROW_BYTES);
     let scales: &[u16] = view(w, at.scale, ROWS * GROUPS);
     par_outputs(
         y,
         x.tokens(),
         ROWS,
         |r, t| {
-            let row = &codes[r * COLS / 2..][..COLS / 2];
+            let row = &codes[r * ROW_BYTES..][..ROW_BYTES];
             let xq = &x.q[t * COLS..][..COLS];
             let mut acc = 0.0f32;
             for g in 0..GROUPS {
@@ -934,14 +943,17 @@ pub fn scalar_matmul_w4g32_9728x896(w: &[u8], at: &MatrixAt, x: &Q8Acts, y: &mut
     const GROUPS: usize = COLS / GROUP;
     const BLOCKS: usize = COLS / Q8_BLOCK;
     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
-    let codes: &[u8] = view(w, at.q, ROWS * COLS / 2);
+    /// Bits per code, and code bytes per row.
+    const BITS: usize = 4;
+    const ROW_BYTES: usize = COLS * BITS / 8;
+    let codes: &[u8] = view(w, at.q, ROWS * ROW_BYTES);
     let scales: &[u16] = view(w, at.scale, ROWS * GROUPS);
     par_outputs(
         y,
         x.tokens(),
         ROWS,
         |r, t| {
-            let row = &codes[r * COLS / 2..][..COLS / 2];
+            let row = &codes[r * ROW_BYTES..][..ROW_BYTES];
             let xq = &x.q[t * COLS..][..COLS];
             let mut acc = 0.0f32;
             for g in 0..GROUPS {

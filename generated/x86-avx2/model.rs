@@ -863,9 +863,11 @@ pub fn x86_avx2_matmul_w4g32_896x896(
     const MR: usize = 4;
     const TILES: usize = 112;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 128;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 128;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -887,7 +889,7 @@ pub fn x86_avx2_matmul_w4g32_896x896(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -929,7 +931,7 @@ pub fn x86_avx2_matmul_w4g32_896x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -2254,9 +2256,11 @@ pub fn x86_avx2_matmul_w4g32_896x4864(
     const MR: usize = 4;
     const TILES: usize = 112;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 128;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 128;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 52;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -2278,7 +2282,7 @@ pub fn x86_avx2_matmul_w4g32_896x4864(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -2320,7 +2324,7 @@ pub fn x86_avx2_matmul_w4g32_896x4864(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -3645,9 +3649,11 @@ pub fn x86_avx2_matmul_w4g32_1152x896(
     const MR: usize = 4;
     const TILES: usize = 144;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 128;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 128;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -3669,7 +3675,7 @@ pub fn x86_avx2_matmul_w4g32_1152x896(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -3711,7 +3717,7 @@ pub fn x86_avx2_matmul_w4g32_1152x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -5036,9 +5042,11 @@ pub fn x86_avx2_matmul_w4g32_9728x896(
     const MR: usize = 4;
     const TILES: usize = 1216;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 128;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 128;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -5060,7 +5068,7 @@ pub fn x86_avx2_matmul_w4g32_9728x896(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -5102,7 +5110,7 @@ pub fn x86_avx2_matmul_w4g32_9728x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -6427,9 +6435,11 @@ pub fn x86_avx2_matmul_w8_151936x896(
     const MR: usize = 4;
     const TILES: usize = 18992;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 256;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 256;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 292;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -6448,7 +6458,7 @@ pub fn x86_avx2_matmul_w8_151936x896(
     if n == 0 {
         return;
     }
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[f32] = view(w, at.scale, TILES * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -6490,7 +6500,7 @@ pub fn x86_avx2_matmul_w8_151936x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;

@@ -872,9 +872,11 @@ pub fn x86_avx512_matmul_w4g32_896x896(
     const MR: usize = 8;
     const TILES: usize = 56;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 256;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 256;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 288;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -902,7 +904,7 @@ pub fn x86_avx512_matmul_w4g32_896x896(
     }
     const UNIT: usize = 16;
     let unit = n >= UNIT && qwenc_runtime::amx::enabled();
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -950,7 +952,7 @@ pub fn x86_avx512_matmul_w4g32_896x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -4628,9 +4630,11 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
     const MR: usize = 8;
     const TILES: usize = 56;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 256;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 256;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 48;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -4658,7 +4662,7 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
     }
     const UNIT: usize = 16;
     let unit = n >= UNIT && qwenc_runtime::amx::enabled();
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -4706,7 +4710,7 @@ pub fn x86_avx512_matmul_w4g32_896x4864(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -8384,9 +8388,11 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
     const MR: usize = 8;
     const TILES: usize = 72;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 256;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 256;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 288;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -8414,7 +8420,7 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
     }
     const UNIT: usize = 16;
     let unit = n >= UNIT && qwenc_runtime::amx::enabled();
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -8462,7 +8468,7 @@ pub fn x86_avx512_matmul_w4g32_1152x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -12140,9 +12146,11 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
     const MR: usize = 8;
     const TILES: usize = 608;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 256;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 256;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 288;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -12170,7 +12178,7 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
     }
     const UNIT: usize = 16;
     let unit = n >= UNIT && qwenc_runtime::amx::enabled();
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -12218,7 +12226,7 @@ pub fn x86_avx512_matmul_w4g32_9728x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * GROUPS * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;
@@ -15896,9 +15904,11 @@ pub fn x86_avx512_matmul_w8_151936x896(
     const MR: usize = 8;
     const TILES: usize = 9496;
     const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile.
+    /// Code bytes of one tile and block, and of one tile, as the passes read them and
+    /// as stored.
     const BLOCK_BYTES: usize = 512;
     const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+    const STORED_TILE_BYTES: usize = BLOCKS * 512;
     /// Tokens per sweep over the tiles: at most 256 KiB of activations.
     const TOKEN_BLOCK: usize = 288;
     /// How far ahead of the block being read decode hints the next lines into L2.
@@ -15923,7 +15933,7 @@ pub fn x86_avx512_matmul_w8_151936x896(
     }
     const UNIT: usize = 16;
     let unit = n >= UNIT && qwenc_runtime::amx::enabled();
-    let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
     let scales: &[f32] = view(w, at.scale, TILES * NR);
     let run = |out: &mut [f32]| {
         let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
@@ -15971,7 +15981,7 @@ pub fn x86_avx512_matmul_w8_151936x896(
                 let t1 = (t0 + TOKEN_BLOCK).min(n);
                 for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                     let tile = first + i;
-                    let codes = codes.add(tile * TILE_BYTES);
+                    let codes = codes.add(tile * STORED_TILE_BYTES);
                     let scales = scales.add(tile * NR);
                     let o = slab.as_mut_ptr();
                     let mut t = t0;

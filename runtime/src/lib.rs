@@ -8,6 +8,7 @@ pub mod eval;
 pub mod generate;
 pub mod kernel_support;
 pub mod model;
+pub mod narrow_codes;
 pub mod sampler;
 pub mod score;
 pub mod serve;

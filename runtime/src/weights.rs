@@ -142,7 +142,7 @@ fn segment_hash(bytes: &[u8]) -> u64 {
 }
 
 /// Code `i` of a little-endian bit stream of `bits`-bit codes (the group-wise weight
-/// schemes: `w4`, and the 2- and 3-bit ones of an untied embedding).
+/// schemes: `w4`, `w3`, `w2`).
 #[inline(always)]
 pub fn code_at(packed: &[u8], bits: usize, i: usize) -> u8 {
     let bit = i * bits;

@@ -153,7 +153,7 @@ fn scalar_parts(m: &QuantizedMatrix) -> Vec<(&'static str, Vec<u8>)> {
 }
 
 /// Dequantized weights, exactly, in f64, and the magnitude each weight contributes to the
-/// kernels' sums: `|w|`, except for asymmetric w4 where every kernel computes `d·Σq·x + m·Σx`
+/// kernels' sums: `|w|`, except for asymmetric group-wise codes where every kernel computes `d·Σq·x + m·Σx`
 /// and so rounds terms of size `|d·q| + |m|` (they cancel when a weight is near 0 and the
 /// group's minimum is not: a property of the scheme, shared with the scalar kernel).
 fn dequant_f64(m: &QuantizedMatrix) -> (Vec<f64>, Vec<f64>) {
@@ -172,19 +172,21 @@ fn dequant_f64(m: &QuantizedMatrix) -> (Vec<f64>, Vec<f64>) {
             scales,
             mins,
         } => {
-            let Scheme::W4 { group, .. } = m.scheme else {
+            let (Scheme::W4 { group, .. } | Scheme::Narrow { group, .. }) = m.scheme else {
                 unreachable!()
             };
+            let bits = m.scheme.code_bits().unwrap() as usize;
+            let half = (1u32 << (bits - 1)) as f64;
             (0..m.rows * m.cols)
                 .map(|i| {
-                    let code = (packed[i / 2] >> (4 * (i % 2))) & 15;
+                    let code = qwenc_runtime::weights::code_at(packed, bits, i);
                     let (d, g) = (scales[i / group].to_f64(), i / group);
                     match mins {
                         Some(mins) => {
                             let min = mins[g].to_f64();
                             (d * code as f64 + min, (d * code as f64).abs() + min.abs())
                         }
-                        None => (d * (code as f64 - 8.0), (d * (code as f64 - 8.0)).abs()),
+                        None => (d * (code as f64 - half), (d * (code as f64 - half)).abs()),
                     }
                 })
                 .unzip()

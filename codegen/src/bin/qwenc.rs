@@ -72,14 +72,14 @@ enum Command {
         #[arg(long, value_name = "S")]
         mlp: Option<Scheme>,
         /// Scheme of the token embedding (a tied model stores it once, in the --lm-head scheme).
-        /// An untied embedding may also use 2- or 3-bit codes: w2g{N}a, w3g{N}, ...
         #[arg(long, value_name = "S")]
         embed: Option<Scheme>,
         /// Scheme of the output projection.
         #[arg(long = "lm-head", value_name = "S")]
         lm_head: Option<Scheme>,
         /// Mixed precision: choose each matrix's scheme (w4g{128,64,32}, their asymmetric
-        /// forms, w8; w2g{64,32}a and w3g{128,64}a for an untied embedding) to minimise the predicted loss with model.safetensors at most N MB
+        /// forms, w8, w3g128, w3g{128,64}a, w2g{128,64,32}a) to minimise the predicted loss
+        /// with model.safetensors at most N MB
         /// (10^6 bytes). Calibrates on --calib-file; incompatible with the scheme flags.
         #[arg(long, value_name = "N", conflicts_with_all = ["scheme", "attn", "mlp", "embed", "lm_head"])]
         budget_mb: Option<f64>,

@@ -534,7 +534,8 @@ mod sve {
             features: isa.requirement(),
             matrix_unit: None,
         };
-        tiled::tile_loop(&t, shape, &|m, params| pass(isa, shape, m, params))
+        let passes = tiled::pass_shape(shape);
+        tiled::tile_loop(&t, shape, &|m, params| pass(isa, &passes, m, params))
     }
 
     /// `tokens_{m}` as one asm loop. Registers: z31 = 0x0F bytes, z0..z2 codes, z3 the

@@ -14,9 +14,6 @@ pub fn tiled(shape: &MatmulShape, nr: usize) -> TokenStream {
     let (cols, nrl) = (lit(shape.cols), lit(nr));
     let body = match shape.scheme {
         Scheme::F32 | Scheme::Bf16 => unreachable!("float schemes keep the scalar layout"),
-        Scheme::Narrow { .. } => unreachable!(
-            "2- and 3-bit schemes are never multiplied: the plan keeps them to an untied embedding"
-        ),
         Scheme::W8 => quote! {
             // q: [T][COLS/32][8][NR][4] bytes of q + 128; scale: f32 [T][NR].
             let q: &[u8] = view(w, at.q + tile * (COLS / 32) * 8 * NR * 4, (COLS / 32) * 8 * NR * 4);
@@ -27,8 +24,25 @@ pub fn tiled(shape: &MatmulShape, nr: usize) -> TokenStream {
                 out[c] = s * code as f32;
             }
         },
-        Scheme::W4 { group, asymmetric } => {
+        Scheme::W4 { group, asymmetric }
+        | Scheme::Narrow {
+            group, asymmetric, ..
+        } => {
+            let bits = shape.scheme.code_bits().expect("a group-wise scheme") as usize;
             let group = lit(group);
+            // 2- and 3-bit codes: the byte their expansion to w4 codes would hold.
+            let (q_bytes, byte) = if bits == 4 {
+                (quote! { (COLS / 32) * 4 * NR * 4 }, quote! { q[i] })
+            } else {
+                let offset = proc_macro2::Literal::u8_unsuffixed(
+                    qwenc_runtime::narrow_codes::expand_offset(bits, asymmetric),
+                );
+                let bits = lit(bits);
+                (
+                    quote! { (COLS / 32) * 4 * NR * #bits },
+                    quote! { qwenc_runtime::narrow_codes::expanded_byte(#bits, q, i, #offset) },
+                )
+            };
             let value = if asymmetric {
                 quote! { d * code as f32 + f16_to_f32(mins[g * NR + lane]) }
             } else {
@@ -43,13 +57,14 @@ pub fn tiled(shape: &MatmulShape, nr: usize) -> TokenStream {
                 // q: [T][COLS/32][4][NR][4] bytes; byte j of lane r in vector k holds column
                 // 32b + 8k + j (low nibble) and 32b + 8k + 4 + j (high nibble).
                 // scale (and min): f16 [T][COLS/G][NR].
-                let q: &[u8] = view(w, at.q + tile * (COLS / 32) * 4 * NR * 4, (COLS / 32) * 4 * NR * 4);
+                let q: &[u8] = view(w, at.q + tile * #q_bytes, #q_bytes);
                 let scales: &[u16] = view(w, at.scale + tile * (COLS / #group) * NR * 2, (COLS / #group) * NR);
                 #load_mins
                 for c in 0..COLS {
                     let (b, within) = (c / 32, c % 32);
                     let (k, high, j) = (within / 8, (within % 8) / 4, within % 4);
-                    let byte = q[((b * 4 + k) * NR + lane) * 4 + j];
+                    let i = ((b * 4 + k) * NR + lane) * 4 + j;
+                    let byte = #byte;
                     let code = if high == 1 { byte >> 4 } else { byte & 15 };
                     let g = c / #group;
                     let d = f16_to_f32(scales[g * NR + lane]);

@@ -451,12 +451,9 @@ fn matmul_call(
     let cols = lit(shape.cols);
     match shape.scheme {
         Scheme::F32 | Scheme::Bf16 => quote! { #kernel(w, &#at, #x, #y) },
-        Scheme::W8 | Scheme::W4 { .. } => {
+        Scheme::W8 | Scheme::W4 { .. } | Scheme::Narrow { .. } => {
             quote! { #kernel(w, &#at, &Q8Acts::quantize(#x, #cols), #y) }
         }
-        Scheme::Narrow { .. } => unreachable!(
-            "2- and 3-bit schemes are never multiplied: the plan keeps them to an untied embedding"
-        ),
     }
 }
 

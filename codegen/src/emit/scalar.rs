@@ -80,12 +80,14 @@ pub fn matmul(shape: &MatmulShape) -> TokenStream {
                 });
             }
         },
-        Scheme::Narrow { .. } => unreachable!(
-            "2- and 3-bit schemes are never multiplied: the plan keeps them to an untied embedding"
-        ),
-        Scheme::W4 { group, asymmetric } => {
-            let group = lit(group);
-            // Symmetric codes stand for q − 8; asymmetric ones for d·q + min.
+        Scheme::W4 { group, asymmetric }
+        | Scheme::Narrow {
+            group, asymmetric, ..
+        } => {
+            let bits = shape.scheme.code_bits().expect("a group-wise scheme") as usize;
+            let (group, bits_l) = (lit(group), lit(bits));
+            let half = lit(1usize << (bits - 1));
+            // Symmetric codes stand for q − 2^(bits−1); asymmetric ones for d·q + min.
             let block_term = if asymmetric {
                 quote! {
                     let m = f16_to_f32(mins[r * GROUPS + g]);
@@ -93,8 +95,24 @@ pub fn matmul(shape: &MatmulShape) -> TokenStream {
                 }
             } else {
                 quote! {
-                    let dot = dot - 8 * x.sum[t * BLOCKS + b];
+                    let dot = dot - #half * x.sum[t * BLOCKS + b];
                     acc += d * (dot as f32 * sa);
+                }
+            };
+            // Codes are a little-endian bit stream; 4-bit ones are nibbles, low one first.
+            let block_dot = if bits == 4 {
+                quote! {
+                    for j in 0..Q8_BLOCK / 2 {
+                        let byte = row[b * Q8_BLOCK / 2 + j];
+                        dot += (byte & 15) as i32 * xq[b * Q8_BLOCK + 2 * j] as i32;
+                        dot += (byte >> 4) as i32 * xq[b * Q8_BLOCK + 2 * j + 1] as i32;
+                    }
+                }
+            } else {
+                quote! {
+                    for c in b * Q8_BLOCK..(b + 1) * Q8_BLOCK {
+                        dot += qwenc_runtime::weights::code_at(row, BITS, c) as i32 * xq[c] as i32;
+                    }
                 }
             };
             let load_mins = if asymmetric {
@@ -111,11 +129,14 @@ pub fn matmul(shape: &MatmulShape) -> TokenStream {
                     const GROUPS: usize = COLS / GROUP;
                     const BLOCKS: usize = COLS / Q8_BLOCK;
                     const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
-                    let codes: &[u8] = view(w, at.q, ROWS * COLS / 2);
+                    /// Bits per code, and code bytes per row.
+                    const BITS: usize = #bits_l;
+                    const ROW_BYTES: usize = COLS * BITS / 8;
+                    let codes: &[u8] = view(w, at.q, ROWS * ROW_BYTES);
                     let scales: &[u16] = view(w, at.scale, ROWS * GROUPS);
                     #load_mins
                     par_outputs(y, x.tokens(), ROWS, |r, t| {
-                        let row = &codes[r * COLS / 2..][..COLS / 2];
+                        let row = &codes[r * ROW_BYTES..][..ROW_BYTES];
                         let xq = &x.q[t * COLS..][..COLS];
                         let mut acc = 0.0f32;
                         for g in 0..GROUPS {
@@ -123,11 +144,7 @@ pub fn matmul(shape: &MatmulShape) -> TokenStream {
                             for k in 0..BLOCKS_PER_GROUP {
                                 let b = g * BLOCKS_PER_GROUP + k;
                                 let mut dot = 0i32;
-                                for j in 0..Q8_BLOCK / 2 {
-                                    let byte = row[b * Q8_BLOCK / 2 + j];
-                                    dot += (byte & 15) as i32 * xq[b * Q8_BLOCK + 2 * j] as i32;
-                                    dot += (byte >> 4) as i32 * xq[b * Q8_BLOCK + 2 * j + 1] as i32;
-                                }
+                                #block_dot
                                 let sa = x.scale[t * BLOCKS + b];
                                 #block_term
                             }

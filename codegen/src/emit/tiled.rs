@@ -57,6 +57,8 @@ use super::x86::X86Isa;
 use super::{kernel_name, lit};
 use crate::plan::MatmulShape;
 use crate::quant::{QuantizedData, QuantizedMatrix, Scheme};
+use qwenc_runtime::narrow_codes;
+use qwenc_runtime::weights::code_at;
 
 /// Columns per activation block (= `qwenc_runtime::kernel_support::Q8_BLOCK`).
 pub const BLOCK: usize = 32;
@@ -249,9 +251,39 @@ pub fn token_block_for(mr: usize, cols: usize) -> usize {
     (256 * 1024 / cols / mr * mr).max(mr)
 }
 
-/// Code bytes of one 32-column block of one tile.
+/// Code bytes of one 32-column block of one tile, as the passes read them (2- and 3-bit
+/// codes expanded to w4's).
 fn block_bytes(scheme: Scheme, nr: usize) -> usize {
     scheme_info(scheme).kind.block_bytes(nr)
+}
+
+/// Code bytes of one 32-column block of one tile, as stored.
+fn stored_block_bytes(scheme: Scheme, nr: usize) -> usize {
+    let info = scheme_info(scheme);
+    match info.narrow_bits {
+        Some(bits) => info.kind.block_bytes(nr) * bits / 4,
+        None => info.kind.block_bytes(nr),
+    }
+}
+
+/// The scheme the passes of a `scheme` kernel multiply: a 2- or 3-bit scheme's codes are
+/// expanded to w4 codes of the same meaning (see `qwenc_runtime::narrow_codes`), so its
+/// passes are those of w4 with the same group and asymmetry.
+pub fn pass_scheme(scheme: Scheme) -> Scheme {
+    match scheme {
+        Scheme::Narrow {
+            group, asymmetric, ..
+        } => Scheme::W4 { group, asymmetric },
+        other => other,
+    }
+}
+
+/// `shape` with [`pass_scheme`].
+pub fn pass_shape(shape: &MatmulShape) -> MatmulShape {
+    MatmulShape {
+        scheme: pass_scheme(shape.scheme),
+        ..*shape
+    }
 }
 
 impl DotKind {
@@ -280,14 +312,18 @@ pub fn part_sizes(
             assert_eq!(cols % BLOCK, 0, "w8 needs cols a multiple of {BLOCK}");
             vec![("q", padded * cols), ("scale", padded * 4)]
         }
-        Scheme::W4 { group, asymmetric } => {
+        Scheme::W4 { group, asymmetric }
+        | Scheme::Narrow {
+            group, asymmetric, ..
+        } => {
             assert_eq!(
                 cols % group,
                 0,
-                "w4g{group} needs cols a multiple of the group"
+                "{scheme} needs cols a multiple of the group"
             );
+            let bits = scheme.code_bits().expect("a group-wise scheme") as usize;
             let mut parts = vec![
-                ("q", padded * cols / 2),
+                ("q", padded * cols * bits / 8),
                 ("scale", padded * cols / group * 2),
             ];
             if asymmetric {
@@ -295,9 +331,6 @@ pub fn part_sizes(
             }
             parts
         }
-        Scheme::Narrow { .. } => unreachable!(
-            "2- and 3-bit schemes are never multiplied: the plan keeps them to an untied embedding"
-        ),
     }
 }
 
@@ -334,11 +367,12 @@ pub fn pack_parts(m: &QuantizedMatrix, nr: usize) -> Vec<(&'static str, Vec<u8>)
             scales,
             mins,
         } => {
-            let Scheme::W4 { group, .. } = m.scheme else {
-                unreachable!("W4 data carries a W4 scheme")
+            let (Scheme::W4 { group, .. } | Scheme::Narrow { group, .. }) = m.scheme else {
+                unreachable!("grouped data carries a group-wise scheme")
             };
+            let bits = m.scheme.code_bits().expect("a group-wise scheme") as usize;
             let groups = cols / group;
-            let code = |r: usize, c: usize| (packed[(r * cols + c) / 2] >> (4 * (c % 2))) & 15;
+            let code = |r: usize, c: usize| code_at(packed, bits, r * cols + c);
             let mut codes = vec![0u8; tiles * nr * cols / 2];
             for r in 0..rows {
                 let (tile, lane) = (r / nr, r % nr);
@@ -364,6 +398,10 @@ pub fn pack_parts(m: &QuantizedMatrix, nr: usize) -> Vec<(&'static str, Vec<u8>)
                 }
                 out
             };
+            // 2- and 3-bit codes: the w4 bytes in their compact form.
+            if bits < 4 {
+                codes = narrow_codes::compress(bits, &codes);
+            }
             let mut parts = vec![("q", codes), ("scale", per_group(scales))];
             if let Some(mins) = mins {
                 parts.push(("min", per_group(mins)));
@@ -390,6 +428,8 @@ struct SchemeInfo {
     /// `None` for w8 (a per-row f32 scale instead of per-group f16 scales).
     group: Option<usize>,
     asymmetric: bool,
+    /// Bits of 2- and 3-bit codes, which the kernel expands to w4 codes per tile.
+    narrow_bits: Option<usize>,
 }
 
 fn scheme_info(scheme: Scheme) -> SchemeInfo {
@@ -398,11 +438,23 @@ fn scheme_info(scheme: Scheme) -> SchemeInfo {
             kind: DotKind::W8,
             group: None,
             asymmetric: false,
+            narrow_bits: None,
         },
         Scheme::W4 { group, asymmetric } => SchemeInfo {
             kind: DotKind::U4,
             group: Some(group),
             asymmetric,
+            narrow_bits: None,
+        },
+        Scheme::Narrow {
+            bits,
+            group,
+            asymmetric,
+        } => SchemeInfo {
+            kind: DotKind::U4,
+            group: Some(group),
+            asymmetric,
+            narrow_bits: Some(bits as usize),
         },
         other => {
             panic!("the tiled kernels are for integer schemes; {other} uses the scalar kernel")
@@ -417,7 +469,7 @@ pub fn matmul_with(p: &dyn TilePrims, shape: &MatmulShape) -> TokenStream {
     tile_loop(&TileLoop::of(p), shape, &|m, params| match &unit {
         Some(unit) if m == unit.tokens => unit_pass(p, &info, unit, params),
         _ => p
-            .token_pass(shape, m, params)
+            .token_pass(&pass_shape(shape), m, params)
             .unwrap_or_else(|| token_pass(p, &info, m, params)),
     })
 }
@@ -442,6 +494,29 @@ pub fn tile_loop(
         lit(tiles),
     );
     let block_bytes_l = lit(block_bytes(shape.scheme, nr));
+    let stored_block_bytes_l = lit(stored_block_bytes(shape.scheme, nr));
+    // 2- and 3-bit codes: each tile is expanded into this thread's buffer, then read as w4.
+    let (expand_setup, expand_tile) = match info.narrow_bits {
+        Some(bits) => {
+            let offset = proc_macro2::Literal::u8_unsuffixed(narrow_codes::expand_offset(
+                bits,
+                info.asymmetric,
+            ));
+            let bits = lit(bits);
+            (
+                quote! { let expanded = qwenc_runtime::narrow_codes::expansion_buffer(TILE_BYTES); },
+                quote! {
+                    qwenc_runtime::narrow_codes::expand::<#bits>(
+                        std::slice::from_raw_parts(codes, STORED_TILE_BYTES),
+                        std::slice::from_raw_parts_mut(expanded, TILE_BYTES),
+                        #offset,
+                    );
+                    let codes = expanded as *const u8;
+                },
+            )
+        }
+        None => (quote! {}, quote! {}),
+    };
     let token_block = lit(token_block_for(mr, shape.cols));
     let (cfg, arch, tf, detect) = (&t.cfg, &t.arch_import, &t.target_feature, &t.detect);
     let doc = format!(
@@ -543,9 +618,11 @@ pub fn tile_loop(
             const MR: usize = #mr_l;
             const TILES: usize = #tiles_l;
             const BLOCKS: usize = COLS / Q8_BLOCK;
-            /// Code bytes of one tile and block, and of one tile.
+            /// Code bytes of one tile and block, and of one tile, as the passes read them and
+            /// as stored.
             const BLOCK_BYTES: usize = #block_bytes_l;
             const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
+            const STORED_TILE_BYTES: usize = BLOCKS * #stored_block_bytes_l;
             /// Tokens per sweep over the tiles: at most 256 KiB of activations.
             const TOKEN_BLOCK: usize = #token_block;
             /// How far ahead of the block being read decode hints the next lines into L2.
@@ -561,7 +638,7 @@ pub fn tile_loop(
                 return;
             }
             #unit_flag
-            let codes: &[u8] = view(w, at.q, TILES * TILE_BYTES);
+            let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
             #views
             // Outputs per tile as [n][NR]: y itself for one token and whole tiles, else this
             // thread's kept scratch, copied out after (dropping the padded rows).
@@ -590,13 +667,15 @@ pub fn tile_loop(
             unsafe fn tiles(codes: *const u8, #params x: &Q8Acts, n: usize, first: usize, out: &mut [f32] #unit_param) {
                 unsafe {
                     #unit_enter
+                    #expand_setup
                     let (xq, xs, xsum) = (x.q.as_ptr(), x.scale.as_ptr(), x.sum.as_ptr());
                     let mut t0 = 0;
                     while t0 < n {
                         let t1 = (t0 + TOKEN_BLOCK).min(n);
                         for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
                             let tile = first + i;
-                            let codes = codes.add(tile * TILE_BYTES);
+                            let codes = codes.add(tile * STORED_TILE_BYTES);
+                            #expand_tile
                             #advance
                             let o = slab.as_mut_ptr();
                             let mut t = t0;
@@ -929,6 +1008,25 @@ pub fn matmul_twin(nr: usize, shape: &MatmulShape) -> TokenStream {
     let tiles = shape.rows.div_ceil(nr);
     let (rows_l, cols_l, nr_l, tiles_l) = (lit(shape.rows), lit(shape.cols), lit(nr), lit(tiles));
     let block_bytes_l = lit(block_bytes(shape.scheme, nr));
+    // 2- and 3-bit codes: the whole matrix expanded to w4 codes first (tiles hold whole
+    // expansion units, so this equals the SIMD kernels' tile-by-tile expansion).
+    let codes = match info.narrow_bits {
+        Some(bits) => {
+            let offset = proc_macro2::Literal::u8_unsuffixed(narrow_codes::expand_offset(
+                bits,
+                info.asymmetric,
+            ));
+            let bits_l = lit(bits);
+            let stored = lit(stored_block_bytes(shape.scheme, nr));
+            quote! {
+                let stored: &[u8] = view(w, at.q, TILES * BLOCKS * #stored);
+                let mut expanded = vec![0u8; TILES * BLOCKS * BLOCK_BYTES];
+                qwenc_runtime::narrow_codes::expand::<#bits_l>(stored, &mut expanded, #offset);
+                let codes: &[u8] = &expanded;
+            }
+        }
+        None => quote! { let codes: &[u8] = view(w, at.q, TILES * BLOCKS * BLOCK_BYTES); },
+    };
     let doc = format!(
         " `y[n, {}] = x[n, {}] · Wᵀ`, W in `{}`, tiled layout of {nr} rows: the plain-Rust twin of the SIMD kernels.",
         shape.rows, shape.cols, shape.scheme
@@ -1018,7 +1116,7 @@ pub fn matmul_twin(nr: usize, shape: &MatmulShape) -> TokenStream {
             const TILES: usize = #tiles_l;
             const BLOCKS: usize = COLS / Q8_BLOCK;
             const BLOCK_BYTES: usize = #block_bytes_l;
-            let codes: &[u8] = view(w, at.q, TILES * BLOCKS * BLOCK_BYTES);
+            #codes
             #body
         }
     }

@@ -15,8 +15,7 @@
 //!
 //! Group-wise codes form one little-endian bit stream: column `c` at bits `b·c .. b·c + b`,
 //! so in `w4` the low nibble of byte `i` holds column `2i`, the high nibble column `2i + 1`.
-//! `b` is 4, or 2 and 3 (`Scheme::Narrow`) for an untied embedding, which is gathered from
-//! and never multiplied: no matmul kernel reads 2- or 3-bit codes.
+//! `b` is 4, or 2 and 3 (`Scheme::Narrow`), which the tiled kernels expand to w4 codes.
 
 pub mod awq;
 pub mod gptq;

@@ -14,8 +14,8 @@ pub enum Scheme {
         group: usize,
         asymmetric: bool,
     },
-    /// 2- or 3-bit codes in groups of `group` inputs, like `W4`. No matmul kernel reads them:
-    /// they serve an untied embedding, which is only gathered from (one row per token).
+    /// 2- or 3-bit codes in groups of `group` inputs, like `W4` (symmetric codes stand for
+    /// `q − 2^(bits−1)`). The tiled kernels expand them to w4 codes tile by tile.
     Narrow {
         bits: u8,
         group: usize,
@@ -23,13 +23,10 @@ pub enum Scheme {
     },
 }
 
-/// Why a 2- or 3-bit scheme is refused for a matrix that is multiplied.
-pub const NO_NARROW_MATMUL: &str = "no matmul kernel reads 2- or 3-bit codes: they serve an untied embedding only (--embed), which is gathered from, not multiplied";
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "unknown scheme `{0}` (expected f32, bf16, w8, w4g32, w4g64, w4g128, or w4gNa for asymmetric; \
-     w2gN/w3gN(a) for an untied embedding)"
+    "unknown scheme `{0}` (expected f32, bf16, w8, or wBgN with B bits (2, 3, 4) in groups of N \
+     (32, 64, 128, 256), e.g. w4g32; a trailing `a` for asymmetric, e.g. w3g64a)"
 )]
 pub struct SchemeError(pub String);
 
@@ -57,24 +54,6 @@ impl Scheme {
             Scheme::W4 { .. } => Some(4),
             Scheme::Narrow { bits, .. } => Some(bits),
             _ => None,
-        }
-    }
-
-    /// Whether a matmul kernel reads this scheme (every scheme but the 2- and 3-bit ones,
-    /// which only an untied embedding may use).
-    pub fn has_matmul_kernel(self) -> bool {
-        !matches!(self, Scheme::Narrow { .. })
-    }
-
-    /// Whether a matrix with `cols` inputs can use this scheme, when it is multiplied or, with
-    /// `gathered_only` (an untied embedding), only gathered from: [`Self::check_cols`], and
-    /// 2- and 3-bit codes only where no matmul reads them.
-    pub fn check_use(self, cols: usize, gathered_only: bool) -> Result<(), String> {
-        self.check_cols(cols)?;
-        if gathered_only || self.has_matmul_kernel() {
-            Ok(())
-        } else {
-            Err(NO_NARROW_MATMUL.to_string())
         }
     }
 
