@@ -123,4 +123,13 @@ impl Model for CompiledModel {
     ) -> Result<Vec<f32>, ForwardError> {
         generated::forward(self.weights.bytes(), cache, tokens, logits)
     }
+    fn forward_into(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: LogitsFor,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ForwardError> {
+        generated::forward_into(self.weights.bytes(), cache, tokens, logits, out)
+    }
 }

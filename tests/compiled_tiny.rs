@@ -318,3 +318,34 @@ fn kl_divergence_is_zero_for_f32_and_positive_for_w4() {
         w4.mean_kl
     );
 }
+
+#[test]
+fn forward_into_replaces_what_the_buffer_held() {
+    use qwenc::generated as g;
+    use qwenc_runtime::model::Model;
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_qwen"));
+    let weights = Weights::open(
+        &exe.with_file_name("qwen.weights"),
+        g::WEIGHTS_LEN,
+        g::WEIGHTS_HASH,
+    )
+    .unwrap();
+    let model = qwenc::CompiledModel::with_weights(weights).unwrap();
+    let mut cache = model.new_cache(64);
+    let want = model.forward(&mut cache, &PROMPT, LogitsFor::All).unwrap();
+    // A buffer holding more and other values than the result: decode reuses one like it.
+    let mut out = vec![f32::NAN; want.len() + 7];
+    let mut cache = model.new_cache(64);
+    model
+        .forward_into(&mut cache, &PROMPT[..5], LogitsFor::Last, &mut out)
+        .unwrap();
+    assert_eq!(out.len(), g::VOCAB);
+    model
+        .forward_into(&mut cache, &PROMPT[5..], LogitsFor::All, &mut out)
+        .unwrap();
+    assert_eq!(out.len(), want.len() - 5 * g::VOCAB);
+    for (a, b) in out.iter().zip(&want[5 * g::VOCAB..]) {
+        // Other pass sizes: as token_by_token_equals_one_batch.
+        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+}

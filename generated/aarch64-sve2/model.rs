@@ -733,6 +733,19 @@ pub fn forward(
     tokens: &[u32],
     logits_for: LogitsFor,
 ) -> Result<Vec<f32>, ForwardError> {
+    let mut logits = Vec::new();
+    forward_into(w, cache, tokens, logits_for, &mut logits)?;
+    Ok(logits)
+}
+/// [`forward`] into `logits` (replacing its contents): decode keeps one buffer instead
+/// of allocating and zeroing `VOCAB` floats per token.
+pub fn forward_into(
+    w: &[u8],
+    cache: &mut KvCache,
+    tokens: &[u32],
+    logits_for: LogitsFor,
+    logits: &mut Vec<f32>,
+) -> Result<(), ForwardError> {
     let start = cache.len;
     let n = tokens.len();
     if start + n > cache.capacity.min(MAX_CONTEXT) {
@@ -752,19 +765,19 @@ pub fn forward(
             vocab: VOCAB,
         });
     }
-    let mut logits = Vec::new();
+    logits.clear();
     for chunk in tokens.chunks(qwenc_runtime::model::prefill_chunk()) {
         let x = layers(w, cache, chunk);
         let last_chunk = cache.len == start + n;
         match logits_for {
-            LogitsFor::All => logits.extend(head(w, &x)),
+            LogitsFor::All => head(w, &x, logits),
             LogitsFor::Last if last_chunk => {
-                logits = head(w, &x[(chunk.len() - 1) * HIDDEN..]);
+                head(w, &x[(chunk.len() - 1) * HIDDEN..], logits)
             }
             LogitsFor::Last => {}
         }
     }
-    Ok(logits)
+    Ok(())
 }
 /// The decoder layers on `tokens` (at least one) at positions `cache.len..`: extends the
 /// cache and returns the residual stream `[n, HIDDEN]`.
@@ -836,19 +849,20 @@ fn layers(w: &[u8], cache: &mut KvCache, tokens: &[u32]) -> Vec<f32> {
     cache.len = start + n;
     x
 }
-/// Final norm and lm_head of the residual rows `x` (`[rows, HIDDEN]`): `[rows, VOCAB]`.
-fn head(w: &[u8], x: &[f32]) -> Vec<f32> {
+/// Final norm and lm_head of the residual rows `x` (`[rows, HIDDEN]`), appended to
+/// `logits` (`[rows, VOCAB]` more).
+fn head(w: &[u8], x: &[f32], logits: &mut Vec<f32>) {
     let rows = x.len() / HIDDEN;
     let mut last = vec![0.0f32; rows * HIDDEN];
     rms_norm(x, view(w, FINAL_NORM, HIDDEN), &mut last);
-    let mut logits = vec![0.0f32; rows * VOCAB];
+    let at = logits.len();
+    logits.resize(at + rows * VOCAB, 0.0);
     aarch64_sve2_matmul_w8_151936x896(
         w,
         &LM_HEAD,
         &Q8Acts::quantize(&last, 896),
-        &mut logits,
+        &mut logits[at..],
     );
-    logits
 }
 /// The embedding row of token `id`, as f32, gathered from the tiled lm_head layout.
 fn embed_row(w: &[u8], at: &MatrixAt, id: usize, out: &mut [f32]) {

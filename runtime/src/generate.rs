@@ -260,7 +260,7 @@ pub fn generate_with_sampler(
             break StopReason::MaxTokens;
         }
         let t = Instant::now();
-        logits = model.forward(cache, &[token], LogitsFor::Last)?;
+        model.forward_into(cache, &[token], LogitsFor::Last, &mut logits)?;
         decode += t.elapsed();
         decode_tokens += 1;
         check_logits(&logits)?;

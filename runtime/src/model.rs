@@ -127,4 +127,16 @@ pub trait Model: Sync {
         tokens: &[u32],
         logits: LogitsFor,
     ) -> Result<Vec<f32>, ForwardError>;
+    /// [`Model::forward`] into `out` (its contents replaced), so that a decode loop reuses one
+    /// buffer.
+    fn forward_into(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: LogitsFor,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ForwardError> {
+        *out = self.forward(cache, tokens, logits)?;
+        Ok(())
+    }
 }

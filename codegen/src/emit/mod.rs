@@ -577,11 +577,19 @@ fn forward(plan: &Plan, backend: Backend) -> TokenStream {
         &lm_head.shape,
         quote!(LM_HEAD),
         quote!(&last),
-        quote!(&mut logits),
+        quote!(&mut logits[at..]),
     );
     quote! {
         /// Run `tokens` at positions `cache.len..`, extend the cache, return logits `[rows, VOCAB]`.
         pub fn forward(w: &[u8], cache: &mut KvCache, tokens: &[u32], logits_for: LogitsFor) -> Result<Vec<f32>, ForwardError> {
+            let mut logits = Vec::new();
+            forward_into(w, cache, tokens, logits_for, &mut logits)?;
+            Ok(logits)
+        }
+
+        /// [`forward`] into `logits` (replacing its contents): decode keeps one buffer instead
+        /// of allocating and zeroing `VOCAB` floats per token.
+        pub fn forward_into(w: &[u8], cache: &mut KvCache, tokens: &[u32], logits_for: LogitsFor, logits: &mut Vec<f32>) -> Result<(), ForwardError> {
             let start = cache.len;
             let n = tokens.len();
             if start + n > cache.capacity.min(MAX_CONTEXT) {
@@ -593,17 +601,17 @@ fn forward(plan: &Plan, backend: Backend) -> TokenStream {
             // Long inputs run in passes of at most `prefill_chunk()` tokens: the activations
             // (~110 kB per token) then stay bounded, at the price of reading the weights once
             // more per pass.
-            let mut logits = Vec::new();
+            logits.clear();
             for chunk in tokens.chunks(qwenc_runtime::model::prefill_chunk()) {
                 let x = layers(w, cache, chunk); // [chunk, HIDDEN]
                 let last_chunk = cache.len == start + n;
                 match logits_for {
-                    LogitsFor::All => logits.extend(head(w, &x)),
-                    LogitsFor::Last if last_chunk => logits = head(w, &x[(chunk.len() - 1) * HIDDEN..]),
+                    LogitsFor::All => head(w, &x, logits),
+                    LogitsFor::Last if last_chunk => head(w, &x[(chunk.len() - 1) * HIDDEN..], logits),
                     LogitsFor::Last => {}
                 }
             }
-            Ok(logits)
+            Ok(())
         }
 
         /// The decoder layers on `tokens` (at least one) at positions `cache.len..`: extends the
@@ -671,14 +679,15 @@ fn forward(plan: &Plan, backend: Backend) -> TokenStream {
             x
         }
 
-        /// Final norm and lm_head of the residual rows `x` (`[rows, HIDDEN]`): `[rows, VOCAB]`.
-        fn head(w: &[u8], x: &[f32]) -> Vec<f32> {
+        /// Final norm and lm_head of the residual rows `x` (`[rows, HIDDEN]`), appended to
+        /// `logits` (`[rows, VOCAB]` more).
+        fn head(w: &[u8], x: &[f32], logits: &mut Vec<f32>) {
             let rows = x.len() / HIDDEN;
             let mut last = vec![0.0f32; rows * HIDDEN]; // [rows, HIDDEN]
             rms_norm(x, view(w, FINAL_NORM, HIDDEN), &mut last);
-            let mut logits = vec![0.0f32; rows * VOCAB]; // [rows, VOCAB]
+            let at = logits.len();
+            logits.resize(at + rows * VOCAB, 0.0); // [.., rows, VOCAB]
             #head_call;
-            logits
         }
     }
 }
