@@ -19,10 +19,11 @@
 //! approximation (cross terms of E[x xᵀ] dropped: the full matrix would cost rows·cols² per
 //! scheme, 2·10¹⁰ flops for one down_proj). The ratio, not the absolute error, because the
 //! outputs live in different units (the residual stream grows ~10× over the depth, q/k feed a
-//! softmax): each matmul's relative output noise counts once. The embedding and the lm_head
-//! have no captured inputs: m_j = 1 (their relative Frobenius error); a tied matrix serves
-//! both roles and weighs 2. Q_s is round-to-nearest on the original weights whatever
-//! `--method` then quantizes with: the proxy ranks tensors, it does not predict AWQ's gain.
+//! softmax): each layer matmul's relative output noise counts once (weight 1). The embedding
+//! and the lm_head have no captured inputs: m_j = 1 (their relative Frobenius error), with the
+//! weights [`EMBED_WEIGHT`] and [`LM_HEAD_WEIGHT`]; a tied matrix serves both roles and weighs
+//! their sum. Q_s is round-to-nearest on the original weights whatever `--method` then
+//! quantizes with: the proxy ranks tensors, it does not predict AWQ's gain.
 //!
 //! **Selection.** A multiple-choice knapsack, solved greedily: start from every group's
 //! cheapest option; per group keep the options on the lower convex hull of (bytes, cost);
@@ -97,8 +98,20 @@ pub const CANDIDATES: [Scheme; 13] = [
     },
 ];
 
+/// Weight of the embedding's cost relative to a layer matmul's. Fitted on the dev checkpoint
+/// (docs/quality.md, "Weighing the units"): lowering one class alone, the rest w8, adds mean
+/// KL per unit of (unweighted) cost 0.157 for the MLPs at w3g128a, 0.150 for attention at
+/// w3g128a, 0.27 for the embedding at w2g128a, and 1.8 to 2.5 for the lm_head (w4g128 to
+/// w2g128a).
+pub const EMBED_WEIGHT: f64 = 1.7;
+
+/// Weight of the lm_head's cost relative to a layer matmul's (see [`EMBED_WEIGHT`]): 12 to 16
+/// measured. Noise that is a fraction `c` of the logits' power costs about `c · E[z²] / 2` nats
+/// of KL (`z` the logits), and no later layer damps it.
+pub const LM_HEAD_WEIGHT: f64 = 14.0;
+
 /// The manifest's name for the proxy.
-pub const PROXY: &str = "relative output error E|(W-Q(W))x|^2 / E|Wx|^2 per fused matrix, diagonal input second moments, RTN, <= 2^20 sampled weights per matrix";
+pub const PROXY: &str = "relative output error E|(W-Q(W))x|^2 / E|Wx|^2 per fused matrix, diagonal input second moments, RTN, <= 2^20 sampled weights per matrix; weights: layers 1, embedding 1.7, lm_head 14";
 
 /// Stored bytes of a `[rows, cols]` matrix in `scheme` (as `compressed::matrix_parts`).
 pub fn matrix_bytes(rows: usize, cols: usize, scheme: Scheme) -> u64 {
@@ -288,14 +301,14 @@ pub fn measure(
                 vec![(EMBED.into(), &weights.embed[..], v)],
                 h,
                 vec![1.0; h],
-                1.0,
+                EMBED_WEIGHT,
             ));
             specs.push((
                 "lm_head".into(),
                 vec![(LM_HEAD.into(), &head[..], v)],
                 h,
                 vec![1.0; h],
-                1.0,
+                LM_HEAD_WEIGHT,
             ));
         }
         // Tied: one matrix that is both the embedding and the lm_head.
@@ -304,7 +317,7 @@ pub fn measure(
             vec![(EMBED.into(), &weights.embed[..], v)],
             h,
             vec![1.0; h],
-            2.0,
+            EMBED_WEIGHT + LM_HEAD_WEIGHT,
         )),
     }
     let total = specs.len();

@@ -16,6 +16,10 @@
 //!   `8k..8k+4` and `8k+4..8k+8`) without any shuffle. Codes are the scheme's u4 `q`.
 //! - `w4g{G}[a]` `scale` (and `min`): f16 bits `[T][cols/G][nr]`: one vector load + F16C
 //!   conversion per tile and group.
+//! - `w2g{G}[a]`, `w3g{G}[a]` `q`: each tile's w4 `q` bytes in the compact form of
+//!   `qwenc_runtime::narrow_codes` (`bits/4` of the size). A kernel expands one tile at a time
+//!   into a per-thread buffer (symmetric codes offset to mean `code − 8`, as w4's) and runs
+//!   its w4 passes on it. `scale` and `min` as w4's.
 //! - `w8` `q`: `[T][cols/32][8][nr][4]` bytes, step `k` = columns `32b + 4k..32b + 4k + 4`,
 //!   stored as `q + 128` (u8, 1..=255; padding 128 = zero) so VNNI's u8×s8 applies directly
 //!   (the kernel subtracts `128·Σx` per block; AVX2 recovers `q` with `xor 0x80`).
