@@ -412,7 +412,10 @@ impl Quantizer for CalibratedQuantizer {
         cols: usize,
         scheme: Scheme,
     ) -> QuantizedMatrix {
-        let integer = matches!(scheme, Scheme::W8 | Scheme::W4 { .. });
+        let integer = matches!(
+            scheme,
+            Scheme::W8 | Scheme::W4 { .. } | Scheme::Narrow { .. }
+        );
         if let (Some((_, tap)), Some(calib), true) = (tap_of(name), &self.calibration, integer) {
             if self.methods.of(tap) == Method::Gptq {
                 if let Some(x) = calib.inputs_of(name) {

@@ -29,6 +29,7 @@
 use half::f16;
 use rayon::prelude::*;
 
+use super::rtn::pack_codes;
 use super::{quantize_rtn, QuantizedData, QuantizedMatrix, Scheme};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -192,25 +193,26 @@ pub fn inverse_cholesky_upper(h: &[f64], n: usize) -> Option<Vec<f32>> {
 enum Grid {
     /// w8: value = s·q, q ∈ [−127, 127].
     W8(f32),
-    /// w4 symmetric: value = d·(q − 8).
-    Sym(f16),
-    /// w4 asymmetric: value = d·q + m.
-    Asym(f16, f16),
+    /// `bits`-bit symmetric (w4, w3, w2): value = d·(q − 2^(bits−1)).
+    Sym(f16, u8),
+    /// `bits`-bit asymmetric: value = d·q + m.
+    Asym(f16, f16, u8),
 }
 
 impl Grid {
     fn fit(values: &[f32], scheme: Scheme) -> Grid {
         let m = quantize_rtn(values, 1, values.len(), scheme);
+        let bits = scheme.code_bits().unwrap_or(8);
         match m.data {
             QuantizedData::W8 { scales, .. } => Grid::W8(scales[0]),
             QuantizedData::Grouped {
                 scales, mins: None, ..
-            } => Grid::Sym(scales[0]),
+            } => Grid::Sym(scales[0], bits),
             QuantizedData::Grouped {
                 scales,
                 mins: Some(mins),
                 ..
-            } => Grid::Asym(scales[0], mins[0]),
+            } => Grid::Asym(scales[0], mins[0], bits),
             _ => unreachable!("only integer schemes reach GPTQ"),
         }
     }
@@ -222,16 +224,18 @@ impl Grid {
                 let q = (x * inv).round().clamp(-127.0, 127.0);
                 (q as i32, s * q)
             }
-            Grid::Sym(d) => {
+            Grid::Sym(d, bits) => {
+                let (half, top) = ((1 << (bits - 1)) as f32, ((1 << bits) - 1) as f32);
                 let d = d.to_f32();
                 let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
-                let q = (x * inv + 8.0).round().clamp(0.0, 15.0);
-                (q as i32, d * (q - 8.0))
+                let q = (x * inv + half).round().clamp(0.0, top);
+                (q as i32, d * (q - half))
             }
-            Grid::Asym(d, m) => {
+            Grid::Asym(d, m, bits) => {
+                let top = ((1 << bits) - 1) as f32;
                 let (d, m) = (d.to_f32(), m.to_f32());
                 let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-                let q = ((x - m) * inv).round().clamp(0.0, 15.0);
+                let q = ((x - m) * inv).round().clamp(0.0, top);
                 (q as i32, d * q + m)
             }
         }
@@ -259,7 +263,7 @@ pub fn quantize_gptq(
     }
     let group = match scheme {
         Scheme::W8 => cols,
-        Scheme::W4 { group, .. } => group,
+        Scheme::W4 { group, .. } | Scheme::Narrow { group, .. } => group,
         _ => return Err(GptqError::Scheme(scheme)),
     };
     scheme.check_cols(cols).map_err(GptqError::Shape)?;
@@ -392,28 +396,31 @@ fn assemble(
                 })
                 .collect(),
         },
-        Scheme::W4 { asymmetric, .. } => QuantizedData::Grouped {
-            packed: codes
-                .chunks(2)
-                .map(|p| (p[0] as u8) | ((p[1] as u8) << 4))
-                .collect(),
-            scales: grids
-                .iter()
-                .map(|g| match g {
-                    Grid::Sym(d) | Grid::Asym(d, _) => *d,
-                    Grid::W8(_) => unreachable!(),
-                })
-                .collect(),
-            mins: asymmetric.then(|| {
-                grids
+        Scheme::W4 { asymmetric, .. } | Scheme::Narrow { asymmetric, .. } => {
+            let bits = scheme.code_bits().expect("a group-wise scheme") as usize;
+            let codes: Vec<u8> = codes.iter().map(|&q| q as u8).collect();
+            let mut packed = vec![0u8; codes.len() * bits / 8];
+            pack_codes(&codes, bits, &mut packed);
+            QuantizedData::Grouped {
+                packed,
+                scales: grids
                     .iter()
                     .map(|g| match g {
-                        Grid::Asym(_, m) => *m,
-                        _ => unreachable!(),
+                        Grid::Sym(d, _) | Grid::Asym(d, _, _) => *d,
+                        Grid::W8(_) => unreachable!(),
                     })
-                    .collect()
-            }),
-        },
+                    .collect(),
+                mins: asymmetric.then(|| {
+                    grids
+                        .iter()
+                        .map(|g| match g {
+                            Grid::Asym(_, m, _) => *m,
+                            _ => unreachable!(),
+                        })
+                        .collect()
+                }),
+            }
+        }
         _ => unreachable!("checked by the caller"),
     };
     QuantizedMatrix {
@@ -507,6 +514,8 @@ mod tests {
                 group: 64,
                 asymmetric: true,
             },
+            "w3g32".parse().unwrap(),
+            "w2g64a".parse().unwrap(),
         ] {
             let rtn = dequantize(&quantize_rtn(&w, rows, cols, scheme));
             let rtn_err = output_error(&w, &rtn, &x, rows, cols);

@@ -105,7 +105,7 @@ pub fn quantize_rtn(w: &[f32], rows: usize, cols: usize, scheme: Scheme) -> Quan
 }
 
 /// `codes` (each below 2^bits) into `out` as a little-endian bit stream.
-fn pack_codes(codes: &[u8], bits: usize, out: &mut [u8]) {
+pub(crate) fn pack_codes(codes: &[u8], bits: usize, out: &mut [u8]) {
     out.fill(0);
     for (i, &c) in codes.iter().enumerate() {
         let bit = i * bits;
