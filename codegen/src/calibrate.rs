@@ -31,12 +31,14 @@ pub struct LayerActivations {
 }
 
 impl LayerActivations {
+    /// The activations of a layer's `tap` (none for [`Tap::Head`], which is not a layer's).
     pub fn get(&self, tap: Tap) -> &[f32] {
         match tap {
             Tap::Attn => &self.attn,
             Tap::OProj => &self.o_proj,
             Tap::Mlp => &self.mlp,
             Tap::Down => &self.down,
+            Tap::Head => &[],
         }
     }
     fn get_mut(&mut self, tap: Tap) -> &mut Vec<f32> {
@@ -45,6 +47,7 @@ impl LayerActivations {
             Tap::OProj => &mut self.o_proj,
             Tap::Mlp => &mut self.mlp,
             Tap::Down => &mut self.down,
+            Tap::Head => unreachable!("the lm_head's input is Calibration::head"),
         }
     }
 }
@@ -54,6 +57,8 @@ impl LayerActivations {
 pub struct Calibration {
     pub tokens: usize,
     pub layers: Vec<LayerActivations>,
+    /// lm_head input `[n, hidden]` (the final RMSNorm's output at every position).
+    pub head: Vec<f32>,
 }
 
 impl Calibration {
@@ -62,12 +67,17 @@ impl Calibration {
         self.layers
             .iter()
             .map(|l| 4 * (l.attn.len() + l.o_proj.len() + l.mlp.len() + l.down.len()))
-            .sum()
+            .sum::<usize>()
+            + 4 * self.head.len()
     }
 
     /// The input activations `[n, cols]` of the Hugging Face matrix `name`
-    /// (`model.layers.L.{self_attn,mlp}.*_proj.weight`), or `None` for other tensors.
+    /// (`model.layers.L.{self_attn,mlp}.*_proj.weight`, or an untied `lm_head.weight`), or
+    /// `None` for other tensors.
     pub fn inputs_of(&self, name: &str) -> Option<&[f32]> {
+        if name == crate::checkpoint::LM_HEAD {
+            return Some(&self.head);
+        }
         let (layer, tap) = tap_of(name)?;
         Some(self.layers.get(layer)?.get(tap))
     }
@@ -122,17 +132,20 @@ pub fn capture(
     }
     let layers = weights.config.num_hidden_layers;
     let mut acts = vec![LayerActivations::default(); layers];
+    let mut head = Vec::new();
     let sequences: Vec<&[u32]> = tokens[..n_tokens].chunks(seq_len).collect();
     for (i, seq) in sequences.iter().enumerate() {
         let mut cache = KvCache::new(layers);
-        weights.forward_observed(seq, &mut cache, Logits::Last, &mut |l, tap, x| {
-            acts[l].get_mut(tap).extend_from_slice(x);
+        weights.forward_observed(seq, &mut cache, Logits::Last, &mut |l, tap, x| match tap {
+            Tap::Head => head.extend_from_slice(x),
+            _ => acts[l].get_mut(tap).extend_from_slice(x),
         })?;
         progress(i + 1, sequences.len());
     }
     Ok(Calibration {
         tokens: n_tokens,
         layers: acts,
+        head,
     })
 }
 
@@ -172,21 +185,28 @@ impl std::str::FromStr for Method {
     }
 }
 
-/// The method of the attention and MLP matrices (embedding and lm_head are always RTN).
+/// The method of the attention and MLP matrices, and of an untied lm_head (RTN or GPTQ). The
+/// embedding (and a tied lm_head, which is the embedding) is always RTN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Methods {
     pub attn: Method,
     pub mlp: Method,
+    pub lm_head: Method,
 }
 
 impl Methods {
     pub fn needs_calibration(&self) -> bool {
-        self.attn != Method::Rtn || self.mlp != Method::Rtn
+        self.attn != Method::Rtn || self.mlp != Method::Rtn || self.lm_head != Method::Rtn
+    }
+    /// Whether a class uses GPTQ (which needs the captured activations kept).
+    pub fn uses_gptq(&self) -> bool {
+        [self.attn, self.mlp, self.lm_head].contains(&Method::Gptq)
     }
     fn of(&self, tap: Tap) -> Method {
         match tap {
             Tap::Attn | Tap::OProj => self.attn,
             Tap::Mlp | Tap::Down => self.mlp,
+            Tap::Head => self.lm_head,
         }
     }
 }
@@ -194,29 +214,41 @@ impl Methods {
 impl std::fmt::Display for Methods {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.attn == self.mlp {
-            write!(f, "{}", self.attn)
+            write!(f, "{}", self.attn)?;
         } else {
-            write!(f, "attn={},mlp={}", self.attn, self.mlp)
+            write!(f, "attn={},mlp={}", self.attn, self.mlp)?;
         }
+        if self.lm_head != Method::Rtn {
+            write!(f, ",lm_head={}", self.lm_head)?;
+        }
+        Ok(())
     }
 }
 
 impl std::str::FromStr for Methods {
     type Err = String;
-    /// `gptq` (attention and MLP), or per class: `attn=awq,mlp=gptq`.
+    /// `gptq` (attention and MLP), or per class: `attn=awq,mlp=gptq,lm_head=gptq`.
     fn from_str(s: &str) -> Result<Self, String> {
         let mut m = Methods::default();
         for part in s.split(',') {
             match part.split_once('=') {
                 None => {
                     let v: Method = part.parse()?;
-                    m = Methods { attn: v, mlp: v };
+                    (m.attn, m.mlp) = (v, v);
                 }
                 Some(("attn", v)) => m.attn = v.parse()?,
                 Some(("mlp", v)) => m.mlp = v.parse()?,
+                Some(("lm_head", v)) => {
+                    m.lm_head = v.parse()?;
+                    if m.lm_head == Method::Awq {
+                        return Err(
+                            "lm_head=awq: the lm_head takes rtn or gptq (no op before it to fold AWQ scales into)".into()
+                        );
+                    }
+                }
                 Some((k, _)) => {
                     return Err(format!(
-                        "unknown class `{k}` in --method (expected attn or mlp)"
+                        "unknown class `{k}` in --method (expected attn, mlp or lm_head)"
                     ))
                 }
             }
@@ -249,6 +281,7 @@ pub fn search_awq(
     let scheme_of = |_layer: usize, tap: Tap| match tap {
         Tap::Attn | Tap::OProj => schemes.attn,
         Tap::Mlp | Tap::Down => schemes.mlp,
+        Tap::Head => schemes.lm_head,
     };
     search_awq_per_layer(weights, calib, methods, &scheme_of, opts, progress)
 }
@@ -321,7 +354,7 @@ impl CalibratedQuantizer {
         let name = if methods.needs_calibration() {
             format!(
                 "{methods} (calibration: {calib_tokens} tokens{})",
-                if methods.attn == Method::Gptq || methods.mlp == Method::Gptq {
+                if methods.uses_gptq() {
                     format!(", gptq damp {} act_order {}", gptq.damp, gptq.act_order)
                 } else {
                     String::new()
@@ -416,7 +449,11 @@ impl Quantizer for CalibratedQuantizer {
             scheme,
             Scheme::W8 | Scheme::W4 { .. } | Scheme::Narrow { .. }
         );
-        if let (Some((_, tap)), Some(calib), true) = (tap_of(name), &self.calibration, integer) {
+        let tap = match name {
+            crate::checkpoint::LM_HEAD => Some(Tap::Head),
+            _ => tap_of(name).map(|(_, tap)| tap),
+        };
+        if let (Some(tap), Some(calib), true) = (tap, &self.calibration, integer) {
             if self.methods.of(tap) == Method::Gptq {
                 if let Some(x) = calib.inputs_of(name) {
                     let h = hessian(x, cols);

@@ -151,3 +151,72 @@ fn compressed_awq_and_gptq_directories_open_and_name_their_method() {
         .unwrap_err()
         .contains("unknown class"));
 }
+
+#[test]
+fn lm_head_gptq_lowers_the_logits_error_on_the_calibration_inputs() {
+    use qwenc_codegen::checkpoint::LM_HEAD;
+    use qwenc_codegen::quant::{dequantize, quantize_rtn};
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SyntheticOptions {
+        tie_word_embeddings: false,
+        ..Default::default()
+    };
+    write_tiny_model(dir.path(), &opts).unwrap();
+    let ckpt = Checkpoint::open(dir.path()).unwrap();
+    let w = ReferenceWeights::load(&ckpt, &mut |_, _, _| {}).unwrap();
+    let calib = capture(&w, &tokens(), 96, 48, &mut |_, _| {}).unwrap();
+    let (hidden, vocab) = (w.config.hidden_size, w.config.vocab_size);
+    // The final norm's output at every calibration position.
+    assert_eq!(calib.head.len(), 96 * hidden);
+    assert_eq!(calib.inputs_of(LM_HEAD), Some(&calib.head[..]));
+
+    let methods: Methods = "rtn,lm_head=gptq".parse().unwrap();
+    assert_eq!(methods.to_string(), "rtn,lm_head=gptq");
+    assert!(methods.needs_calibration() && methods.uses_gptq());
+    let q = CalibratedQuantizer::new(
+        methods,
+        Vec::new(),
+        Some(calib.clone()),
+        96,
+        GptqOptions::default(),
+    );
+    let head = w.lm_head.as_ref().unwrap();
+    // Output error Σ_t |(W − Q(W)) x_t|² over the calibration inputs.
+    let error = |m: &[f32]| -> f64 {
+        calib
+            .head
+            .chunks(hidden)
+            .map(|x| {
+                (0..vocab)
+                    .map(|r| {
+                        let d: f64 = (0..hidden)
+                            .map(|c| ((head[r * hidden + c] - m[r * hidden + c]) * x[c]) as f64)
+                            .sum();
+                        d * d
+                    })
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    for scheme in ["w4g32", "w3g32a", "w2g32a"] {
+        let scheme: Scheme = scheme.parse().unwrap();
+        let gptq = dequantize(&q.quantize(LM_HEAD, head, vocab, hidden, scheme));
+        let rtn = dequantize(&quantize_rtn(head, vocab, hidden, scheme));
+        let (e_gptq, e_rtn) = (error(&gptq), error(&rtn));
+        assert!(
+            e_gptq < 0.9 * e_rtn,
+            "{scheme}: GPTQ {e_gptq} vs RTN {e_rtn}"
+        );
+        // The embedding stays RTN.
+        let embed =
+            dequantize(&q.quantize("model.embed_tokens.weight", &w.embed, vocab, hidden, scheme));
+        assert_eq!(
+            embed,
+            dequantize(&quantize_rtn(&w.embed, vocab, hidden, scheme))
+        );
+    }
+    assert!("lm_head=awq"
+        .parse::<Methods>()
+        .unwrap_err()
+        .contains("rtn or gptq"));
+}

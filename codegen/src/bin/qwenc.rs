@@ -141,7 +141,8 @@ enum Command {
 #[derive(clap::Args, Clone, Debug)]
 struct CalibArgs {
     /// rtn, awq or gptq for the attention and MLP matrices, or per class:
-    /// `attn=awq,mlp=gptq` (embedding and lm_head always use rtn).
+    /// `attn=awq,mlp=gptq,lm_head=gptq` (an untied lm_head takes rtn or gptq, default rtn;
+    /// the embedding, and a tied lm_head, always use rtn).
     #[arg(long, value_name = "M", default_value = "rtn")]
     method: qwenc_codegen::calibrate::Methods,
     /// Calibration text for awq/gptq (never the evaluation data).
@@ -599,6 +600,7 @@ fn calibrated_quantizer(
                 Tap::OProj => format!("model.layers.{l}.self_attn.o_proj.weight"),
                 Tap::Mlp => format!("model.layers.{l}.mlp.gate_proj.weight"),
                 Tap::Down => format!("model.layers.{l}.mlp.down_proj.weight"),
+                Tap::Head => unreachable!("AWQ searches the layers only"),
             };
             schemes[name.as_str()]
         };
@@ -641,7 +643,7 @@ fn calibrated_quantizer(
         );
     }
     drop(weights);
-    let needs_acts = methods.attn == Method::Gptq || methods.mlp == Method::Gptq;
+    let needs_acts = methods.uses_gptq();
     let tokens = calibration.tokens;
     Ok(CalibratedQuantizer::new(
         methods,

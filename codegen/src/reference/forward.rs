@@ -62,6 +62,9 @@ pub enum Tap {
     Mlp,
     /// Input of down_proj: silu(gate)·up `[n, ffn]`.
     Down,
+    /// Input of the lm_head at every position: the final RMSNorm's output `[n, hidden]`
+    /// (shown with layer index `num_hidden_layers`).
+    Head,
 }
 
 /// Sees `(layer, tap, activations [n, dim])` during a forward pass.
@@ -143,6 +146,11 @@ impl ReferenceWeights {
         cache.len = start + n;
 
         // ---- Final norm and lm_head --------------------------------------------------------
+        observer(
+            c.num_hidden_layers,
+            Tap::Head,
+            &rms_norm(&x, &self.final_norm, c.rms_norm_eps),
+        );
         let rows: Vec<usize> = match logits {
             Logits::All => (0..n).collect(),
             Logits::Last => vec![n - 1],
