@@ -34,6 +34,7 @@ VARIANTS=(
   "budget-340|--budget-mb 340"
   "budget-300|--budget-mb 300"
   "budget-240|--budget-mb 240"
+  "budget-240-gptq|--budget-mb 240 --method gptq,lm_head=gptq"
   "f32|--scheme f32"
 )
 
