@@ -34,9 +34,7 @@ pub fn tiled(shape: &MatmulShape, nr: usize) -> TokenStream {
             let (q_bytes, byte) = if bits == 4 {
                 (quote! { (COLS / 32) * 4 * NR * 4 }, quote! { q[i] })
             } else {
-                let offset = proc_macro2::Literal::u8_unsuffixed(
-                    qwenc_runtime::narrow_codes::expand_offset(bits, asymmetric),
-                );
+                let offset = super::tiled::expand_offset_lit(bits, asymmetric);
                 let bits = lit(bits);
                 (
                     quote! { (COLS / 32) * 4 * NR * #bits },

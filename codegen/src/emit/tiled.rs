@@ -282,6 +282,12 @@ pub fn pass_scheme(scheme: Scheme) -> Scheme {
     }
 }
 
+/// What a kernel adds to each expanded `bits`-bit code, as a literal
+/// (`qwenc_runtime::narrow_codes::expand_offset`).
+pub fn expand_offset_lit(bits: usize, asymmetric: bool) -> proc_macro2::Literal {
+    proc_macro2::Literal::u8_unsuffixed(narrow_codes::expand_offset(bits, asymmetric))
+}
+
 /// `shape` with [`pass_scheme`].
 pub fn pass_shape(shape: &MatmulShape) -> MatmulShape {
     MatmulShape {
@@ -502,10 +508,7 @@ pub fn tile_loop(
     // 2- and 3-bit codes: each tile is expanded into this thread's buffer, then read as w4.
     let (expand_setup, expand_tile) = match info.narrow_bits {
         Some(bits) => {
-            let offset = proc_macro2::Literal::u8_unsuffixed(narrow_codes::expand_offset(
-                bits,
-                info.asymmetric,
-            ));
+            let offset = expand_offset_lit(bits, info.asymmetric);
             let bits = lit(bits);
             (
                 quote! { let expanded = qwenc_runtime::narrow_codes::expansion_buffer(TILE_BYTES); },
@@ -1016,10 +1019,7 @@ pub fn matmul_twin(nr: usize, shape: &MatmulShape) -> TokenStream {
     // expansion units, so this equals the SIMD kernels' tile-by-tile expansion).
     let codes = match info.narrow_bits {
         Some(bits) => {
-            let offset = proc_macro2::Literal::u8_unsuffixed(narrow_codes::expand_offset(
-                bits,
-                info.asymmetric,
-            ));
+            let offset = expand_offset_lit(bits, info.asymmetric);
             let bits_l = lit(bits);
             let stored = lit(stored_block_bytes(shape.scheme, nr));
             quote! {

@@ -146,20 +146,14 @@ impl ReferenceWeights {
         cache.len = start + n;
 
         // ---- Final norm and lm_head --------------------------------------------------------
-        observer(
-            c.num_hidden_layers,
-            Tap::Head,
-            &rms_norm(&x, &self.final_norm, c.rms_norm_eps),
-        );
-        let rows: Vec<usize> = match logits {
-            Logits::All => (0..n).collect(),
-            Logits::Last => vec![n - 1],
+        // Every position is normalized once: the lm_head's input as observed (calibration),
+        // and the rows that need logits are taken from it.
+        let normed_all = rms_norm(&x, &self.final_norm, c.rms_norm_eps); // [n, hidden]
+        observer(c.num_hidden_layers, Tap::Head, &normed_all);
+        let normed = match logits {
+            Logits::All => normed_all,
+            Logits::Last => normed_all[(n - 1) * hidden..].to_vec(), // [1, hidden]
         };
-        let mut last = Vec::with_capacity(rows.len() * hidden); // [rows, hidden]
-        for &t in &rows {
-            last.extend_from_slice(&x[t * hidden..][..hidden]);
-        }
-        let normed = rms_norm(&last, &self.final_norm, c.rms_norm_eps); // [rows, hidden]
         let out = linear(&normed, self.lm_head(), None, hidden, vocab); // [rows, vocab]
         Ok(out.chunks(vocab).map(<[f32]>::to_vec).collect())
     }
