@@ -408,9 +408,10 @@ pub fn pack_parts(m: &QuantizedMatrix, nr: usize) -> Vec<(&'static str, Vec<u8>)
                 }
                 out
             };
-            // 2- and 3-bit codes: the w4 bytes in their compact form.
+            // 2- and 3-bit codes: the w4 bytes in their compact form, tile by tile (the
+            // unit a kernel expands).
             if bits < 4 {
-                codes = narrow_codes::compress(bits, &codes);
+                codes = narrow_codes::compress(bits, &codes, blocks * BLOCK / 2 * nr);
             }
             let mut parts = vec![("q", codes), ("scale", per_group(scales))];
             if let Some(mins) = mins {
@@ -1015,8 +1016,8 @@ pub fn matmul_twin(nr: usize, shape: &MatmulShape) -> TokenStream {
     let tiles = shape.rows.div_ceil(nr);
     let (rows_l, cols_l, nr_l, tiles_l) = (lit(shape.rows), lit(shape.cols), lit(nr), lit(tiles));
     let block_bytes_l = lit(block_bytes(shape.scheme, nr));
-    // 2- and 3-bit codes: the whole matrix expanded to w4 codes first (tiles hold whole
-    // expansion units, so this equals the SIMD kernels' tile-by-tile expansion).
+    // 2- and 3-bit codes: the whole matrix expanded to w4 codes first, tile by tile as the
+    // SIMD kernels expand it.
     let codes = match info.narrow_bits {
         Some(bits) => {
             let offset = expand_offset_lit(bits, info.asymmetric);
@@ -1025,7 +1026,12 @@ pub fn matmul_twin(nr: usize, shape: &MatmulShape) -> TokenStream {
             quote! {
                 let stored: &[u8] = view(w, at.q, TILES * BLOCKS * #stored);
                 let mut expanded = vec![0u8; TILES * BLOCKS * BLOCK_BYTES];
-                qwenc_runtime::narrow_codes::expand::<#bits_l>(stored, &mut expanded, #offset);
+                for (s, d) in stored
+                    .chunks_exact(BLOCKS * #stored)
+                    .zip(expanded.chunks_exact_mut(BLOCKS * BLOCK_BYTES))
+                {
+                    qwenc_runtime::narrow_codes::expand::<#bits_l>(s, d, #offset);
+                }
                 let codes: &[u8] = &expanded;
             }
         }
