@@ -533,6 +533,9 @@ mod sve {
             detect: isa.detect(),
             features: isa.requirement(),
             matrix_unit: None,
+            prefetch_line: Some(quote! {
+                asm!("prfm pldl2keep, [{p}]", p = in(reg) line, options(nostack, readonly, preserves_flags))
+            }),
         };
         let passes = tiled::pass_shape(shape);
         tiled::tile_loop(&t, shape, &|m, params| pass(isa, &passes, m, params))

@@ -221,6 +221,8 @@ pub struct TileLoop {
     pub detect: TokenStream,
     pub features: String,
     pub matrix_unit: Option<MatrixUnit>,
+    /// A statement hinting the cache line at `line: *const u8` into L2, if the ISA has one.
+    pub prefetch_line: Option<TokenStream>,
 }
 
 impl TileLoop {
@@ -235,6 +237,7 @@ impl TileLoop {
             detect: p.detect(),
             features: p.features(),
             matrix_unit: p.matrix_unit(),
+            prefetch_line: p.prefetch(quote! { line }),
         }
     }
 }
@@ -507,10 +510,24 @@ pub fn tile_loop(
     let block_bytes_l = lit(block_bytes(shape.scheme, nr));
     let stored_block_bytes_l = lit(stored_block_bytes(shape.scheme, nr));
     // 2- and 3-bit codes: each tile is expanded into this thread's buffer, then read as w4.
+    // The expansion is the only reader of the stored codes, so while the passes run on one
+    // tile nothing would fetch the next one: hint its lines into L2 first (measured on the
+    // 240 MB build, decode excl. prefill went from 75-77 to 84-88 tok/s).
     let (expand_setup, expand_tile) = match info.narrow_bits {
         Some(bits) => {
             let offset = expand_offset_lit(bits, info.asymmetric);
             let bits = lit(bits);
+            let prefetch_next = t.prefetch_line.as_ref().map(|hint| {
+                quote! {
+                    if n == 1 {
+                        let next = codes.wrapping_add(STORED_TILE_BYTES);
+                        for i in (0..STORED_TILE_BYTES).step_by(64) {
+                            let line = next.wrapping_add(i);
+                            #hint;
+                        }
+                    }
+                }
+            });
             (
                 quote! { let expanded = qwenc_runtime::narrow_codes::expansion_buffer(TILE_BYTES); },
                 quote! {
@@ -519,6 +536,7 @@ pub fn tile_loop(
                         std::slice::from_raw_parts_mut(expanded, TILE_BYTES),
                         #offset,
                     );
+                    #prefetch_next
                     let codes = expanded as *const u8;
                 },
             )
