@@ -203,8 +203,9 @@ fn tiny_variants(target_arch: &str) -> impl Iterator<Item = &'static str> {
 const TINY_X86_64: [&str; 3] = ["w8@x86-avx2", "w4g32a+tied@x86-avx2", "w3g64@x86-avx2"];
 
 /// Every aarch64 backend once; the SVE ones run where the CPU has that vector length.
-const TINY_AARCH64: [&str; 7] = [
+const TINY_AARCH64: [&str; 8] = [
     "w8@aarch64-neon",
+    "w8g32@aarch64-i8mm",
     "w3g32@aarch64-neon",
     "w2g64a@aarch64-i8mm",
     "w4g32a+tied@aarch64-i8mm",
@@ -213,7 +214,7 @@ const TINY_AARCH64: [&str; 7] = [
     "w4g64a@aarch64-sve2-512",
 ];
 
-const TINY_VARIANTS: [&str; 14] = [
+const TINY_VARIANTS: [&str; 16] = [
     "f32",
     "bf16",
     "w8",
@@ -230,4 +231,7 @@ const TINY_VARIANTS: [&str; 14] = [
     "w8,embed=w2g32a",
     "w3g32a,embed=w2g64a",
     "w2g32+tied",
+    // Grouped int8: tiled (and gathered when tied) and scalar.
+    "w8g32+tied",
+    "w8g64@scalar",
 ];

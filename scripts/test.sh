@@ -3,7 +3,7 @@
 # 1. Fetch the dev checkpoint if it is not there yet.
 # 2. Every test of the workspace, including those on the real checkpoint (marked #[ignore] so
 #    that a plain `cargo test` stays quick and says what it skipped).
-# 3. The dev checkpoint compiled into executables in four schemes, against transformers'
+# 3. The dev checkpoint compiled into executables in five schemes, against transformers'
 #    logits (its own target dir, so the default tiny build is not rebuilt back and forth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +25,7 @@ bash scripts/fetch-dev-model.sh
 # load_external_server drives a server started by scripts/load-test.sh; it has nothing to test here.
 cargo test --workspace --locked -- --include-ignored --skip load_external_server
 stage_done target/debug
-QWENC_MODEL="$PWD/models/qwen2.5-coder-0.5b-instruct.gguf" QWENC_VARIANTS="f32;w8;w4g32;w4g32a" \
+QWENC_MODEL="$PWD/models/qwen2.5-coder-0.5b-instruct.gguf" QWENC_VARIANTS="f32;w8;w8g128;w4g32;w4g32a" \
   cargo test --release --locked --features dev-model --target-dir target/dev-model --test compiled_dev -- --nocapture
 stage_done target/dev-model
 bash scripts/fuzz.sh 5

@@ -1,9 +1,9 @@
-//! The dev checkpoint compiled in three schemes (f32, w8, w4g32) against Hugging Face
+//! The dev checkpoint compiled in five schemes (f32, w8, w8g128, w4g32, w4g32a) against Hugging Face
 //! transformers' logits (`shared/fixtures/reference_logits.json`).
 //!
 //! Built only with the `dev-model` feature and a build of the dev model with its variants,
 //! which `scripts/test.sh` makes:
-//! `QWENC_MODEL=$PWD/models/qwen2.5-coder-0.5b-instruct.gguf QWENC_VARIANTS="f32;w8;w4g32;w4g32a"
+//! `QWENC_MODEL=$PWD/models/qwen2.5-coder-0.5b-instruct.gguf QWENC_VARIANTS="f32;w8;w8g128;w4g32;w4g32a"
 //!  cargo test --release --features dev-model --target-dir target/dev-model --test compiled_dev`
 
 use std::path::PathBuf;
@@ -46,7 +46,7 @@ fn fixture() -> &'static Fixture {
 }
 
 const HOW: &str = "this build has no dev-checkpoint variants: run scripts/test.sh, which builds \
-    with QWENC_MODEL=<dev gguf> QWENC_VARIANTS=\"f32;w8;w4g32;w4g32a\"";
+    with QWENC_MODEL=<dev gguf> QWENC_VARIANTS=\"f32;w8;w8g128;w4g32;w4g32a\"";
 
 fn variant(schemes: &str) -> (&'static Variant, Weights) {
     let v = Variant::find(schemes).unwrap_or_else(|| panic!("{HOW}"));
@@ -190,6 +190,30 @@ fn w8_build_tracks_the_reference() {
     assert!(
         identical >= 2,
         "w8: only {identical}/5 greedy continuations identical"
+    );
+}
+
+/// The compiler issue's w8 bars (top-1 ≥ 98%, greedy identical on 4 of 5 prompts), met by
+/// int8 with a scale per 128 inputs: this checkpoint's weights sit on grids with a scale per
+/// 16 or 32 inputs, which a per-row scale cannot follow (docs/quality.md).
+#[test]
+fn w8g128_build_meets_the_w8_bars() {
+    let (same, total, mean_kl, _) = agreement("w8g128");
+    assert!(
+        same as f64 >= 0.98 * total as f64,
+        "w8g128 top-1 agreement {same}/{total}"
+    );
+    assert!(mean_kl <= 0.005, "w8g128 mean KL {mean_kl}");
+    let (v, w) = variant("w8g128");
+    let identical = fixture()
+        .cases
+        .iter()
+        .filter(|c| greedy(v, &w, &c.ids, 32) == c.greedy_32)
+        .count();
+    eprintln!("w8g128: {identical}/5 greedy continuations identical");
+    assert!(
+        identical >= 4,
+        "w8g128: only {identical}/5 greedy continuations identical"
     );
 }
 

@@ -8,8 +8,9 @@
 //! cargo run --release -p qwenc-codegen --example weight_only_fixtures -- w8 w4g32 w8g128
 //! cargo run --release -p qwenc-codegen --example weight_only_fixtures -- dir:COMPRESSED_DIR
 //! ```
-//! `w8g{N}` is int8 with an f16 scale per group of N inputs (a layout the kernels do not
-//! have: llama.cpp's Q8_0 is w8g32), to tell per-row scaling from 8-bit rounding as such.
+//! `w8g{N}` is int8 with an f16 scale per group of N inputs (llama.cpp's Q8_0 is w8g32), to
+//! tell per-row scaling from 8-bit rounding as such. (The docs/quality.md table was measured
+//! with a scale of max|w|/127 before `w8g` became a scheme; the scheme maps the extreme to −128.)
 //! `dir:` reads the matrices (and norms, which AWQ rescales) of a `qwenc compress` output.
 //! The embedding and lm_head stay f32.
 
@@ -39,19 +40,6 @@ struct Position {
     top_ids: Vec<u32>,
 }
 
-/// int8 with an f16 scale per group of `group` inputs, round to nearest.
-fn w8_grouped(w: &mut [f32], group: usize) {
-    for g in w.chunks_mut(group) {
-        let scale = half::f16::from_f32(g.iter().fold(0f32, |m, x| m.max(x.abs())) / 127.0);
-        let s = scale.to_f32();
-        if s > 0.0 {
-            for x in g {
-                *x = (*x / s).round().clamp(-127.0, 127.0) * s;
-            }
-        }
-    }
-}
-
 /// Replaces every decoder matrix of `w` as `mode` says.
 fn apply(w: &mut ReferenceWeights, mode: &str) -> Result<(), String> {
     if let Some(dir) = mode.strip_prefix("dir:") {
@@ -77,10 +65,6 @@ fn apply(w: &mut ReferenceWeights, mode: &str) -> Result<(), String> {
         return Ok(());
     }
     let quantize = |m: &mut Vec<f32>, cols: usize| -> Result<(), String> {
-        if let Some(g) = mode.strip_prefix("w8g") {
-            w8_grouped(m, g.parse().map_err(|_| format!("bad group in {mode}"))?);
-            return Ok(());
-        }
         let scheme: Scheme = mode.parse().map_err(|e| format!("{e}"))?;
         *m = dequantize(&quantize_rtn(m, m.len() / cols, cols, scheme));
         Ok(())

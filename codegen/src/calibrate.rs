@@ -445,10 +445,7 @@ impl Quantizer for CalibratedQuantizer {
         cols: usize,
         scheme: Scheme,
     ) -> QuantizedMatrix {
-        let integer = matches!(
-            scheme,
-            Scheme::W8 | Scheme::W4 { .. } | Scheme::Narrow { .. }
-        );
+        let integer = !matches!(scheme, Scheme::F32 | Scheme::Bf16);
         let tap = match name {
             crate::checkpoint::LM_HEAD => Some(Tap::Head),
             _ => tap_of(name).map(|(_, tap)| tap),

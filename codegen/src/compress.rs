@@ -124,13 +124,13 @@ pub const DEFAULT_SCHEME: Scheme = Scheme::W4 {
 
 impl SchemeArgs {
     /// The scheme of each class: attn and mlp follow `--scheme` (default `w4g32`); embed and
-    /// lm_head default to `w8`, or to `--scheme` when that is `f32`, `bf16` or `w8`; a class
+    /// lm_head default to `w8`, or to `--scheme` when that is `f32`, `bf16`, `w8` or `w8g*`; a class
     /// flag always wins. A tied model stores one matrix for both in the lm_head scheme; the
     /// returned warnings say so when an explicit `--embed` lost.
     pub fn resolve(&self, tied: bool) -> (ClassSchemes, Vec<String>) {
         let default = self.scheme.unwrap_or(DEFAULT_SCHEME);
         let table_default = match default {
-            Scheme::F32 | Scheme::Bf16 | Scheme::W8 => default,
+            Scheme::F32 | Scheme::Bf16 | Scheme::W8 | Scheme::W8Grouped { .. } => default,
             Scheme::W4 { .. } | Scheme::Narrow { .. } => Scheme::W8,
         };
         let mut schemes = ClassSchemes {

@@ -40,6 +40,8 @@ fn aarch64_kernels() {
         kernel(ArmIsa::Sve2 { bits: 256 }, "w4g64a")
     );
     insta::assert_snapshot!("sve512_w8", kernel(ArmIsa::Sve2 { bits: 512 }, "w8"));
+    insta::assert_snapshot!("i8mm_w8g32", kernel(ArmIsa::I8mm, "w8g32"));
+    insta::assert_snapshot!("sve128_w8g32", kernel(ArmIsa::Sve2 { bits: 128 }, "w8g32"));
 }
 
 #[test]

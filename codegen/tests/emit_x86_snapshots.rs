@@ -20,7 +20,7 @@ fn shape(scheme: &str) -> MatmulShape {
 #[test]
 fn x86_kernels() {
     // One kernel per ISA, plus w8 on AVX2 (the sign trick), the asymmetric twin, and 3-bit
-    // codes expanded per tile.
+    // codes expanded per tile, and grouped w8 (w8 steps, w4's per-group float steps).
     insta::assert_snapshot!(
         "avx512_w4g32",
         pretty(tiled::matmul(X86Isa::Avx512Vnni, &shape("w4g32")))
@@ -37,6 +37,10 @@ fn x86_kernels() {
     insta::assert_snapshot!(
         "avx512_w3g32a",
         pretty(tiled::matmul(X86Isa::Avx512Vnni, &shape("w3g32a")))
+    );
+    insta::assert_snapshot!(
+        "avx512_w8g32",
+        pretty(tiled::matmul(X86Isa::Avx512Vnni, &shape("w8g32")))
     );
 }
 

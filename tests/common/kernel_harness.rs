@@ -172,9 +172,7 @@ fn dequant_f64(m: &QuantizedMatrix) -> (Vec<f64>, Vec<f64>) {
             scales,
             mins,
         } => {
-            let (Scheme::W4 { group, .. } | Scheme::Narrow { group, .. }) = m.scheme else {
-                unreachable!()
-            };
+            let group = m.scheme.group().expect("grouped data, a group-wise scheme");
             let bits = m.scheme.code_bits().unwrap() as usize;
             let half = (1u32 << (bits - 1)) as f64;
             (0..m.rows * m.cols)

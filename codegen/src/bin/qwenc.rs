@@ -61,8 +61,9 @@ enum Command {
         /// Output directory (config.json, tokenizer.json, manifest.json, model.safetensors).
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
-        /// Default scheme of every matrix: f32, bf16, w8, w4g{32,64,128,256}, w4g{N}a (asymmetric).
-        /// Embedding and lm_head default to w8 unless this is f32, bf16 or w8.
+        /// Default scheme of every matrix: f32, bf16, w8, w8g{N} (int8, scale per N inputs),
+        /// w4g{32,64,128,256}, w{4,3,2}g{N}[a] (a: asymmetric). Embedding and lm_head default
+        /// to w8 unless this is f32, bf16, w8 or w8g{N}.
         #[arg(long, value_name = "S")]
         scheme: Option<Scheme>,
         /// Scheme of the attention projections (q/k/v/o).

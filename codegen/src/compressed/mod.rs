@@ -116,10 +116,8 @@ pub fn matrix_parts(name: &str, rows: usize, cols: usize, scheme: Scheme) -> Vec
             part(".q", StoredDtype::I8, vec![rows, cols]),
             part(".scale", StoredDtype::F32, vec![rows]),
         ],
-        Scheme::W4 { group, asymmetric }
-        | Scheme::Narrow {
-            group, asymmetric, ..
-        } => {
+        Scheme::W4 { .. } | Scheme::W8Grouped { .. } | Scheme::Narrow { .. } => {
+            let (group, asymmetric) = (scheme.group().expect("grouped"), scheme.asymmetric());
             let bits = scheme.code_bits().expect("a group-wise scheme") as usize;
             let mut parts = vec![
                 part(".q", StoredDtype::U8, vec![rows, cols * bits / 8]),

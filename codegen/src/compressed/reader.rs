@@ -173,7 +173,8 @@ impl CompressedModel {
                 q: bytes(&parts[0])?.iter().map(|&b| b as i8).collect(),
                 scales: decode_f32(bytes(&parts[1])?),
             },
-            Scheme::W4 { asymmetric, .. } | Scheme::Narrow { asymmetric, .. } => {
+            Scheme::W4 { .. } | Scheme::W8Grouped { .. } | Scheme::Narrow { .. } => {
+                let asymmetric = entry.scheme.asymmetric();
                 QuantizedData::Grouped {
                     packed: bytes(&parts[0])?.to_vec(),
                     scales: decode(bytes(&parts[1])?, |b| f16::from_le_bytes([b[0], b[1]])),

@@ -353,6 +353,7 @@ fn smmla_pass(p: &Neon, shape: &MatmulShape, m: usize, params: &TokenStream) -> 
     let (group, asymmetric, w8) = match shape.scheme {
         Scheme::W4 { group, asymmetric } => (Some(group), asymmetric, false),
         Scheme::W8 => (None, false, true),
+        Scheme::W8Grouped { group } => (Some(group), false, true),
         other => panic!("the tiled kernels are for integer schemes, not {other}"),
     };
     let f: Vec<_> = (0..m).map(|j| format_ident!("f{j}")).collect();
@@ -426,7 +427,7 @@ fn smmla_pass(p: &Neon, shape: &MatmulShape, m: usize, params: &TokenStream) -> 
         block.extend(quote! { let sa = *xs.add(#jl * BLOCKS + b); });
         let update = match group {
             Some(_) => {
-                if !asymmetric {
+                if !asymmetric && !w8 {
                     block.extend(quote! {
                         let #dot = vsubq_s32(#dot, vdupq_n_s32(8 * *xsum.add(#jl * BLOCKS + b)));
                     });
@@ -480,14 +481,17 @@ fn smmla_pass(p: &Neon, shape: &MatmulShape, m: usize, params: &TokenStream) -> 
     };
     let stores = f.iter().enumerate().map(|(j, fj)| {
         let jl = lit(j);
-        let v = if w8 {
+        let v = if group.is_none() {
             quote! { vmulq_f32(#fj, row_scale) }
         } else {
             quote! { #fj }
         };
         quote! { vst1q_f32(out.add(#jl * NR), #v); }
     });
-    let row_scale = w8.then(|| quote! { let row_scale = vld1q_f32(scales); });
+    // Per-row w8 scales once at the end; grouped schemes scaled every group above.
+    let row_scale = group
+        .is_none()
+        .then(|| quote! { let row_scale = vld1q_f32(scales); });
     let unused = w8.then(|| quote! { let _ = xsum; });
     let doc = format!(
         " One tile (4 rows) × {m} tokens at `xq`/`xs`/`xsum` by `smmla` on {pairs} token pair(s), outputs at `out + j·NR`."
@@ -550,6 +554,7 @@ mod sve {
         let (group, asymmetric, w8) = match shape.scheme {
             Scheme::W4 { group, asymmetric } => (Some(group), asymmetric, false),
             Scheme::W8 => (None, false, true),
+            Scheme::W8Grouped { group } => (Some(group), false, true),
             other => panic!("the tiled kernels are for integer schemes, not {other}"),
         };
         let nr = isa.nr();
@@ -623,7 +628,7 @@ mod sve {
                 }
                 line(format!("scvtf z{dot}.s, p0/m, z{dot}.s"));
                 line(format!("ld1rw «z7.s», p0/z, [{{xs{j}}}]"));
-                if w8 {
+                if group.is_none() {
                     line(format!("fmla z{acc}.s, p0/m, z{dot}.s, z7.s"));
                 } else {
                     line("fmul z6.s, z4.s, z7.s".into());
@@ -645,12 +650,13 @@ mod sve {
         }
         line("subs {count}, {count}, #1".into());
         line("b.ne 2b".into());
-        if w8 {
+        if group.is_none() {
+            // Per-row w8 scales, once at the end.
             line("ld1w «z4.s», p0/z, [{scales}]".into());
         }
         for j in 0..m {
             let acc = 8 + j;
-            if w8 {
+            if group.is_none() {
                 line(format!("fmul z{acc}.s, z{acc}.s, z4.s"));
             }
             line(format!("st1w «z{acc}.s», p0, [{{out}}, #{j}, mul vl]"));

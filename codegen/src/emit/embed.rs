@@ -24,6 +24,19 @@ pub fn tiled(shape: &MatmulShape, nr: usize) -> TokenStream {
                 out[c] = s * code as f32;
             }
         },
+        Scheme::W8Grouped { group } => {
+            let group = lit(group);
+            quote! {
+                // q: [T][COLS/32][8][NR][4] bytes of q + 128; scale: f16 [T][COLS/G][NR].
+                let q: &[u8] = view(w, at.q + tile * (COLS / 32) * 8 * NR * 4, (COLS / 32) * 8 * NR * 4);
+                let scales: &[u16] = view(w, at.scale + tile * (COLS / #group) * NR * 2, (COLS / #group) * NR);
+                for c in 0..COLS {
+                    let (b, k, j) = (c / 32, (c % 32) / 4, c % 4);
+                    let code = q[((b * 8 + k) * NR + lane) * 4 + j] as i32 - 128;
+                    out[c] = f16_to_f32(scales[(c / #group) * NR + lane]) * code as f32;
+                }
+            }
+        }
         Scheme::W4 { group, asymmetric }
         | Scheme::Narrow {
             group, asymmetric, ..

@@ -15,8 +15,8 @@ use crate::plan::MatmulShape;
 use crate::quant::Scheme;
 
 /// The integer schemes under test.
-pub const TEST_SCHEMES: [&str; 7] = [
-    "w8", "w4g32", "w4g64", "w4g128a", "w4g32a", "w3g32", "w2g64a",
+pub const TEST_SCHEMES: [&str; 9] = [
+    "w8", "w8g32", "w8g128", "w4g32", "w4g64", "w4g128a", "w4g32a", "w3g32", "w2g64a",
 ]; // 2- and 3-bit: one symmetric, one asymmetric
 
 /// Shapes under test: tiny, rows not a multiple of any tile (13), and two real Qwen2.5-0.5B

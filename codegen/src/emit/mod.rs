@@ -451,7 +451,7 @@ fn matmul_call(
     let cols = lit(shape.cols);
     match shape.scheme {
         Scheme::F32 | Scheme::Bf16 => quote! { #kernel(w, &#at, #x, #y) },
-        Scheme::W8 | Scheme::W4 { .. } | Scheme::Narrow { .. } => {
+        Scheme::W8 | Scheme::W4 { .. } | Scheme::W8Grouped { .. } | Scheme::Narrow { .. } => {
             quote! { #kernel(w, &#at, &Q8Acts::quantize(#x, #cols), #y) }
         }
     }

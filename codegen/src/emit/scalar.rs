@@ -80,10 +80,11 @@ pub fn matmul(shape: &MatmulShape) -> TokenStream {
                 });
             }
         },
-        Scheme::W4 { group, asymmetric }
-        | Scheme::Narrow {
-            group, asymmetric, ..
-        } => {
+        Scheme::W4 { .. } | Scheme::W8Grouped { .. } | Scheme::Narrow { .. } => {
+            let (group, asymmetric) = (
+                shape.scheme.group().expect("grouped"),
+                shape.scheme.asymmetric(),
+            );
             let bits = shape.scheme.code_bits().expect("a group-wise scheme") as usize;
             let (group, bits_l) = (lit(group), lit(bits));
             let half = lit(1usize << (bits - 1));
@@ -175,10 +176,11 @@ pub fn embed_row(shape: &MatmulShape) -> TokenStream {
                 *o = s * q as f32;
             }
         },
-        Scheme::W4 { group, asymmetric }
-        | Scheme::Narrow {
-            group, asymmetric, ..
-        } => {
+        Scheme::W4 { .. } | Scheme::W8Grouped { .. } | Scheme::Narrow { .. } => {
+            let (group, asymmetric) = (
+                shape.scheme.group().expect("grouped"),
+                shape.scheme.asymmetric(),
+            );
             let bits = shape.scheme.code_bits().expect("a group-wise scheme") as usize;
             let (group, bits_lit) = (lit(group), lit(bits));
             let half = proc_macro2::Literal::f32_unsuffixed((1u32 << (bits - 1)) as f32);

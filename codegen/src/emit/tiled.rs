@@ -24,6 +24,8 @@
 //!   stored as `q + 128` (u8, 1..=255; padding 128 = zero) so VNNI's u8×s8 applies directly
 //!   (the kernel subtracts `128·Σx` per block; AVX2 recovers `q` with `xor 0x80`).
 //! - `w8` `scale`: f32 `[T][nr]`.
+//! - `w8g{G}` `q`: as `w8`'s (its codes are `q + 128` already); `scale` as w4's (f16
+//!   `[T][cols/G][nr]`): the w8 steps with w4's per-group float steps.
 //! - `f32`, `bf16`: the scalar layout (`w`); the x86 backends run the scalar kernels for them.
 //!
 //! Why this layout: decode (n = 1) is bound by reading the weights once, so every byte is
@@ -42,6 +44,7 @@
 //! - `w4g{G}`:  `acc = fma(dot as f32, d·sa, acc)`, `d` = the group's scale.
 //! - `w4g{G}a`: then also `acc = fma(m, sa·(s as f32), acc)`, `m` = the group's minimum.
 //! - `w8`:      `acc = fma(dot as f32, sa, acc)`, and at the end `y = acc·scale[r]`.
+//! - `w8g{G}`:  as `w4g{G}`, with w8's dot.
 //!
 //! Blocks are accumulated in column order from `acc = 0`. This equals the scalar kernel's
 //! value up to float rounding order (`d·(dot·sa)` there, `dot·(d·sa)` fused here).
@@ -325,6 +328,14 @@ pub fn part_sizes(
             assert_eq!(cols % BLOCK, 0, "w8 needs cols a multiple of {BLOCK}");
             vec![("q", padded * cols), ("scale", padded * 4)]
         }
+        Scheme::W8Grouped { group } => {
+            assert_eq!(
+                cols % group,
+                0,
+                "{scheme} needs cols a multiple of the group"
+            );
+            vec![("q", padded * cols), ("scale", padded * cols / group * 2)]
+        }
         Scheme::W4 { group, asymmetric }
         | Scheme::Narrow {
             group, asymmetric, ..
@@ -380,26 +391,43 @@ pub fn pack_parts(m: &QuantizedMatrix, nr: usize) -> Vec<(&'static str, Vec<u8>)
             scales,
             mins,
         } => {
-            let (Scheme::W4 { group, .. } | Scheme::Narrow { group, .. }) = m.scheme else {
-                unreachable!("grouped data carries a group-wise scheme")
-            };
+            let group = m.scheme.group().expect("a group-wise scheme");
             let bits = m.scheme.code_bits().expect("a group-wise scheme") as usize;
             let groups = cols / group;
             let code = |r: usize, c: usize| code_at(packed, bits, r * cols + c);
-            let mut codes = vec![0u8; tiles * nr * cols / 2];
-            for r in 0..rows {
-                let (tile, lane) = (r / nr, r % nr);
-                for b in 0..blocks {
-                    let block = (tile * blocks + b) * BLOCK / 2 * nr;
-                    for k in 0..4 {
-                        for j in 0..4 {
-                            let c = b * BLOCK + 8 * k + j;
-                            codes[block + k * 4 * nr + lane * 4 + j] =
-                                code(r, c) | code(r, c + 4) << 4;
+            let mut codes = if bits == 8 {
+                // As w8's steps; a symmetric 8-bit code already is q + 128 (padding 128 = 0).
+                let mut codes = vec![128u8; tiles * nr * cols];
+                for r in 0..rows {
+                    let (tile, lane) = (r / nr, r % nr);
+                    for b in 0..blocks {
+                        let block = (tile * blocks + b) * BLOCK * nr;
+                        for k in 0..8 {
+                            for j in 0..4 {
+                                codes[block + k * 4 * nr + lane * 4 + j] =
+                                    code(r, b * BLOCK + 4 * k + j);
+                            }
                         }
                     }
                 }
-            }
+                codes
+            } else {
+                let mut codes = vec![0u8; tiles * nr * cols / 2];
+                for r in 0..rows {
+                    let (tile, lane) = (r / nr, r % nr);
+                    for b in 0..blocks {
+                        let block = (tile * blocks + b) * BLOCK / 2 * nr;
+                        for k in 0..4 {
+                            for j in 0..4 {
+                                let c = b * BLOCK + 8 * k + j;
+                                codes[block + k * 4 * nr + lane * 4 + j] =
+                                    code(r, c) | code(r, c + 4) << 4;
+                            }
+                        }
+                    }
+                }
+                codes
+            };
             let per_group = |values: &[half::f16]| {
                 let mut out = vec![0u8; tiles * groups * nr * 2];
                 for r in 0..rows {
@@ -451,6 +479,12 @@ fn scheme_info(scheme: Scheme) -> SchemeInfo {
         Scheme::W8 => SchemeInfo {
             kind: DotKind::W8,
             group: None,
+            asymmetric: false,
+            narrow_bits: None,
+        },
+        Scheme::W8Grouped { group } => SchemeInfo {
+            kind: DotKind::W8,
+            group: Some(group),
             asymmetric: false,
             narrow_bits: None,
         },
@@ -1059,6 +1093,33 @@ pub fn matmul_twin(nr: usize, shape: &MatmulShape) -> TokenStream {
         " `y[n, {}] = x[n, {}] · Wᵀ`, W in `{}`, tiled layout of {nr} rows: the plain-Rust twin of the SIMD kernels.",
         shape.rows, shape.cols, shape.scheme
     );
+    // The exact integer dot of row `lane` of `tile` with token `t`'s block `b`.
+    let block_dot = match info.kind {
+        DotKind::W8 => quote! {
+            // 8 steps of NR lanes × 4 bytes; step k = columns 4k..4k+4, stored q + 128.
+            let block = &codes[(tile * BLOCKS + b) * BLOCK_BYTES..][..BLOCK_BYTES];
+            let mut dot = 0i32;
+            for k in 0..8 {
+                for j in 0..4 {
+                    let q = block[k * 4 * NR + lane * 4 + j] as i32 - 128;
+                    dot += q * xq[b * Q8_BLOCK + 4 * k + j] as i32;
+                }
+            }
+        },
+        DotKind::U4 => quote! {
+            // 4 vectors of NR lanes × 4 bytes; byte j of vector k holds column 8k + j (low
+            // nibble) and 8k + 4 + j (high nibble).
+            let block = &codes[(tile * BLOCKS + b) * BLOCK_BYTES..][..BLOCK_BYTES];
+            let mut dot = 0i32;
+            for k in 0..4 {
+                for j in 0..4 {
+                    let byte = block[k * 4 * NR + lane * 4 + j];
+                    dot += (byte & 15) as i32 * xq[b * Q8_BLOCK + 8 * k + j] as i32;
+                    dot += (byte >> 4) as i32 * xq[b * Q8_BLOCK + 8 * k + 4 + j] as i32;
+                }
+            }
+        },
+    };
     let body = match info.group {
         None => quote! {
             let scales: &[f32] = view(w, at.scale, TILES * NR);
@@ -1067,15 +1128,7 @@ pub fn matmul_twin(nr: usize, shape: &MatmulShape) -> TokenStream {
                 let xq = &x.q[t * COLS..][..COLS];
                 let mut acc = 0.0f32;
                 for b in 0..BLOCKS {
-                    // 8 steps of NR lanes × 4 bytes; step k = columns 4k..4k+4, stored q + 128.
-                    let block = &codes[(tile * BLOCKS + b) * BLOCK_BYTES..][..BLOCK_BYTES];
-                    let mut dot = 0i32;
-                    for k in 0..8 {
-                        for j in 0..4 {
-                            let q = block[k * 4 * NR + lane * 4 + j] as i32 - 128;
-                            dot += q * xq[b * Q8_BLOCK + 4 * k + j] as i32;
-                        }
-                    }
+                    #block_dot
                     acc = (dot as f32).mul_add(x.scale[t * BLOCKS + b], acc);
                 }
                 acc * scales[tile * NR + lane]
@@ -1095,8 +1148,12 @@ pub fn matmul_twin(nr: usize, shape: &MatmulShape) -> TokenStream {
                     acc = m.mul_add(sa * x.sum[t * BLOCKS + b] as f32, acc);
                 }
             } else {
+                // Symmetric w4 codes stand for code − 8 (w8's are signed already).
+                let correction = (info.kind == DotKind::U4).then(|| {
+                    quote! { let dot = dot - 8 * x.sum[t * BLOCKS + b]; }
+                });
                 quote! {
-                    let dot = dot - 8 * x.sum[t * BLOCKS + b];
+                    #correction
                     acc = (dot as f32).mul_add(d * sa, acc);
                 }
             };
@@ -1115,17 +1172,7 @@ pub fn matmul_twin(nr: usize, shape: &MatmulShape) -> TokenStream {
                         #load_m
                         for kb in 0..BLOCKS_PER_GROUP {
                             let b = g * BLOCKS_PER_GROUP + kb;
-                            // 4 vectors of NR lanes × 4 bytes; byte j of vector k holds column
-                            // 8k + j (low nibble) and 8k + 4 + j (high nibble).
-                            let block = &codes[(tile * BLOCKS + b) * BLOCK_BYTES..][..BLOCK_BYTES];
-                            let mut dot = 0i32;
-                            for k in 0..4 {
-                                for j in 0..4 {
-                                    let byte = block[k * 4 * NR + lane * 4 + j];
-                                    dot += (byte & 15) as i32 * xq[b * Q8_BLOCK + 8 * k + j] as i32;
-                                    dot += (byte >> 4) as i32 * xq[b * Q8_BLOCK + 8 * k + 4 + j] as i32;
-                                }
-                            }
+                            #block_dot
                             let sa = x.scale[t * BLOCKS + b];
                             #block_end
                         }

@@ -263,7 +263,9 @@ pub fn quantize_gptq(
     }
     let group = match scheme {
         Scheme::W8 => cols,
-        Scheme::W4 { group, .. } | Scheme::Narrow { group, .. } => group,
+        Scheme::W4 { .. } | Scheme::W8Grouped { .. } | Scheme::Narrow { .. } => {
+            scheme.group().expect("a group-wise scheme")
+        }
         _ => return Err(GptqError::Scheme(scheme)),
     };
     scheme.check_cols(cols).map_err(GptqError::Shape)?;
@@ -396,7 +398,8 @@ fn assemble(
                 })
                 .collect(),
         },
-        Scheme::W4 { asymmetric, .. } | Scheme::Narrow { asymmetric, .. } => {
+        Scheme::W4 { .. } | Scheme::W8Grouped { .. } | Scheme::Narrow { .. } => {
+            let asymmetric = scheme.asymmetric();
             let bits = scheme.code_bits().expect("a group-wise scheme") as usize;
             let codes: Vec<u8> = codes.iter().map(|&q| q as u8).collect();
             let mut packed = vec![0u8; codes.len() * bits / 8];

@@ -8,6 +8,7 @@
 //! | `f32`           | f32                          | —                               | w                          |
 //! | `bf16`          | bf16                         | —                               | w                          |
 //! | `w8`            | i8 q ∈ [-127, 127]           | f32 scale per output row        | scale · q                  |
+//! | `w8g{G}`        | u8 q ∈ [0, 255]              | f16 scale per G inputs          | scale · (q − 128)          |
 //! | `w4g{G}`        | u4 q ∈ [0, 15] (2 per byte)  | f16 scale per G inputs          | scale · (q − 8)            |
 //! | `w4g{G}a`       | u4 q ∈ [0, 15] (2 per byte)  | f16 scale and f16 min per G     | scale · q + min            |
 //! | `w{b}g{G}`      | b-bit q ∈ [0, 2^b − 1]       | f16 scale per G inputs          | scale · (q − 2^(b−1))      |
@@ -15,7 +16,8 @@
 //!
 //! Group-wise codes form one little-endian bit stream: column `c` at bits `b·c .. b·c + b`,
 //! so in `w4` the low nibble of byte `i` holds column `2i`, the high nibble column `2i + 1`.
-//! `b` is 4, or 2 and 3 (`Scheme::Narrow`), which the tiled kernels expand to w4 codes.
+//! `b` is 4, 8 (`Scheme::W8Grouped`, one code per byte), or 2 and 3 (`Scheme::Narrow`), which
+//! the tiled kernels expand to w4 codes.
 
 pub mod awq;
 pub mod gptq;

@@ -58,13 +58,11 @@ pub fn quantize_rtn(w: &[f32], rows: usize, cols: usize, scheme: Scheme) -> Quan
                 .collect();
             QuantizedData::W8 { q, scales }
         }
-        Scheme::W4 { group, asymmetric }
-        | Scheme::Narrow {
-            group, asymmetric, ..
-        } => {
+        Scheme::W4 { .. } | Scheme::W8Grouped { .. } | Scheme::Narrow { .. } => {
             scheme
                 .check_cols(cols)
                 .expect("caller checked the group size");
+            let (group, asymmetric) = (scheme.group().expect("grouped"), scheme.asymmetric());
             let bits = scheme.code_bits().expect("a group-wise scheme") as usize;
             let groups = rows * cols / group;
             let mut packed = vec![0u8; rows * cols * bits / 8];
@@ -228,9 +226,10 @@ pub fn dequantize(m: &QuantizedMatrix) -> Vec<f32> {
             scales,
             mins,
         } => {
-            let (Scheme::W4 { group, .. } | Scheme::Narrow { group, .. }) = m.scheme else {
-                unreachable!("grouped data always carries a group-wise scheme")
-            };
+            let group = m
+                .scheme
+                .group()
+                .expect("grouped data always carries a group-wise scheme");
             let bits = m.scheme.code_bits().expect("a group-wise scheme") as usize;
             let half = (1 << (bits - 1)) as f32;
             (0..m.rows * cols)
@@ -473,10 +472,46 @@ mod tests {
     }
 
     #[test]
+    fn grouped_int8_follows_each_group_where_per_row_int8_cannot() {
+        // One large weight per row: a per-row scale spends its 255 levels on it, a per-group
+        // scale only in the group that holds it.
+        let mut w = sample(2, 128);
+        for r in 0..2 {
+            w[r * 128 + 100] = 50.0;
+        }
+        let scheme = Scheme::W8Grouped { group: 32 };
+        let m = quantize_rtn(&w, 2, 128, scheme);
+        let QuantizedData::Grouped { scales, mins, .. } = &m.data else {
+            panic!("grouped data")
+        };
+        assert_eq!((scales.len(), mins.is_none()), (8, true));
+        let grouped = dequantize(&m);
+        let per_row = dequantize(&quantize_rtn(&w, 2, 128, Scheme::W8));
+        let first_groups =
+            |b: &[f32]| max_err(&w[..32], &b[..32]).max(max_err(&w[128..160], &b[128..160]));
+        assert!(
+            first_groups(&grouped) * 10.0 < first_groups(&per_row),
+            "{} vs {}",
+            first_groups(&grouped),
+            first_groups(&per_row)
+        );
+        // Within one step of each group's grid (d = largest magnitude / 128).
+        for g in 0..8 {
+            let values = &w[g * 32..][..32];
+            let step = scales[g].to_f32().abs();
+            assert!(
+                max_err(values, &grouped[g * 32..][..32]) <= step * 1.01,
+                "group {g}"
+            );
+        }
+    }
+
+    #[test]
     fn zero_rows_stay_zero() {
         let w = vec![0.0f32; 64];
         for scheme in [
             Scheme::W8,
+            Scheme::W8Grouped { group: 32 },
             Scheme::W4 {
                 group: 32,
                 asymmetric: false,

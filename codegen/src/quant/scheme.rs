@@ -14,6 +14,11 @@ pub enum Scheme {
         group: usize,
         asymmetric: bool,
     },
+    /// int8 in groups of `group` inputs, symmetric, an f16 scale per group (codes stand for
+    /// `q − 128`). Finer than `W8` where weights sit on a grid with per-group scales.
+    W8Grouped {
+        group: usize,
+    },
     /// 2- or 3-bit codes in groups of `group` inputs, like `W4` (symmetric codes stand for
     /// `q − 2^(bits−1)`). The tiled kernels expand them to w4 codes tile by tile.
     Narrow {
@@ -25,8 +30,8 @@ pub enum Scheme {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "unknown scheme `{0}` (expected f32, bf16, w8, or wBgN with B bits (2, 3, 4) in groups of N \
-     (32, 64, 128, 256), e.g. w4g32; a trailing `a` for asymmetric, e.g. w3g64a)"
+    "unknown scheme `{0}` (expected f32, bf16, w8, or wBgN with B bits (2, 3, 4, 8) in groups of \
+     N (32, 64, 128, 256), e.g. w4g32; a trailing `a` for asymmetric with 2-4 bits, e.g. w3g64a)"
 )]
 pub struct SchemeError(pub String);
 
@@ -40,6 +45,7 @@ impl Scheme {
             Scheme::W4 { group, asymmetric } => {
                 4.0 + if asymmetric { 32.0 } else { 16.0 } / group as f64
             }
+            Scheme::W8Grouped { group } => 8.0 + 16.0 / group as f64,
             Scheme::Narrow {
                 bits,
                 group,
@@ -48,10 +54,35 @@ impl Scheme {
         }
     }
 
-    /// Bits per stored code of the group-wise schemes (`w4`, `w2`, `w3`).
+    /// Inputs per scale of the group-wise schemes.
+    pub fn group(self) -> Option<usize> {
+        match self {
+            Scheme::W4 { group, .. }
+            | Scheme::W8Grouped { group }
+            | Scheme::Narrow { group, .. } => Some(group),
+            _ => None,
+        }
+    }
+
+    /// Whether a group-wise scheme stores a minimum per group.
+    pub fn asymmetric(self) -> bool {
+        matches!(
+            self,
+            Scheme::W4 {
+                asymmetric: true,
+                ..
+            } | Scheme::Narrow {
+                asymmetric: true,
+                ..
+            }
+        )
+    }
+
+    /// Bits per stored code of the group-wise schemes (`w4`, `w2`, `w3`, `w8g`).
     pub fn code_bits(self) -> Option<u8> {
         match self {
             Scheme::W4 { .. } => Some(4),
+            Scheme::W8Grouped { .. } => Some(8),
             Scheme::Narrow { bits, .. } => Some(bits),
             _ => None,
         }
@@ -60,10 +91,12 @@ impl Scheme {
     /// Whether a matrix with `cols` inputs can use this scheme.
     pub fn check_cols(self, cols: usize) -> Result<(), String> {
         match self {
-            Scheme::W4 { group, .. } | Scheme::Narrow { group, .. } if cols % group != 0 => Err(
-                format!("{cols} inputs are not a multiple of the group size {group}"),
-            ),
-            _ => Ok(()),
+            _ => match self.group() {
+                Some(group) if cols % group != 0 => Err(format!(
+                    "{cols} inputs are not a multiple of the group size {group}"
+                )),
+                _ => Ok(()),
+            },
         }
     }
 }
@@ -78,7 +111,7 @@ impl FromStr for Scheme {
             "w8" => return Ok(Scheme::W8),
             _ => {}
         }
-        let (bits, rest) = [4u8, 3, 2]
+        let (bits, rest) = [8u8, 4, 3, 2]
             .into_iter()
             .find_map(|b| s.strip_prefix(&format!("w{b}g")).map(|rest| (b, rest)))
             .ok_or_else(bad)?;
@@ -93,7 +126,12 @@ impl FromStr for Scheme {
         if !matches!(group, 32 | 64 | 128 | 256) {
             return Err(bad());
         }
-        Ok(if bits == 4 {
+        Ok(if bits == 8 {
+            if asymmetric {
+                return Err(bad());
+            }
+            Scheme::W8Grouped { group }
+        } else if bits == 4 {
             Scheme::W4 { group, asymmetric }
         } else {
             Scheme::Narrow {
@@ -114,6 +152,7 @@ impl fmt::Display for Scheme {
             Scheme::W4 { group, asymmetric } => {
                 write!(f, "w4g{group}{}", if *asymmetric { "a" } else { "" })
             }
+            Scheme::W8Grouped { group } => write!(f, "w8g{group}"),
             Scheme::Narrow {
                 bits,
                 group,
@@ -131,13 +170,13 @@ mod tests {
     fn names_round_trip() {
         for name in [
             "f32", "bf16", "w8", "w4g32", "w4g64", "w4g128", "w4g32a", "w4g128a", "w2g64a",
-            "w3g32", "w3g128a", "w2g256",
+            "w3g32", "w3g128a", "w2g256", "w8g32", "w8g128",
         ] {
             assert_eq!(name.parse::<Scheme>().unwrap().to_string(), name);
         }
         for bad in [
             "w4", "w4g", "w4g33", "w4gxa", "int8", "", "w4g32b", "w5g32", "w1g32", "w2g16",
-            "w3g064",
+            "w8g128a", "w3g064",
         ] {
             assert_eq!(bad.parse::<Scheme>(), Err(SchemeError(bad.into())));
         }
