@@ -259,10 +259,13 @@ impl Active {
         if self.generated >= self.job.max_tokens {
             return Ok(self.finish(Finish::Length));
         }
-        let logits = model
-            .forward(&mut self.cache, &[token], LogitsFor::Last)
+        // The next logits replace these in place: one buffer per sequence, not one per token.
+        let Phase::Decode { logits } = &mut self.phase else {
+            unreachable!("still decoding")
+        };
+        model
+            .forward_into(&mut self.cache, &[token], LogitsFor::Last, logits)
             .map_err(|e| ApiError::internal(format!("forward pass failed: {e}")))?;
-        self.phase = Phase::Decode { logits };
         Ok(Step::Continue)
     }
 }
