@@ -42,6 +42,9 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 prompt="Hello world, 12345"
 gen() { "$@" generate "$prompt" --max-tokens 24 --ignore-eos --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["ids"])'; }
+# Their own target dir: building `qwen` for another backend rewrites the qwen.weights beside
+# it, which the tests above (their CARGO_BIN_EXE_qwen) read on the next run.
+export CARGO_TARGET_DIR="$CARGO_TARGET_DIR/greedy"
 QWENC_VARIANTS="" QWENC_TARGET=scalar cargo build --locked --bin qwen -q
 want="$(gen "$CARGO_TARGET_DIR/debug/qwen")"
 echo "   scalar (host): $want"
