@@ -26,6 +26,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/quality/cargo}
 # name | compress flags
 VARIANTS=(
   "w8|--scheme w8"
+  "w8g128|--scheme w8g128"
   "w4g32-rtn|--scheme w4g32"
   "w4g32-awq|--scheme w4g32 --method awq"
   "w4g32-gptq|--scheme w4g32 --method gptq"

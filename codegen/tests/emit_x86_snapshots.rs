@@ -42,6 +42,13 @@ fn x86_kernels() {
         "avx512_w8g32",
         pretty(tiled::matmul(X86Isa::Avx512Vnni, &shape("w8g32")))
     );
+    insta::assert_snapshot!(
+        "avx2_f32",
+        pretty(qwenc_codegen::emit::x86_float::matmul_f32(
+            X86Isa::Avx2,
+            &shape("f32")
+        ))
+    );
 }
 
 #[test]

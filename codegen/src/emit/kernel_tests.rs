@@ -10,7 +10,7 @@ use quote::{format_ident, quote};
 
 use super::aarch64::ArmIsa;
 use super::x86::X86Isa;
-use super::{kernel_name, lit, scalar, tiled};
+use super::{kernel_name, lit, scalar, tiled, x86_float};
 use crate::plan::MatmulShape;
 use crate::quant::Scheme;
 
@@ -23,6 +23,9 @@ pub const TEST_SCHEMES: [&str; 9] = [
 /// shapes (qkv: 1152×896, down: 896×4864). A scheme is skipped where its group does not
 /// divide the columns.
 pub const TEST_SHAPES: [(usize, usize); 4] = [(8, 64), (13, 96), (1152, 896), (896, 4864)];
+
+/// Shapes of the f32 kernels under test (x86 FMA kernels against the scalar kernel).
+pub const FLOAT_SHAPES: [(usize, usize); 4] = [(8, 64), (13, 96), (1152, 896), (896, 4864)];
 
 /// Every (shape, scheme) the module has kernels for.
 pub fn test_shapes() -> Vec<MatmulShape> {
@@ -119,6 +122,56 @@ pub fn kernel_test_module() -> String {
         lit(tiled::tile_rows(X86Isa::Avx512Vnni)),
     );
     let (avx2_twin, avx512_twin) = (format!("twin{avx2_nr}"), format!("twin{avx512_nr}"));
+    // f32: the scalar kernels and the x86 FMA kernels, with their own lookup.
+    let float_shapes: Vec<MatmulShape> = FLOAT_SHAPES
+        .iter()
+        .map(|&(rows, cols)| MatmulShape {
+            rows,
+            cols,
+            scheme: Scheme::F32,
+        })
+        .collect();
+    let float_module = |name: &str, backend: &str, cfg: TokenStream, kernels: Vec<TokenStream>| {
+        let name = format_ident!("{name}");
+        let arms = float_shapes.iter().map(|s| {
+            let (r, c) = (lit(s.rows), lit(s.cols));
+            let k = kernel_name(backend, s);
+            quote! { (#r, #c) => Some(#k as FloatKernel), }
+        });
+        quote! {
+            #cfg
+            #[allow(dead_code, unused_imports, clippy::all)]
+            pub mod #name {
+                use super::*;
+                #(#kernels)*
+                /// This module's f32 kernel for `rows × cols`, if emitted.
+                pub fn kernel(rows: usize, cols: usize) -> Option<FloatKernel> {
+                    match (rows, cols) {
+                        #(#arms)*
+                        _ => None,
+                    }
+                }
+            }
+        }
+    };
+    modules.push(float_module(
+        "scalar_f32",
+        scalar::BACKEND,
+        quote! {},
+        float_shapes.iter().map(scalar::matmul).collect(),
+    ));
+    for isa in X86Isa::ALL {
+        let kernels = float_shapes
+            .iter()
+            .map(|s| x86_float::matmul_f32(isa, s))
+            .collect();
+        let name = format!("{}_f32", isa.short_name());
+        modules.push(float_module(&name, isa.name(), x86_cfg.clone(), kernels));
+    }
+    let float_shape_list = FLOAT_SHAPES.iter().map(|&(r, c)| {
+        let (r, c) = (lit(r), lit(c));
+        quote! { (#r, #c) }
+    });
     let file = quote! {
         #[allow(unused_imports)]
         use qwenc_runtime::kernel_support::{par_outputs, Q8Acts, Q8_BLOCK};
@@ -136,6 +189,22 @@ pub fn kernel_test_module() -> String {
 
         /// The signature of every integer kernel.
         pub type Kernel = fn(&[u8], &MatrixAt, &Q8Acts, &mut [f32]);
+        /// The signature of every f32 kernel.
+        pub type FloatKernel = fn(&[u8], &MatrixAt, &[f32], &mut [f32]);
+        /// `(rows, cols)` of every f32 kernel.
+        pub const FLOAT_SHAPES: &[(usize, usize)] = &[#(#float_shape_list),*];
+
+        /// The f32 kernel of `module` (`scalar`, `avx2`, `avx512`).
+        pub fn float_kernel(module: &str, rows: usize, cols: usize) -> Option<FloatKernel> {
+            match module {
+                "scalar" => scalar_f32::kernel(rows, cols),
+                #[cfg(target_arch = "x86_64")]
+                "avx2" => avx2_f32::kernel(rows, cols),
+                #[cfg(target_arch = "x86_64")]
+                "avx512" => avx512_f32::kernel(rows, cols),
+                _ => None,
+            }
+        }
 
         /// `(rows, cols, scheme)` of every kernel in each module.
         pub const SHAPES: &[(usize, usize, &str)] = &[#(#shape_list),*];

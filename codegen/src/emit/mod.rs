@@ -11,6 +11,7 @@ mod ops;
 pub mod scalar;
 pub mod tiled;
 pub mod x86;
+pub mod x86_float;
 
 use std::collections::BTreeMap;
 
@@ -126,10 +127,20 @@ impl Backend {
         }
     }
 
+    /// The backend whose matmul kernel runs `shape`: as [`Backend::kernel_backend`], except
+    /// that x86 multiplies f32 weights (still in the scalar layout) with its FMA kernels.
+    fn matmul_backend(self, shape: &MatmulShape) -> Backend {
+        match self {
+            Backend::X86(isa) if x86_float::supports(isa, shape) => self,
+            _ => self.kernel_backend(shape.scheme),
+        }
+    }
+
     /// The matmul kernel for `shape`.
     fn matmul(self, shape: &MatmulShape) -> TokenStream {
-        match self.kernel_backend(shape.scheme) {
+        match self.matmul_backend(shape) {
             Backend::Scalar => scalar::matmul(shape),
+            Backend::X86(isa) if shape.scheme == Scheme::F32 => x86_float::matmul_f32(isa, shape),
             Backend::X86(isa) => tiled::matmul(isa, shape),
             Backend::Arm(isa) => isa.matmul(shape),
         }
@@ -447,7 +458,7 @@ fn matmul_call(
     x: TokenStream,
     y: TokenStream,
 ) -> TokenStream {
-    let kernel = kernel_name(backend.kernel_backend(shape.scheme).name(), shape);
+    let kernel = kernel_name(backend.matmul_backend(shape).name(), shape);
     let cols = lit(shape.cols);
     match shape.scheme {
         Scheme::F32 | Scheme::Bf16 => quote! { #kernel(w, &#at, #x, #y) },

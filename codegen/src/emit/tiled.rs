@@ -26,7 +26,8 @@
 //! - `w8` `scale`: f32 `[T][nr]`.
 //! - `w8g{G}` `q`: as `w8`'s (its codes are `q + 128` already); `scale` as w4's (f16
 //!   `[T][cols/G][nr]`): the w8 steps with w4's per-group float steps.
-//! - `f32`, `bf16`: the scalar layout (`w`); the x86 backends run the scalar kernels for them.
+//! - `f32`, `bf16`: the scalar layout (`w`); the x86 backends run f32 with their FMA kernels
+//!   (`x86_float`) and bf16 with the scalar kernels.
 //!
 //! Why this layout: decode (n = 1) is bound by reading the weights once, so every byte is
 //! read by exactly one full-width aligned vector load, in address order, and turned into dot
