@@ -253,9 +253,7 @@ impl TilePrims for Neon {
         quote! { vdupq_n_s32(#e) }
     }
     fn prefetch(&self, ptr: TokenStream) -> Option<TokenStream> {
-        Some(quote! {
-            asm!("prfm pldl2keep, [{p}]", p = in(reg) #ptr, options(nostack, readonly, preserves_flags))
-        })
+        Some(prefetch_l2(ptr))
     }
     fn and_i(&self, a: TokenStream, b: TokenStream) -> TokenStream {
         quote! { vandq_s32(#a, #b) }
@@ -340,6 +338,13 @@ impl TilePrims for Neon {
         params: &TokenStream,
     ) -> Option<TokenStream> {
         (self.i8mm && m >= 2).then(|| smmla_pass(self, shape, m, params))
+    }
+}
+
+/// A statement hinting the cache line at `ptr` into L2 (`prfm pldl2keep`).
+fn prefetch_l2(ptr: TokenStream) -> TokenStream {
+    quote! {
+        asm!("prfm pldl2keep, [{p}]", p = in(reg) #ptr, options(nostack, readonly, preserves_flags))
     }
 }
 
@@ -537,9 +542,7 @@ mod sve {
             detect: isa.detect(),
             features: isa.requirement(),
             matrix_unit: None,
-            prefetch_line: Some(quote! {
-                asm!("prfm pldl2keep, [{p}]", p = in(reg) line, options(nostack, readonly, preserves_flags))
-            }),
+            prefetch_line: Some(super::prefetch_l2(quote! { line })),
         };
         let passes = tiled::pass_shape(shape);
         tiled::tile_loop(&t, shape, &|m, params| pass(isa, &passes, m, params))
