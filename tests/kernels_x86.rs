@@ -21,7 +21,7 @@ mod k {
 }
 use qwenc_codegen::emit::tiled::{pack_parts, part_sizes, token_block};
 use qwenc_codegen::emit::x86::X86Isa;
-use qwenc_codegen::quant::{quantize_rtn, QuantizedData, QuantizedMatrix, Scheme};
+use qwenc_codegen::quant::{quantize_rtn, QuantizedData, QuantizedMatrix};
 use qwenc_runtime::kernel_support::Q8Acts;
 
 include!("common/kernel_harness.rs");

@@ -369,20 +369,9 @@ pub fn pack_parts(m: &QuantizedMatrix, nr: usize) -> Vec<(&'static str, Vec<u8>)
         QuantizedData::F32(w) => vec![("w", w.iter().flat_map(|v| v.to_le_bytes()).collect())],
         QuantizedData::Bf16(w) => vec![("w", w.iter().flat_map(|v| v.to_le_bytes()).collect())],
         QuantizedData::W8 { q, scales } => {
-            let mut codes = vec![128u8; tiles * nr * cols];
+            let codes = w8_steps(rows, cols, nr, |r, c| (q[r * cols + c] as i32 + 128) as u8);
             let mut scale = vec![0u8; tiles * nr * 4];
             for r in 0..rows {
-                let (tile, lane) = (r / nr, r % nr);
-                for b in 0..blocks {
-                    let block = (tile * blocks + b) * BLOCK * nr;
-                    for k in 0..8 {
-                        for j in 0..4 {
-                            let c = b * BLOCK + 4 * k + j;
-                            codes[block + k * 4 * nr + lane * 4 + j] =
-                                (q[r * cols + c] as i32 + 128) as u8;
-                        }
-                    }
-                }
                 scale[r * 4..][..4].copy_from_slice(&scales[r].to_le_bytes());
             }
             vec![("q", codes), ("scale", scale)]
@@ -397,21 +386,8 @@ pub fn pack_parts(m: &QuantizedMatrix, nr: usize) -> Vec<(&'static str, Vec<u8>)
             let groups = cols / group;
             let code = |r: usize, c: usize| code_at(packed, bits, r * cols + c);
             let mut codes = if bits == 8 {
-                // As w8's steps; a symmetric 8-bit code already is q + 128 (padding 128 = 0).
-                let mut codes = vec![128u8; tiles * nr * cols];
-                for r in 0..rows {
-                    let (tile, lane) = (r / nr, r % nr);
-                    for b in 0..blocks {
-                        let block = (tile * blocks + b) * BLOCK * nr;
-                        for k in 0..8 {
-                            for j in 0..4 {
-                                codes[block + k * 4 * nr + lane * 4 + j] =
-                                    code(r, b * BLOCK + 4 * k + j);
-                            }
-                        }
-                    }
-                }
-                codes
+                // As w8's steps; a symmetric 8-bit code already is q + 128.
+                w8_steps(rows, cols, nr, code)
             } else {
                 let mut codes = vec![0u8; tiles * nr * cols / 2];
                 for r in 0..rows {
@@ -457,6 +433,25 @@ pub fn pack_parts(m: &QuantizedMatrix, nr: usize) -> Vec<(&'static str, Vec<u8>)
         part_sizes(rows, cols, m.scheme, nr)
     );
     parts
+}
+
+/// w8 code bytes (`code(r, c)` = q + 128) in the tiled layout: `[T][cols/32][8][nr][4]`,
+/// padding rows 128 (= 0).
+fn w8_steps(rows: usize, cols: usize, nr: usize, code: impl Fn(usize, usize) -> u8) -> Vec<u8> {
+    let blocks = cols / BLOCK;
+    let mut codes = vec![128u8; rows.div_ceil(nr) * nr * cols];
+    for r in 0..rows {
+        let (tile, lane) = (r / nr, r % nr);
+        for b in 0..blocks {
+            let block = (tile * blocks + b) * BLOCK * nr;
+            for k in 0..8 {
+                for j in 0..4 {
+                    codes[block + k * 4 * nr + lane * 4 + j] = code(r, b * BLOCK + 4 * k + j);
+                }
+            }
+        }
+    }
+    codes
 }
 
 /// The SIMD kernel for `shape` on `isa`: `pub fn NAME(w: &[u8], at: &MatrixAt, x: &Q8Acts,
