@@ -31,7 +31,7 @@ pub const CODEGEN_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub enum Backend {
     /// Portable Rust: the reference for every other backend.
     Scalar,
-    /// x86_64 SIMD for the integer schemes (tiled layout); float schemes run scalar kernels.
+    /// x86_64 SIMD for the integer schemes (tiled layout) and f32 (FMA); bf16 runs scalar kernels.
     X86(X86Isa),
     /// aarch64 NEON dotprod / i8mm / SVE2 for the integer schemes (same tiled layout).
     Arm(ArmIsa),
