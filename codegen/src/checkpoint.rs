@@ -104,6 +104,34 @@ impl Checkpoint {
         self.tensors.load_f32(name)
     }
 
+    /// Turn an untied checkpoint into a tied one whose single matrix is its `lm_head.weight`
+    /// (`qwenc compress --tie-embeddings`): the embedding is then gathered from the lm_head.
+    /// Worth it when the two are copies of one matrix, as in the dev GGUF, whose embedding is a
+    /// Q5_0 and whose lm_head a Q8_0 copy of Qwen2.5's tied matrix. The lm_head is kept because
+    /// its errors reach the logits undamped. Returns the relative Frobenius distance
+    /// ‖E − L‖ / ‖L‖ of the replaced embedding E from the lm_head L, so that the caller can say
+    /// how much the model changes.
+    pub fn tie_embedding_to_lm_head(mut self) -> Result<(Checkpoint, f64)> {
+        let path = self.tensors.path().to_path_buf();
+        if self.config.tie_word_embeddings || !self.has_separate_lm_head() {
+            return Err(LoadError::format(
+                &path,
+                "the model already ties lm_head to the embedding: nothing to share",
+            ));
+        }
+        let shape = [self.config.vocab_size, self.config.hidden_size];
+        let distance = {
+            let embed = self.load(EMBED, &shape)?;
+            let head = self.load(LM_HEAD, &shape)?;
+            relative_distance(&embed, &head)
+        };
+        self.config.tie_word_embeddings = true;
+        self.tensors = Box::new(LmHeadAsEmbedding {
+            inner: self.tensors,
+        });
+        Ok((self, distance))
+    }
+
     /// Whether the checkpoint stores its own `lm_head.weight` (the dev checkpoint does,
     /// Qwen2.5-0.5B ties it to the embedding).
     pub fn has_separate_lm_head(&self) -> bool {
@@ -114,3 +142,53 @@ impl Checkpoint {
 pub const EMBED: &str = "model.embed_tokens.weight";
 pub const LM_HEAD: &str = "lm_head.weight";
 pub const FINAL_NORM: &str = "model.norm.weight";
+
+/// ‖a − b‖ / ‖b‖ (Frobenius), summed in f64.
+fn relative_distance(a: &[f32], b: &[f32]) -> f64 {
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        diff += (x as f64 - y as f64).powi(2);
+        norm += (y as f64).powi(2);
+    }
+    (diff / norm.max(f64::MIN_POSITIVE)).sqrt()
+}
+
+/// A source whose `model.embed_tokens.weight` is the inner source's `lm_head.weight`, and
+/// which has no lm_head of its own (see [`Checkpoint::tie_embedding_to_lm_head`]).
+struct LmHeadAsEmbedding {
+    inner: Box<dyn TensorSource>,
+}
+
+impl TensorSource for LmHeadAsEmbedding {
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+
+    fn tensors(&self) -> Vec<TensorMeta> {
+        let metas = self.inner.tensors();
+        let head = metas.iter().find(|m| m.name == LM_HEAD).cloned();
+        metas
+            .into_iter()
+            .filter(|m| m.name != LM_HEAD)
+            .map(|m| match &head {
+                Some(head) if m.name == EMBED => TensorMeta {
+                    name: EMBED.to_string(),
+                    ..head.clone()
+                },
+                _ => m,
+            })
+            .collect()
+    }
+
+    fn load_f32(&self, name: &str) -> Result<Vec<f32>> {
+        match name {
+            EMBED => self.inner.load_f32(LM_HEAD),
+            LM_HEAD => Err(LoadError::tensor(
+                self.path(),
+                name,
+                "stored once, as the embedding (--tie-embeddings)",
+            )),
+            _ => self.inner.load_f32(name),
+        }
+    }
+}

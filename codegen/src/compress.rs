@@ -159,6 +159,9 @@ pub struct CompressOptions {
     pub schemes: SchemeArgs,
     /// Write into an existing non-empty directory (our four files are replaced, others kept).
     pub force: bool,
+    /// Store an untied checkpoint's lm_head once and gather the embedding from it
+    /// ([`Checkpoint::tie_embedding_to_lm_head`]).
+    pub tie_embeddings: bool,
 }
 
 /// One tensor to write.
@@ -186,6 +189,9 @@ pub struct CompressPlan {
     pub tensors: Vec<PlannedTensor>,
     /// Set by [`CompressPlan::apply_budget`].
     pub budget: Option<BudgetInfo>,
+    /// With [`CompressOptions::tie_embeddings`]: how far the replaced embedding was from the
+    /// lm_head that now serves both (‖E − L‖ / ‖L‖).
+    pub embedding_from_lm_head: Option<f64>,
 }
 
 /// What was written.
@@ -216,8 +222,16 @@ impl CompressPlan {
                 });
             }
         }
-        let checkpoint = Checkpoint::open(source)?;
-        Self::for_checkpoint(checkpoint, source, out_dir, &options.schemes)
+        let mut checkpoint = Checkpoint::open(source)?;
+        let mut distance = None;
+        if options.tie_embeddings {
+            let (tied, d) = checkpoint.tie_embedding_to_lm_head()?;
+            checkpoint = tied;
+            distance = Some(d);
+        }
+        let mut plan = Self::for_checkpoint(checkpoint, source, out_dir, &options.schemes)?;
+        plan.embedding_from_lm_head = distance;
+        Ok(plan)
     }
 
     /// Plan for an already opened checkpoint (`source` is recorded in the manifest). Does not
@@ -280,6 +294,7 @@ impl CompressPlan {
             warnings,
             tensors,
             budget: None,
+            embedding_from_lm_head: None,
         })
     }
 
@@ -521,6 +536,7 @@ impl CompressPlan {
             quantizer: quantizer.name().to_string(),
             schemes: self.schemes,
             source: SourceInfo {
+                embedding_from_lm_head: self.embedding_from_lm_head,
                 format: self.checkpoint.format.to_string(),
                 path: self.source.to_string_lossy().into_owned(),
             },

@@ -45,6 +45,7 @@ fn run(src: &Path, out: &Path, schemes: SchemeArgs) -> CompressReport {
         &CompressOptions {
             schemes,
             force: false,
+            ..Default::default()
         },
     )
     .unwrap_or_else(|e| panic!("compressing {}: {e}", src.display()))
@@ -405,6 +406,52 @@ fn tied_models_store_the_embedding_once_in_the_lm_head_scheme() {
 }
 
 #[test]
+fn tie_embeddings_stores_the_lm_head_once_for_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tiny(tmp.path(), false, StoreAs::F32);
+    let out = tmp.path().join("out");
+    let options = CompressOptions {
+        schemes: SchemeArgs {
+            lm_head: Some(s("w4g32a")),
+            ..Default::default()
+        },
+        tie_embeddings: true,
+        ..Default::default()
+    };
+    let report = compress(&src, &out, &options).unwrap();
+    let m = &report.manifest;
+    assert!(m.tied_embeddings);
+    assert!(m.tensors.keys().all(|n| !n.starts_with("lm_head")));
+    assert_eq!(m.tensors[EMBED].scheme, s("w4g32a"));
+
+    // The stored matrix is the source's lm_head, quantized; not its embedding.
+    let ckpt = Checkpoint::open(&src).unwrap();
+    let shape = [ckpt.config.vocab_size, ckpt.config.hidden_size];
+    let head = ckpt.load(LM_HEAD, &shape).unwrap();
+    let embed = ckpt.load(EMBED, &shape).unwrap();
+    assert_eq!(m.tensors[EMBED].source_sha256, sha256_f32(&head));
+    let model = CompressedModel::open(&out).unwrap();
+    let expected = quantize_rtn(&head, shape[0], shape[1], s("w4g32a"));
+    assert_eq!(model.matrix(EMBED).unwrap(), expected);
+    assert!(model.config.tie_word_embeddings);
+
+    // The recorded distance is ‖E − L‖ / ‖L‖ of the source (independent random matrices here).
+    let d = m.source.embedding_from_lm_head.expect("recorded");
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let diff: Vec<f64> = embed.iter().zip(&head).map(|(&e, &l)| (e - l) as f64).collect();
+    let head64: Vec<f64> = head.iter().map(|&l| l as f64).collect();
+    assert!((d - norm(&diff) / norm(&head64)).abs() < 1e-9, "{d}");
+    assert!(d > 0.5, "the tiny model's matrices are unrelated: {d}");
+
+    // A model that already ties has nothing to share: a named error, nothing written.
+    let tied_src = tiny(tmp.path(), true, StoreAs::F32);
+    let out2 = tmp.path().join("out2");
+    let err = compress(&tied_src, &out2, &options).unwrap_err();
+    assert!(err.to_string().contains("already ties"), "{err}");
+    assert!(!out2.exists());
+}
+
+#[test]
 fn existing_output_needs_force() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tiny(tmp.path(), false, StoreAs::F32);
@@ -423,6 +470,7 @@ fn existing_output_needs_force() {
     let options = CompressOptions {
         schemes: all(s("bf16")),
         force: true,
+        ..Default::default()
     };
     compress(&src, &out, &options).unwrap();
     let model = CompressedModel::open(&out).unwrap();
@@ -481,6 +529,7 @@ fn a_group_that_does_not_divide_the_columns_names_the_tensor() {
             &CompressOptions {
                 schemes: args,
                 force: false,
+                ..Default::default()
             },
         )
         .unwrap_err();
@@ -747,6 +796,7 @@ fn the_plan_reports_schemes_before_writing() {
             ..Default::default()
         },
         force: false,
+        ..Default::default()
     };
     let plan = CompressPlan::new(&src, &out, &options).unwrap();
     assert!(plan.tied);

@@ -111,6 +111,7 @@ fn compressed_awq_and_gptq_directories_open_and_name_their_method() {
                 ..Default::default()
             },
             force: false,
+            ..Default::default()
         };
         let plan = CompressPlan::new(dir.path(), &out, &options).unwrap();
         let scales = if methods.attn == Method::Awq || methods.mlp == Method::Awq {

@@ -56,6 +56,10 @@ pub struct BudgetInfo {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SourceInfo {
+    /// Set by `--tie-embeddings`: the source's embedding was replaced by its lm_head, which is
+    /// stored once for both; the relative Frobenius distance ‖E − L‖ / ‖L‖ between the two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_from_lm_head: Option<f64>,
     /// `gguf` or `hf`.
     pub format: String,
     /// The checkpoint path as given to `qwenc compress`.
@@ -247,6 +251,7 @@ mod tests {
                 mlp: w4,
             },
             source: SourceInfo {
+                embedding_from_lm_head: None,
                 format: "gguf".into(),
                 path: "m.gguf".into(),
             },
