@@ -119,17 +119,21 @@ impl Checkpoint {
                 "the model already ties lm_head to the embedding: nothing to share",
             ));
         }
-        let shape = [self.config.vocab_size, self.config.hidden_size];
-        let distance = {
-            let embed = self.load(EMBED, &shape)?;
-            let head = self.load(LM_HEAD, &shape)?;
-            relative_distance(&embed, &head)
-        };
+        let distance = self.embedding_distance_from_lm_head()?;
         self.config.tie_word_embeddings = true;
         self.tensors = Box::new(LmHeadAsEmbedding {
             inner: self.tensors,
         });
         Ok((self, distance))
+    }
+
+    /// ‖E − L‖ / ‖L‖ (Frobenius) of the embedding E from the lm_head L: about 1.4 for unrelated
+    /// matrices, the rounding error for two copies of one. Loads both matrices.
+    pub fn embedding_distance_from_lm_head(&self) -> Result<f64> {
+        let shape = [self.config.vocab_size, self.config.hidden_size];
+        let embed = self.load(EMBED, &shape)?;
+        let head = self.load(LM_HEAD, &shape)?;
+        Ok(relative_distance(&embed, &head))
     }
 
     /// Whether the checkpoint stores its own `lm_head.weight` (the dev checkpoint does,

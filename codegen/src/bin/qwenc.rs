@@ -693,6 +693,17 @@ fn compress(
                 d * 100.0
             );
         }
+    } else if budget_mb.is_some() && plan.checkpoint.has_separate_lm_head() && !plan.tied {
+        // Under a budget, a second copy of one matrix is the costliest thing to keep.
+        let d = plan.checkpoint.embedding_distance_from_lm_head()?;
+        if d <= TIE_DISTANCE_WARNING {
+            let c = &plan.checkpoint.config;
+            eprintln!(
+                "hint: the embedding and the lm_head are {:.2}% apart, two roundings of one matrix: --tie-embeddings stores it once and frees {:.0} M weights of the budget",
+                d * 100.0,
+                (c.vocab_size * c.hidden_size) as f64 / 1e6
+            );
+        }
     }
     let quantizer = calibrated_quantizer(&mut plan, calib, budget_mb)?;
     let bar = ProgressBar::new(plan.tensors.len() as u64).with_style(
