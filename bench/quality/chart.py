@@ -10,6 +10,9 @@ docs/quality.md and the README.
   `DIR/NAME.eval.json` beside it).
 - `--point`: an accuracy-only point, from a `qwen eval` JSON or a bench/quality/llama_eval.py
   JSON, at MB megabytes (the f32 build; llama.cpp's Q4_0 and Q8_0 files).
+- `--records`: the points of earlier runs (bench/results/quality/records.json, committed, since
+  target/ does not outlive a machine); a variant or point measured now replaces the record of
+  the same name, and `--save-records` writes the merged list back.
 
 Left: the challenge's three-task average (ARC-Challenge acc_norm, HellaSwag acc_norm, PIQA acc)
 on the first 100 documents of each task (HellaSwag: of the `exact_lmeval` rows), the subset
@@ -58,11 +61,30 @@ def front(points, better):
     return sorted(keep, key=lambda i: points[i][0])
 
 
+def merge_records(path, ours, others, save):
+    """Earlier runs' points from `path`, replaced by this run's points of the same name."""
+    records = json.load(open(path)) if Path(path).exists() else []
+    fresh = {r["name"] for r in ours + others}
+    for r in records:
+        if r["name"] in fresh:
+            continue
+        (ours if r["kind"] == "qwenc" else others).append(r)
+    if save:
+        rows = [dict(r, kind="qwenc") for r in ours] + [dict(r, kind="other") for r in others]
+        rows.sort(key=lambda r: (r["kind"], r["name"]))
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        json.dump(rows, open(path, "w"), indent=1)
+        open(path, "a").write("\n")
+    return ours, others
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", default="target/quality")
     ap.add_argument("--point", action="append", default=[], help="LABEL|EVAL_JSON|MB")
     ap.add_argument("--out", default="docs/quality-pareto.svg")
+    ap.add_argument("--records", default="bench/results/quality/records.json")
+    ap.add_argument("--save-records", action="store_true")
     a = ap.parse_args()
     ours = []
     for f in sorted(glob.glob(f"{a.dir}/*.json")):
@@ -78,6 +100,7 @@ def main():
     for p in a.point:
         label, path, mb = p.split("|")
         others.append({"name": label, "mb": float(mb), "acc": subset_average(path)})
+    ours, others = merge_records(a.records, ours, others, a.save_records)
     if not ours:
         raise SystemExit(f"no variant JSON with its eval JSON in {a.dir} (scripts/quality-table.sh)")
 
