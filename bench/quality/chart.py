@@ -95,11 +95,12 @@ def main():
         if "kl" not in r or not Path(ev).exists():
             continue
         ours.append({"name": r["name"], "mb": r["weights_file_bytes"] / 1e6,
-                     "acc": subset_average(ev), "kl": r["kl"]["mean_kl"]})
+                     "acc": subset_average(ev), "kl": r["kl"]["mean_kl"],
+                     "source": f"{f} ({r['limit']} docs per task, first {SUBSET} scored)"})
     others = []
     for p in a.point:
         label, path, mb = p.split("|")
-        others.append({"name": label, "mb": float(mb), "acc": subset_average(path)})
+        others.append({"name": label, "mb": float(mb), "acc": subset_average(path), "source": path})
     ours, others = merge_records(a.records, ours, others, a.save_records)
     if not ours:
         raise SystemExit(f"no variant JSON with its eval JSON in {a.dir} (scripts/quality-table.sh)")
@@ -115,11 +116,16 @@ def main():
         on = front(mine, better)
         ax.plot([mine[i][0] for i in on], [mine[i][1] for i in on], "-", color="tab:orange",
                 zorder=1, label="Pareto front (qwenc)")
+        values = [r[key] for r in pts_rows]
+        near = 0.02 * (max(values) - min(values))
         for r in pts_rows:
+            # A label goes below its point when a smaller point's label sits at the same height.
+            below = any(abs(q[key] - r[key]) <= near and q["mb"] < r["mb"] for q in pts_rows)
             peer = r in others
             ax.scatter(r["mb"], r[key], s=50, zorder=2, marker="s" if peer else "o",
                        color="tab:gray" if peer else "tab:blue")
-            ax.annotate(r["name"], (r["mb"], r[key]), textcoords="offset points", xytext=(5, 4),
+            ax.annotate(r["name"], (r["mb"], r[key]), textcoords="offset points",
+                        xytext=(5, -11 if below else 4),
                         fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel("weights file, MB (log scale)")
