@@ -113,10 +113,17 @@ impl Checkpoint {
     /// how much the model changes.
     pub fn tie_embedding_to_lm_head(mut self) -> Result<(Checkpoint, f64)> {
         let path = self.tensors.path().to_path_buf();
-        if self.config.tie_word_embeddings || !self.has_separate_lm_head() {
+        if self.config.tie_word_embeddings {
             return Err(LoadError::format(
                 &path,
                 "the model already ties lm_head to the embedding: nothing to share",
+            ));
+        }
+        if !self.has_separate_lm_head() {
+            return Err(LoadError::tensor(
+                &path,
+                LM_HEAD,
+                "missing from the checkpoint, so there is no lm_head to share",
             ));
         }
         let distance = self.embedding_distance_from_lm_head()?;
