@@ -36,6 +36,7 @@ VARIANTS=(
   "budget-300|--budget-mb 300"
   "budget-240|--budget-mb 240"
   "budget-240-gptq|--budget-mb 240 --method gptq,lm_head=gptq"
+  "budget-300-tied|--budget-mb 300 --tie-embeddings"
   "budget-240-tied|--budget-mb 240 --tie-embeddings"
   "budget-240-tied-gptq|--budget-mb 240 --tie-embeddings --method gptq"
   "f32|--scheme f32"
