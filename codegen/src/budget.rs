@@ -39,8 +39,10 @@ use crate::quant::{dequantize, quantize_rtn, Scheme};
 use crate::reference::{ReferenceWeights, Tap};
 
 /// The schemes a budget chooses from. f32/bf16 are never worth their bytes here, nor 3-bit
-/// groups of 32 (w4g128 costs about as much), nor w3g64 (w3g64a is 0.25 bits more).
-pub const CANDIDATES: [Scheme; 13] = [
+/// groups of 32 (w4g128 costs about as much), nor w3g64 (w3g64a is 0.25 bits more). Of the
+/// grouped int8 schemes only w8g128: 0.09 bits more than per-row w8, which cannot follow
+/// weights on 4- to 6-bit grids with a scale per 16–32 inputs (docs/quality.md).
+pub const CANDIDATES: [Scheme; 14] = [
     Scheme::W4 {
         group: 128,
         asymmetric: false,
@@ -66,6 +68,7 @@ pub const CANDIDATES: [Scheme; 13] = [
         asymmetric: true,
     },
     Scheme::W8,
+    Scheme::W8Grouped { group: 128 },
     Scheme::Narrow {
         bits: 2,
         group: 128,

@@ -79,7 +79,7 @@ enum Command {
         #[arg(long = "lm-head", value_name = "S")]
         lm_head: Option<Scheme>,
         /// Mixed precision: choose each matrix's scheme (w4g{128,64,32}, their asymmetric
-        /// forms, w8, w3g128, w3g{128,64}a, w2g{128,64,32}a) to minimise the predicted loss
+        /// forms, w8, w8g128, w3g128, w3g{128,64}a, w2g{128,64,32}a) to minimise the predicted loss
         /// with model.safetensors at most N MB
         /// (10^6 bytes). Calibrates on --calib-file; incompatible with the scheme flags.
         #[arg(long, value_name = "N", conflicts_with_all = ["scheme", "attn", "mlp", "embed", "lm_head"])]
