@@ -438,7 +438,11 @@ fn tie_embeddings_stores_the_lm_head_once_for_both() {
     // The recorded distance is ‖E − L‖ / ‖L‖ of the source (independent random matrices here).
     let d = m.source.embedding_from_lm_head.expect("recorded");
     let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let diff: Vec<f64> = embed.iter().zip(&head).map(|(&e, &l)| (e - l) as f64).collect();
+    let diff: Vec<f64> = embed
+        .iter()
+        .zip(&head)
+        .map(|(&e, &l)| (e - l) as f64)
+        .collect();
     let head64: Vec<f64> = head.iter().map(|&l| l as f64).collect();
     assert!((d - norm(&diff) / norm(&head64)).abs() < 1e-9, "{d}");
     assert!(d > 0.5, "the tiny model's matrices are unrelated: {d}");
