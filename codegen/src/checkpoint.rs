@@ -155,7 +155,7 @@ pub const LM_HEAD: &str = "lm_head.weight";
 pub const FINAL_NORM: &str = "model.norm.weight";
 
 /// ‖a − b‖ / ‖b‖ (Frobenius), summed in f64.
-fn relative_distance(a: &[f32], b: &[f32]) -> f64 {
+pub fn relative_distance(a: &[f32], b: &[f32]) -> f64 {
     let (mut diff, mut norm) = (0.0f64, 0.0f64);
     for (&x, &y) in a.iter().zip(b) {
         diff += (x as f64 - y as f64).powi(2);

@@ -530,6 +530,17 @@ fn calibrated_quantizer(
     let tokenizer = Tokenizer::from_spec(plan.checkpoint.tokenizer.clone())?;
     let tokens = tokenizer.encode(&text);
     let weights = load_with_progress(&plan.checkpoint)?;
+    if let (Some(_), Some(head)) = (budget_bytes, &weights.lm_head) {
+        // Under a budget, a second copy of one matrix is the costliest thing to keep.
+        let d = qwenc_codegen::checkpoint::relative_distance(&weights.embed, head);
+        if d <= TIE_DISTANCE_WARNING {
+            eprintln!(
+                "hint: the embedding and the lm_head are {:.2}% apart, two roundings of one matrix: --tie-embeddings stores it once and frees {:.0} M weights of the budget",
+                d * 100.0,
+                head.len() as f64 / 1e6
+            );
+        }
+    }
     let seqs = calib.calib_tokens.div_ceil(calib.calib_seq_len.max(1));
     let bar = ProgressBar::new(seqs as u64).with_style(
         ProgressStyle::with_template("calibrating {bar:40} {pos}/{len} sequences {elapsed}")
@@ -691,17 +702,6 @@ fn compress(
             eprintln!(
                 "warning: the embedding and the lm_head are not copies of one matrix ({:.0}% apart): sharing them changes the model; check `qwen kl` before using it",
                 d * 100.0
-            );
-        }
-    } else if budget_mb.is_some() && plan.checkpoint.has_separate_lm_head() && !plan.tied {
-        // Under a budget, a second copy of one matrix is the costliest thing to keep.
-        let d = plan.checkpoint.embedding_distance_from_lm_head()?;
-        if d <= TIE_DISTANCE_WARNING {
-            let c = &plan.checkpoint.config;
-            eprintln!(
-                "hint: the embedding and the lm_head are {:.2}% apart, two roundings of one matrix: --tie-embeddings stores it once and frees {:.0} M weights of the budget",
-                d * 100.0,
-                (c.vocab_size * c.hidden_size) as f64 / 1e6
             );
         }
     }
