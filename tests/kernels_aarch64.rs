@@ -15,7 +15,7 @@ mod k {
 }
 #[cfg(target_arch = "aarch64")]
 use qwenc_codegen::emit::tiled::token_block_for;
-use qwenc_codegen::emit::tiled::{pack_parts, part_sizes};
+use qwenc_codegen::layout::{pack_parts, part_sizes};
 use qwenc_codegen::quant::{quantize_rtn, QuantizedData, QuantizedMatrix};
 use qwenc_runtime::kernel_support::Q8Acts;
 

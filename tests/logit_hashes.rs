@@ -108,6 +108,9 @@ fn logits_are_bit_identical_to_the_recorded_ones() {
         eprintln!("UNRECORDED {u} (QWENC_BLESS=1 records it)");
     }
     assert!(differ.is_empty(), "logits changed:\n{}", differ.join("\n"));
-    assert!(checked > 0, "no variant was checked against a recorded hash");
+    assert!(
+        checked > 0,
+        "no variant was checked against a recorded hash"
+    );
     eprintln!("{checked} variants bit-identical to the recorded logits");
 }

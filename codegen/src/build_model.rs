@@ -131,7 +131,7 @@ pub fn compile_model(
     };
     let plan = Plan::per_matrix(&model.config, stored, model.tied_embeddings(), &scheme_of)
         .map_err(|e| LoadError::config(path, e))?;
-    let packed = pack(&plan, &model, backend, progress)?;
+    let packed = pack(&plan, &model, backend.tile_rows(), progress)?;
     finish(
         path,
         plan,
@@ -151,7 +151,12 @@ pub fn compile_checkpoint(
     let ckpt = Checkpoint::open(model)?;
     let tied = ckpt.config.tie_word_embeddings || !ckpt.has_separate_lm_head();
     let plan = Plan::new(&ckpt.config, schemes, tied).map_err(|e| LoadError::config(model, e))?;
-    let packed = pack(&plan, &QuantizeOnTheFly(&ckpt), backend, progress)?;
+    let packed = pack(
+        &plan,
+        &QuantizeOnTheFly(&ckpt),
+        backend.tile_rows(),
+        progress,
+    )?;
     finish(
         model,
         plan,
@@ -223,7 +228,7 @@ pub fn review_files(config_json: &Path) -> Result<std::collections::BTreeMap<Str
         Backend::Arm(ArmIsa::Sve2 { bits: 128 }),
     ];
     for backend in backends {
-        let layout = crate::pack::layout(&plan, backend);
+        let layout = crate::pack::layout(&plan, backend.tile_rows());
         let meta = ModelMeta {
             name: "Qwen2.5-0.5B (review copy)".into(),
             weights_len: layout.packed_len() as u64,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod emit;
 pub mod error;
 pub mod gguf;
+pub mod layout;
 pub mod pack;
 pub mod plan;
 pub mod quant;

@@ -2,7 +2,7 @@
 //! exactly the layout the emitted kernels read (no repacking at run time). Each region starts
 //! on a 64-byte boundary so kernels can use aligned loads.
 //!
-//! Scalar layout (the reference layout; tiled backends use `emit::tiled`'s, same part names):
+//! Scalar layout (the reference layout; tiled backends use `crate::layout`'s, same part names):
 //! - `f32`:  `{m}.w` f32 `[rows, cols]`
 //! - `bf16`: `{m}.w` bf16 bits `[rows, cols]`
 //! - `w8`:   `{m}.q` i8 `[rows, cols]`, `{m}.scale` f32 `[rows]`
@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 
 use crate::checkpoint::Checkpoint;
-use crate::emit::{tiled, Backend};
 use crate::error::Result;
+use crate::layout;
 use crate::plan::{FusedMatrix, Plan};
 use crate::quant::{quantize_rtn, QuantizedData, QuantizedMatrix, Scheme};
 
@@ -117,7 +117,8 @@ fn matrix_parts(rows: usize, cols: usize, scheme: Scheme) -> Vec<(&'static str, 
 
 /// Where every packed part of the plan goes (depends on shapes and schemes only, not on
 /// weight values): the generated code's offsets come from here. `bytes` is left empty.
-pub fn layout(plan: &Plan, backend: Backend) -> Packed {
+/// `tile_rows`: rows per tile of the backend's tiled matrices, `None` for the scalar layout.
+pub fn layout(plan: &Plan, tile_rows: Option<usize>) -> Packed {
     let mut regions = BTreeMap::new();
     let mut end = 0usize;
     let mut place = |name: String, len: usize| {
@@ -127,8 +128,8 @@ pub fn layout(plan: &Plan, backend: Backend) -> Packed {
     };
     for m in plan.matrices() {
         let (rows, cols, scheme) = (m.shape.rows, m.shape.cols, m.shape.scheme);
-        let parts = match tile_rows(plan, m, backend) {
-            Some(nr) => tiled::part_sizes(rows, cols, scheme, nr),
+        let parts = match matrix_tile_rows(plan, m, tile_rows) {
+            Some(nr) => layout::part_sizes(rows, cols, scheme, nr),
             None => matrix_parts(rows, cols, scheme),
         };
         for (part, len) in parts {
@@ -197,10 +198,10 @@ fn le_bytes<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u
 pub fn pack(
     plan: &Plan,
     source: &dyn WeightSource,
-    backend: Backend,
+    tile_rows: Option<usize>,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<Packed> {
-    let mut packed = layout(plan, backend);
+    let mut packed = layout(plan, tile_rows);
     packed.bytes = vec![0; packed.packed_len()];
     let matrices: Vec<_> = plan.matrices().collect();
     let total = matrices.len() + 1;
@@ -214,8 +215,8 @@ pub fn pack(
         let q = stack(parts);
         debug_assert_eq!(q.rows, m.shape.rows);
         let name = |part: &str| format!("{}.{part}", m.name);
-        if let Some(nr) = tile_rows(plan, m, backend) {
-            for (part, bytes) in tiled::pack_parts(&q, nr) {
+        if let Some(nr) = matrix_tile_rows(plan, m, tile_rows) {
+            for (part, bytes) in layout::pack_parts(&q, nr) {
                 packed.write(&name(part), &bytes);
             }
             continue;
@@ -254,12 +255,12 @@ pub fn pack(
 
 /// Rows per tile of `m` under `backend`, or None for the scalar layout. An untied embedding
 /// is only gathered from, never multiplied: it keeps the scalar layout.
-pub fn tile_rows(plan: &Plan, m: &FusedMatrix, backend: Backend) -> Option<usize> {
+pub fn matrix_tile_rows(plan: &Plan, m: &FusedMatrix, tile_rows: Option<usize>) -> Option<usize> {
     let gathered_only = std::ptr::eq(m, &plan.embed) && plan.lm_head.is_some();
     if gathered_only {
         None
     } else {
-        backend.tile_rows()
+        tile_rows
     }
 }
 

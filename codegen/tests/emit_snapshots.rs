@@ -5,7 +5,7 @@ use qwenc_codegen::emit::scalar;
 use qwenc_codegen::plan::MatmulShape;
 
 fn pretty(tokens: proc_macro2::TokenStream) -> String {
-    prettyplease::unparse(&syn::parse2(tokens).unwrap())
+    qwenc_codegen::emit::format::format_file(tokens)
 }
 
 #[test]

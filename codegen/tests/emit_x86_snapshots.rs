@@ -6,7 +6,7 @@ use qwenc_codegen::emit::x86::X86Isa;
 use qwenc_codegen::plan::MatmulShape;
 
 fn pretty(tokens: proc_macro2::TokenStream) -> String {
-    prettyplease::unparse(&syn::parse2(tokens).unwrap())
+    qwenc_codegen::emit::format::format_file(tokens)
 }
 
 fn shape(scheme: &str) -> MatmulShape {
@@ -23,24 +23,21 @@ fn x86_kernels() {
     // codes expanded per tile, and grouped w8 (w8 steps, w4's per-group float steps).
     insta::assert_snapshot!(
         "avx512_w4g32",
-        pretty(tiled::matmul(X86Isa::Avx512Vnni, &shape("w4g32")))
+        pretty(X86Isa::Avx512Vnni.matmul(&shape("w4g32")))
     );
-    insta::assert_snapshot!(
-        "avx2_w4g32",
-        pretty(tiled::matmul(X86Isa::Avx2, &shape("w4g32")))
-    );
-    insta::assert_snapshot!("avx2_w8", pretty(tiled::matmul(X86Isa::Avx2, &shape("w8"))));
+    insta::assert_snapshot!("avx2_w4g32", pretty(X86Isa::Avx2.matmul(&shape("w4g32"))));
+    insta::assert_snapshot!("avx2_w8", pretty(X86Isa::Avx2.matmul(&shape("w8"))));
     insta::assert_snapshot!(
         "twin16_w4g32a",
         pretty(tiled::matmul_twin(16, &shape("w4g32a")))
     );
     insta::assert_snapshot!(
         "avx512_w3g32a",
-        pretty(tiled::matmul(X86Isa::Avx512Vnni, &shape("w3g32a")))
+        pretty(X86Isa::Avx512Vnni.matmul(&shape("w3g32a")))
     );
     insta::assert_snapshot!(
         "avx512_w8g32",
-        pretty(tiled::matmul(X86Isa::Avx512Vnni, &shape("w8g32")))
+        pretty(X86Isa::Avx512Vnni.matmul(&shape("w8g32")))
     );
     insta::assert_snapshot!(
         "avx2_f32",
@@ -55,16 +52,9 @@ fn x86_kernels() {
 fn backend_names_and_features() {
     assert_eq!(X86Isa::Avx2.name(), "x86-avx2");
     assert_eq!(X86Isa::Avx512Vnni.name(), "x86-avx512");
-    assert_eq!(
-        (
-            tiled::tile_rows(X86Isa::Avx2),
-            tiled::tile_rows(X86Isa::Avx512Vnni)
-        ),
-        (8, 16)
-    );
+    assert_eq!((X86Isa::Avx2.nr(), X86Isa::Avx512Vnni.nr()), (8, 16));
     assert!(X86Isa::Avx512Vnni.target_features().contains(&"avx512vnni"));
     let name = qwenc_codegen::emit::kernel_name(X86Isa::Avx512Vnni.name(), &shape("w4g32"));
     assert_eq!(name.to_string(), "x86_avx512_matmul_w4g32_8x64");
-    assert!(pretty(tiled::matmul(X86Isa::Avx2, &shape("w8")))
-        .contains("pub fn x86_avx2_matmul_w8_8x64("));
+    assert!(pretty(X86Isa::Avx2.matmul(&shape("w8"))).contains("pub fn x86_avx2_matmul_w8_8x64("));
 }

@@ -7,11 +7,13 @@ use qwenc_runtime::weights::{bf16_to_f32, f16_to_f32, view};
 pub const MODEL_NAME: &str = "Qwen2.5-0.5B (review copy)";
 pub const SCHEMES: &str = "attn=w4g32 mlp=w4g32 embed=w8 lm_head=w8";
 pub const BACKEND: &str = "aarch64-sve2";
+
 /// Whether this CPU runs the prefill passes on a matrix unit (AMX), for `info`; `None`
 /// when the backend has none.
 pub fn matrix_unit_status() -> Option<&'static str> {
     None
 }
+
 pub const HIDDEN: usize = 896;
 pub const Q_DIM: usize = 896;
 pub const KV_DIM: usize = 128;
@@ -24,13 +26,16 @@ pub const LAYERS: usize = 24;
 pub const MAX_CONTEXT: usize = 32768;
 pub const RMS_EPS: f32 = 0.000001f32;
 pub const EOS_TOKEN_IDS: [u32; 1] = [151643];
+
 /// Rows of the fused q/k/v matrix.
 pub const QKV_ROWS: usize = Q_DIM + 2 * KV_DIM;
 pub const WEIGHTS_LEN: u64 = 338306048;
 pub const WEIGHTS_HASH: u64 = 0;
+
 const _: () = assert!(
     N_HEADS % N_KV_HEADS == 0 && HIDDEN % Q8_BLOCK == 0 && FFN % Q8_BLOCK == 0
 );
+
 const ROPE_INV_FREQ: [f32; 32] = [
     1f32,
     0.64938164f32,
@@ -65,622 +70,143 @@ const ROPE_INV_FREQ: [f32; 32] = [
     0.0000023713737f32,
     0.0000015399265f32,
 ];
+
+// ---- Packed weight offsets (bytes) -----------------------------------------------------
 const QKV: [MatrixAt; LAYERS] = [
-    MatrixAt {
-        w: 0,
-        q: 136742400,
-        scale: 137258496,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 145128960,
-        scale: 145645056,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 153515520,
-        scale: 154031616,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 161902080,
-        scale: 162418176,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 170288640,
-        scale: 170804736,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 178675200,
-        scale: 179191296,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 187061760,
-        scale: 187577856,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 195448320,
-        scale: 195964416,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 203834880,
-        scale: 204350976,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 212221440,
-        scale: 212737536,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 220608000,
-        scale: 221124096,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 228994560,
-        scale: 229510656,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 237381120,
-        scale: 237897216,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 245767680,
-        scale: 246283776,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 254154240,
-        scale: 254670336,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 262540800,
-        scale: 263056896,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 270927360,
-        scale: 271443456,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 279313920,
-        scale: 279830016,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 287700480,
-        scale: 288216576,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 296087040,
-        scale: 296603136,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 304473600,
-        scale: 304989696,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 312860160,
-        scale: 313376256,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 321246720,
-        scale: 321762816,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 329633280,
-        scale: 330149376,
-        min: 0,
-    },
+    MatrixAt::new(0, 136742400, 137258496, 0),
+    MatrixAt::new(0, 145128960, 145645056, 0),
+    MatrixAt::new(0, 153515520, 154031616, 0),
+    MatrixAt::new(0, 161902080, 162418176, 0),
+    MatrixAt::new(0, 170288640, 170804736, 0),
+    MatrixAt::new(0, 178675200, 179191296, 0),
+    MatrixAt::new(0, 187061760, 187577856, 0),
+    MatrixAt::new(0, 195448320, 195964416, 0),
+    MatrixAt::new(0, 203834880, 204350976, 0),
+    MatrixAt::new(0, 212221440, 212737536, 0),
+    MatrixAt::new(0, 220608000, 221124096, 0),
+    MatrixAt::new(0, 228994560, 229510656, 0),
+    MatrixAt::new(0, 237381120, 237897216, 0),
+    MatrixAt::new(0, 245767680, 246283776, 0),
+    MatrixAt::new(0, 254154240, 254670336, 0),
+    MatrixAt::new(0, 262540800, 263056896, 0),
+    MatrixAt::new(0, 270927360, 271443456, 0),
+    MatrixAt::new(0, 279313920, 279830016, 0),
+    MatrixAt::new(0, 287700480, 288216576, 0),
+    MatrixAt::new(0, 296087040, 296603136, 0),
+    MatrixAt::new(0, 304473600, 304989696, 0),
+    MatrixAt::new(0, 312860160, 313376256, 0),
+    MatrixAt::new(0, 321246720, 321762816, 0),
+    MatrixAt::new(0, 329633280, 330149376, 0),
 ];
+
 const O_PROJ: [MatrixAt; LAYERS] = [
-    MatrixAt {
-        w: 0,
-        q: 137323008,
-        scale: 137724416,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 145709568,
-        scale: 146110976,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 154096128,
-        scale: 154497536,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 162482688,
-        scale: 162884096,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 170869248,
-        scale: 171270656,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 179255808,
-        scale: 179657216,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 187642368,
-        scale: 188043776,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 196028928,
-        scale: 196430336,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 204415488,
-        scale: 204816896,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 212802048,
-        scale: 213203456,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 221188608,
-        scale: 221590016,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 229575168,
-        scale: 229976576,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 237961728,
-        scale: 238363136,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 246348288,
-        scale: 246749696,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 254734848,
-        scale: 255136256,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 263121408,
-        scale: 263522816,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 271507968,
-        scale: 271909376,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 279894528,
-        scale: 280295936,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 288281088,
-        scale: 288682496,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 296667648,
-        scale: 297069056,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 305054208,
-        scale: 305455616,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 313440768,
-        scale: 313842176,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 321827328,
-        scale: 322228736,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 330213888,
-        scale: 330615296,
-        min: 0,
-    },
+    MatrixAt::new(0, 137323008, 137724416, 0),
+    MatrixAt::new(0, 145709568, 146110976, 0),
+    MatrixAt::new(0, 154096128, 154497536, 0),
+    MatrixAt::new(0, 162482688, 162884096, 0),
+    MatrixAt::new(0, 170869248, 171270656, 0),
+    MatrixAt::new(0, 179255808, 179657216, 0),
+    MatrixAt::new(0, 187642368, 188043776, 0),
+    MatrixAt::new(0, 196028928, 196430336, 0),
+    MatrixAt::new(0, 204415488, 204816896, 0),
+    MatrixAt::new(0, 212802048, 213203456, 0),
+    MatrixAt::new(0, 221188608, 221590016, 0),
+    MatrixAt::new(0, 229575168, 229976576, 0),
+    MatrixAt::new(0, 237961728, 238363136, 0),
+    MatrixAt::new(0, 246348288, 246749696, 0),
+    MatrixAt::new(0, 254734848, 255136256, 0),
+    MatrixAt::new(0, 263121408, 263522816, 0),
+    MatrixAt::new(0, 271507968, 271909376, 0),
+    MatrixAt::new(0, 279894528, 280295936, 0),
+    MatrixAt::new(0, 288281088, 288682496, 0),
+    MatrixAt::new(0, 296667648, 297069056, 0),
+    MatrixAt::new(0, 305054208, 305455616, 0),
+    MatrixAt::new(0, 313440768, 313842176, 0),
+    MatrixAt::new(0, 321827328, 322228736, 0),
+    MatrixAt::new(0, 330213888, 330615296, 0),
 ];
+
 const GATE_UP: [MatrixAt; LAYERS] = [
-    MatrixAt {
-        w: 0,
-        q: 137774592,
-        scale: 142132736,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 146161152,
-        scale: 150519296,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 154547712,
-        scale: 158905856,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 162934272,
-        scale: 167292416,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 171320832,
-        scale: 175678976,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 179707392,
-        scale: 184065536,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 188093952,
-        scale: 192452096,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 196480512,
-        scale: 200838656,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 204867072,
-        scale: 209225216,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 213253632,
-        scale: 217611776,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 221640192,
-        scale: 225998336,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 230026752,
-        scale: 234384896,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 238413312,
-        scale: 242771456,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 246799872,
-        scale: 251158016,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 255186432,
-        scale: 259544576,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 263572992,
-        scale: 267931136,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 271959552,
-        scale: 276317696,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 280346112,
-        scale: 284704256,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 288732672,
-        scale: 293090816,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 297119232,
-        scale: 301477376,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 305505792,
-        scale: 309863936,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 313892352,
-        scale: 318250496,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 322278912,
-        scale: 326637056,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 330665472,
-        scale: 335023616,
-        min: 0,
-    },
+    MatrixAt::new(0, 137774592, 142132736, 0),
+    MatrixAt::new(0, 146161152, 150519296, 0),
+    MatrixAt::new(0, 154547712, 158905856, 0),
+    MatrixAt::new(0, 162934272, 167292416, 0),
+    MatrixAt::new(0, 171320832, 175678976, 0),
+    MatrixAt::new(0, 179707392, 184065536, 0),
+    MatrixAt::new(0, 188093952, 192452096, 0),
+    MatrixAt::new(0, 196480512, 200838656, 0),
+    MatrixAt::new(0, 204867072, 209225216, 0),
+    MatrixAt::new(0, 213253632, 217611776, 0),
+    MatrixAt::new(0, 221640192, 225998336, 0),
+    MatrixAt::new(0, 230026752, 234384896, 0),
+    MatrixAt::new(0, 238413312, 242771456, 0),
+    MatrixAt::new(0, 246799872, 251158016, 0),
+    MatrixAt::new(0, 255186432, 259544576, 0),
+    MatrixAt::new(0, 263572992, 267931136, 0),
+    MatrixAt::new(0, 271959552, 276317696, 0),
+    MatrixAt::new(0, 280346112, 284704256, 0),
+    MatrixAt::new(0, 288732672, 293090816, 0),
+    MatrixAt::new(0, 297119232, 301477376, 0),
+    MatrixAt::new(0, 305505792, 309863936, 0),
+    MatrixAt::new(0, 313892352, 318250496, 0),
+    MatrixAt::new(0, 322278912, 326637056, 0),
+    MatrixAt::new(0, 330665472, 335023616, 0),
 ];
+
 const DOWN: [MatrixAt; LAYERS] = [
-    MatrixAt {
-        w: 0,
-        q: 142677504,
-        scale: 144856576,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 151064064,
-        scale: 153243136,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 159450624,
-        scale: 161629696,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 167837184,
-        scale: 170016256,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 176223744,
-        scale: 178402816,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 184610304,
-        scale: 186789376,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 192996864,
-        scale: 195175936,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 201383424,
-        scale: 203562496,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 209769984,
-        scale: 211949056,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 218156544,
-        scale: 220335616,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 226543104,
-        scale: 228722176,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 234929664,
-        scale: 237108736,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 243316224,
-        scale: 245495296,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 251702784,
-        scale: 253881856,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 260089344,
-        scale: 262268416,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 268475904,
-        scale: 270654976,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 276862464,
-        scale: 279041536,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 285249024,
-        scale: 287428096,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 293635584,
-        scale: 295814656,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 302022144,
-        scale: 304201216,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 310408704,
-        scale: 312587776,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 318795264,
-        scale: 320974336,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 327181824,
-        scale: 329360896,
-        min: 0,
-    },
-    MatrixAt {
-        w: 0,
-        q: 335568384,
-        scale: 337747456,
-        min: 0,
-    },
+    MatrixAt::new(0, 142677504, 144856576, 0),
+    MatrixAt::new(0, 151064064, 153243136, 0),
+    MatrixAt::new(0, 159450624, 161629696, 0),
+    MatrixAt::new(0, 167837184, 170016256, 0),
+    MatrixAt::new(0, 176223744, 178402816, 0),
+    MatrixAt::new(0, 184610304, 186789376, 0),
+    MatrixAt::new(0, 192996864, 195175936, 0),
+    MatrixAt::new(0, 201383424, 203562496, 0),
+    MatrixAt::new(0, 209769984, 211949056, 0),
+    MatrixAt::new(0, 218156544, 220335616, 0),
+    MatrixAt::new(0, 226543104, 228722176, 0),
+    MatrixAt::new(0, 234929664, 237108736, 0),
+    MatrixAt::new(0, 243316224, 245495296, 0),
+    MatrixAt::new(0, 251702784, 253881856, 0),
+    MatrixAt::new(0, 260089344, 262268416, 0),
+    MatrixAt::new(0, 268475904, 270654976, 0),
+    MatrixAt::new(0, 276862464, 279041536, 0),
+    MatrixAt::new(0, 285249024, 287428096, 0),
+    MatrixAt::new(0, 293635584, 295814656, 0),
+    MatrixAt::new(0, 302022144, 304201216, 0),
+    MatrixAt::new(0, 310408704, 312587776, 0),
+    MatrixAt::new(0, 318795264, 320974336, 0),
+    MatrixAt::new(0, 327181824, 329360896, 0),
+    MatrixAt::new(0, 335568384, 337747456, 0),
 ];
+
 const ATTN_NORM: [usize; LAYERS] = [
     338019840, 338031616, 338043392, 338055168, 338066944, 338078720, 338090496,
     338102272, 338114048, 338125824, 338137600, 338149376, 338161152, 338172928,
     338184704, 338196480, 338208256, 338220032, 338231808, 338243584, 338255360,
     338267136, 338278912, 338290688,
 ];
+
 const QKV_BIAS: [usize; LAYERS] = [
     338023424, 338035200, 338046976, 338058752, 338070528, 338082304, 338094080,
     338105856, 338117632, 338129408, 338141184, 338152960, 338164736, 338176512,
     338188288, 338200064, 338211840, 338223616, 338235392, 338247168, 338258944,
     338270720, 338282496, 338294272,
 ];
+
 const MLP_NORM: [usize; LAYERS] = [
     338028032, 338039808, 338051584, 338063360, 338075136, 338086912, 338098688,
     338110464, 338122240, 338134016, 338145792, 338157568, 338169344, 338181120,
     338192896, 338204672, 338216448, 338228224, 338240000, 338251776, 338263552,
     338275328, 338287104, 338298880,
 ];
+
 const FINAL_NORM: usize = 338302464;
-const EMBED: MatrixAt = MatrixAt {
-    w: 0,
-    q: 0,
-    scale: 136134656,
-    min: 0,
-};
+const EMBED: MatrixAt = MatrixAt::new(0, 0, 136134656, 0);
+
 /// The embedding when tied.
-const LM_HEAD: MatrixAt = MatrixAt {
-    w: 0,
-    q: 0,
-    scale: 136134656,
-    min: 0,
-};
+const LM_HEAD: MatrixAt = MatrixAt::new(0, 0, 136134656, 0);
+
 /// Where one matrix's packed parts start in the weights (unused parts are 0).
 #[derive(Clone, Copy, Debug)]
 pub struct MatrixAt {
@@ -689,6 +215,14 @@ pub struct MatrixAt {
     pub scale: usize,
     pub min: usize,
 }
+
+impl MatrixAt {
+    /// Byte offsets of the parts `w`, `q`, `scale`, `min` (0 for a part it lacks).
+    pub const fn new(w: usize, q: usize, scale: usize, min: usize) -> MatrixAt {
+        MatrixAt { w, q, scale, min }
+    }
+}
+
 /// Whether this CPU has every instruction the kernels use (and, for SVE, the
 /// vector length they were built for).
 #[cfg(target_arch = "aarch64")]
@@ -699,6 +233,8 @@ pub fn check_cpu() -> Result<(), String> {
         #[target_feature(enable = "sve")]
         unsafe fn cntb() -> usize {
             let n: usize;
+
+            // SAFETY: `cntb` reads the vector length and nothing else.
             unsafe {
                 std::arch::asm!(
                     "cntb {n}", n = out(reg) n, options(pure, nomem, nostack)
@@ -706,9 +242,12 @@ pub fn check_cpu() -> Result<(), String> {
             };
             n
         }
-        std::arch::is_aarch64_feature_detected!("neon")
+        let sve = std::arch::is_aarch64_feature_detected!("neon")
             && std::arch::is_aarch64_feature_detected!("sve")
-            && std::arch::is_aarch64_feature_detected!("sve2") && unsafe { cntb() } == 16
+            && std::arch::is_aarch64_feature_detected!("sve2");
+
+        // SAFETY: `cntb` runs only once SVE is detected.
+        sve && unsafe { cntb() } == 16
     });
     if ok {
         Ok(())
@@ -719,6 +258,7 @@ pub fn check_cpu() -> Result<(), String> {
         )
     }
 }
+
 #[cfg(not(target_arch = "aarch64"))]
 pub fn check_cpu() -> Result<(), String> {
     Err(
@@ -726,6 +266,7 @@ pub fn check_cpu() -> Result<(), String> {
             .to_string(),
     )
 }
+
 /// Run `tokens` at positions `cache.len..`, extend the cache, return logits `[rows, VOCAB]`.
 pub fn forward(
     w: &[u8],
@@ -737,6 +278,7 @@ pub fn forward(
     forward_into(w, cache, tokens, logits_for, &mut logits)?;
     Ok(logits)
 }
+
 /// [`forward`] into `logits` (replacing its contents): decode keeps one buffer instead
 /// of allocating and zeroing `VOCAB` floats per token.
 pub fn forward_into(
@@ -765,8 +307,13 @@ pub fn forward_into(
             vocab: VOCAB,
         });
     }
+
+    // Long inputs run in passes of at most `prefill_chunk()` tokens: the activations
+    // (~110 kB per token) then stay bounded, at the price of reading the weights once
+    // more per pass.
     logits.clear();
     for chunk in tokens.chunks(qwenc_runtime::model::prefill_chunk()) {
+        // [chunk, HIDDEN]
         let x = layers(w, cache, chunk);
         let last_chunk = cache.len == start + n;
         match logits_for {
@@ -779,24 +326,46 @@ pub fn forward_into(
     }
     Ok(())
 }
+
 /// The decoder layers on `tokens` (at least one) at positions `cache.len..`: extends the
 /// cache and returns the residual stream `[n, HIDDEN]`.
 fn layers(w: &[u8], cache: &mut KvCache, tokens: &[u32]) -> Vec<f32> {
     let start = cache.len;
     let n = tokens.len();
+
+    // ---- Embedding ----------------------------------------------------------------------
+    // [n, HIDDEN] residual stream
     let mut x = vec![0.0f32; n * HIDDEN];
     for (t, &id) in tokens.iter().enumerate() {
         embed_row(w, &EMBED, id as usize, &mut x[t * HIDDEN..][..HIDDEN]);
     }
+
+    // [n, HIDDEN] normalized
     let mut h = vec![0.0f32; n * HIDDEN];
+
+    // [n, Q_DIM + 2 KV_DIM]
     let mut qkv = vec![0.0f32; n * QKV_ROWS];
+
+    // [n, Q_DIM]
     let mut attn = vec![0.0f32; n * Q_DIM];
+
+    // [n, HIDDEN]
     let mut proj = vec![0.0f32; n * HIDDEN];
+
+    // [n, 2 FFN]
     let mut gate_up = vec![0.0f32; n * 2 * FFN];
+
+    // [n, FFN]
     let mut act = vec![0.0f32; n * FFN];
+
+    // [n, HEAD_DIM / 2] each
     let (rope_cos, rope_sin) = rope_angles(start, n);
     for l in 0..LAYERS {
+        // ---- Attention block ------------------------------------------------------------
+        // 1. Pre-attention RMSNorm.
         rms_norm(&x, view(w, ATTN_NORM[l], HIDDEN), &mut h);
+
+        // 2. Fused q/k/v projection plus bias.
         aarch64_sve2_matmul_w4g32_1152x896(
             w,
             &QKV[l],
@@ -809,6 +378,8 @@ fn layers(w: &[u8], cache: &mut KvCache, tokens: &[u32]) -> Vec<f32> {
                 *v += b;
             }
         }
+
+        // 3. RoPE on q and k; k and v into the cache.
         for t in 0..n {
             let pos = start + t;
             let row = &mut qkv[t * QKV_ROWS..][..QKV_ROWS];
@@ -818,7 +389,11 @@ fn layers(w: &[u8], cache: &mut KvCache, tokens: &[u32]) -> Vec<f32> {
             }
             store_kv(cache, l, pos, &row[Q_DIM..Q_DIM + KV_DIM], &row[Q_DIM + KV_DIM..]);
         }
+
+        // 4. Causal attention over the cache.
         attention(&qkv, cache, l, start, &mut attn);
+
+        // 5. Output projection and residual.
         aarch64_sve2_matmul_w4g32_896x896(
             w,
             &O_PROJ[l],
@@ -828,7 +403,12 @@ fn layers(w: &[u8], cache: &mut KvCache, tokens: &[u32]) -> Vec<f32> {
         for (xi, p) in x.iter_mut().zip(&proj) {
             *xi += p;
         }
+
+        // ---- MLP block ------------------------------------------------------------------
+        // 6. Post-attention RMSNorm.
         rms_norm(&x, view(w, MLP_NORM[l], HIDDEN), &mut h);
+
+        // 7. Fused gate/up projection, SiLU(gate) · up.
         aarch64_sve2_matmul_w4g32_9728x896(
             w,
             &GATE_UP[l],
@@ -836,6 +416,8 @@ fn layers(w: &[u8], cache: &mut KvCache, tokens: &[u32]) -> Vec<f32> {
             &mut gate_up,
         );
         swiglu(&gate_up, &mut act);
+
+        // 8. Down projection and residual.
         aarch64_sve2_matmul_w4g32_896x4864(
             w,
             &DOWN[l],
@@ -849,13 +431,18 @@ fn layers(w: &[u8], cache: &mut KvCache, tokens: &[u32]) -> Vec<f32> {
     cache.len = start + n;
     x
 }
+
 /// Final norm and lm_head of the residual rows `x` (`[rows, HIDDEN]`), appended to
 /// `logits` (`[rows, VOCAB]` more).
 fn head(w: &[u8], x: &[f32], logits: &mut Vec<f32>) {
     let rows = x.len() / HIDDEN;
+
+    // [rows, HIDDEN]
     let mut last = vec![0.0f32; rows * HIDDEN];
     rms_norm(x, view(w, FINAL_NORM, HIDDEN), &mut last);
     let at = logits.len();
+
+    // [.., rows, VOCAB]
     logits.resize(at + rows * VOCAB, 0.0);
     aarch64_sve2_matmul_w8_151936x896(
         w,
@@ -864,11 +451,15 @@ fn head(w: &[u8], x: &[f32], logits: &mut Vec<f32>) {
         &mut logits[at..],
     );
 }
+
+// ---- Kernels -------------------------------------------------------------------------
 /// The embedding row of token `id`, as f32, gathered from the tiled lm_head layout.
 fn embed_row(w: &[u8], at: &MatrixAt, id: usize, out: &mut [f32]) {
     const COLS: usize = 896;
     const NR: usize = 4;
     let (tile, lane) = (id / NR, id % NR);
+
+    // q: [T][COLS/32][8][NR][4] bytes of q + 128; scale: f32 [T][NR].
     let q: &[u8] = view(
         w,
         at.q + tile * (COLS / 32) * 8 * NR * 4,
@@ -881,2122 +472,1127 @@ fn embed_row(w: &[u8], at: &MatrixAt, id: usize, out: &mut [f32]) {
         out[c] = s * code as f32;
     }
 }
+
 #[cfg(target_arch = "aarch64")]
-/// `y[n, 896] = x[n, 896] · Wᵀ`, W in `w4g32`, tiled layout of 4 rows (aarch64-sve2: neon, sve, sve2, and SVE vectors of 128 bits (cntb = 16)).
+/// `w4g32` matrices on aarch64-sve2: tiles of 4 rows, passes of 1..=4 tokens (neon, sve, sve2, and SVE vectors of 128 bits (cntb = 16)).
+pub mod aarch64_sve2_w4g32 {
+    use super::*;
+    use std::arch::asm;
+
+    /// Rows per tile (the lanes of one vector) and tokens per register pass.
+    const NR: usize = 4;
+    const MR: usize = 4;
+
+    /// Code bytes of one tile's 32-column block, as the passes read them and as stored.
+    const BLOCK_BYTES: usize = 64;
+    const STORED_BLOCK_BYTES: usize = 64;
+
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
+
+    /// Inputs per scale (and minimum), and activation blocks per group.
+    const GROUP: usize = 32;
+    const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
+
+    /// `y[n, ROWS] = x[n, COLS] · Wᵀ` for W packed in this family's tiled layout.
+    pub fn matmul<const ROWS: usize, const COLS: usize>(
+        w: &[u8],
+        at: &MatrixAt,
+        x: &Q8Acts,
+        y: &mut [f32],
+    ) {
+        Matrix::<ROWS, COLS>::matmul(w, at, x, y)
+    }
+
+    /// The constants of one `ROWS × COLS` matrix.
+    struct Matrix<const ROWS: usize, const COLS: usize>;
+
+    impl<const ROWS: usize, const COLS: usize> Matrix<ROWS, COLS> {
+        /// Tiles (the last one padded), activation blocks, and groups.
+        const TILES: usize = ROWS.div_ceil(NR);
+        const BLOCKS: usize = COLS / Q8_BLOCK;
+        const GROUPS: usize = COLS / GROUP;
+
+        /// Code bytes of one tile, as the passes read them and as stored.
+        const TILE_BYTES: usize = Self::BLOCKS * BLOCK_BYTES;
+        const STORED_TILE_BYTES: usize = Self::BLOCKS * STORED_BLOCK_BYTES;
+
+        /// Tokens per sweep over the tiles: at most 256 KiB of activations.
+        const TOKEN_BLOCK: usize = {
+            let fit = 256 * 1024 / COLS / MR * MR;
+            if fit > MR { fit } else { MR }
+        };
+
+        fn matmul(w: &[u8], at: &MatrixAt, x: &Q8Acts, y: &mut [f32]) {
+            #[allow(unused_parens)]
+            let supported = ({
+                /// SVE vector length in bytes.
+                #[target_feature(enable = "sve")]
+                unsafe fn cntb() -> usize {
+                    let n: usize;
+
+                    // SAFETY: `cntb` reads the vector length and nothing else.
+                    unsafe {
+                        std::arch::asm!(
+                            "cntb {n}", n = out(reg) n, options(pure, nomem, nostack)
+                        )
+                    };
+                    n
+                }
+                let sve = std::arch::is_aarch64_feature_detected!("neon")
+                    && std::arch::is_aarch64_feature_detected!("sve")
+                    && std::arch::is_aarch64_feature_detected!("sve2");
+
+                // SAFETY: `cntb` runs only once SVE is detected.
+                sve && unsafe { cntb() } == 16
+            });
+            assert!(
+                supported,
+                "the aarch64-sve2 kernels need the CPU features neon, sve, sve2, and SVE vectors of 128 bits (cntb = 16) (this CPU lacks one)"
+            );
+            let n = x.tokens();
+            assert!(
+                x.cols == COLS && x.q.len() == n * COLS && x.scale.len() == n *
+                Self::BLOCKS && x.sum.len() == n * Self::BLOCKS && y.len() == n * ROWS,
+                "shape mismatch"
+            );
+            if n == 0 {
+                return;
+            }
+            let codes: &[u8] = view(w, at.q, Self::TILES * Self::STORED_TILE_BYTES);
+            let scales: &[u16] = view(w, at.scale, Self::TILES * Self::GROUPS * NR);
+
+            // Outputs per tile as [n][NR]: y itself for one token and whole tiles, else this
+            // thread's kept scratch, copied out after (dropping the padded rows).
+            let run = |out: &mut [f32]| {
+                // 16 chunks per thread, claimed in turn: whoever finishes first waits for at
+                // most one small chunk (4 per thread left a worker spinning 4.7% of decode).
+                let chunk = (Self::TILES
+                    / (16 * qwenc_runtime::threads::current_num_threads()))
+                    .max(1);
+                qwenc_runtime::threads::for_each_chunk_mut(
+                    out,
+                    chunk * n * NR,
+                    |c, out| {
+                        // SAFETY: the CPU has the features (asserted above), and `tiles` reads only
+                        // inside the views and `x`, whose lengths were checked against the shape.
+                        unsafe {
+                            Self::tiles(
+                                codes.as_ptr(),
+                                scales.as_ptr(),
+                                x,
+                                n,
+                                c * chunk,
+                                out,
+                            )
+                        }
+                    },
+                );
+            };
+            if n == 1 && ROWS % NR == 0 {
+                run(y);
+            } else {
+                qwenc_runtime::kernel_support::with_scratch(
+                    Self::TILES * n * NR,
+                    |scratch| {
+                        run(scratch);
+                        qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
+                    },
+                );
+            }
+        }
+
+        /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
+        /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.
+        #[target_feature(enable = "neon,sve,sve2")]
+        unsafe fn tiles(
+            codes: *const u8,
+            scales: *const u16,
+            x: &Q8Acts,
+            n: usize,
+            first: usize,
+            out: &mut [f32],
+        ) {
+            // SAFETY: the caller checked the CPU features and the lengths of the weight
+            // views and of `x`; every pointer below stays inside them.
+            unsafe {
+                // The passes for this column count.
+                let tokens_1 = Passes::<COLS>::tokens_1;
+                let tokens_2 = Passes::<COLS>::tokens_2;
+                let tokens_3 = Passes::<COLS>::tokens_3;
+                let tokens_4 = Passes::<COLS>::tokens_4;
+                let (xq, xs, xsum) = (x.q.as_ptr(), x.scale.as_ptr(), x.sum.as_ptr());
+                let mut t0 = 0;
+                while t0 < n {
+                    let t1 = (t0 + Self::TOKEN_BLOCK).min(n);
+                    for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
+                        let tile = first + i;
+                        let codes = codes.add(tile * Self::STORED_TILE_BYTES);
+                        let scales = scales.add(tile * Self::GROUPS * NR);
+                        let o = slab.as_mut_ptr();
+                        let mut t = t0;
+                        while t + MR <= t1 {
+                            tokens_4(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * Self::BLOCKS),
+                                xsum.add(t * Self::BLOCKS),
+                                o.add(t * NR),
+                            );
+                            t += MR;
+                        }
+                        match t1 - t {
+                            0 => {}
+                            1 => {
+                                tokens_1(
+                                    codes,
+                                    scales,
+                                    xq.add(t * COLS),
+                                    xs.add(t * Self::BLOCKS),
+                                    xsum.add(t * Self::BLOCKS),
+                                    o.add(t * NR),
+                                )
+                            }
+                            2 => {
+                                tokens_2(
+                                    codes,
+                                    scales,
+                                    xq.add(t * COLS),
+                                    xs.add(t * Self::BLOCKS),
+                                    xsum.add(t * Self::BLOCKS),
+                                    o.add(t * NR),
+                                )
+                            }
+                            3 => {
+                                tokens_3(
+                                    codes,
+                                    scales,
+                                    xq.add(t * COLS),
+                                    xs.add(t * Self::BLOCKS),
+                                    xsum.add(t * Self::BLOCKS),
+                                    o.add(t * NR),
+                                )
+                            }
+                            _ => unreachable!(),
+                        }
+                    }
+                    t0 = t1;
+                }
+            }
+        }
+    }
+
+    /// The passes over one tile, for `COLS` inputs: `tokens_m` multiplies the tile by
+    /// `m` tokens (at `xq`/`xs`/`xsum`, `COLS`/`BLOCKS` apart) and stores token `j`'s
+    /// `NR` outputs at `out + j·NR`. The caller guarantees the CPU features and that
+    /// every pointer covers one tile (codes, scales) and `m` tokens (activations).
+    struct Passes<const COLS: usize>;
+
+    impl<const COLS: usize> Passes<COLS> {
+        const BLOCKS: usize = COLS / Q8_BLOCK;
+        const GROUPS: usize = COLS / GROUP;
+
+        /// One tile (4 rows, one SVE vector) × 1 token(s): one asm loop over the blocks.
+        #[target_feature(enable = "neon,sve,sve2")]
+        #[inline(never)]
+        unsafe fn tokens_1(
+            codes: *const u8,
+            scales: *const u16,
+            xq: *const i8,
+            xs: *const f32,
+            xsum: *const i32,
+            out: *mut f32,
+        ) {
+            // SAFETY: `tiles` calls this with the CPU features checked and pointers that
+            // cover one tile of codes and scales and this pass's tokens (see `Passes`).
+            unsafe {
+                asm!(
+                    "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0", "2:",
+                    "ld1h {{z4.s}}, p0/z, [{scales}]", "fcvt z4.s, p0/m, z4.h",
+                    "add {scales}, {scales}, #8", "mov z16.s, #0",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]",
+                    "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]", "sdot z16.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]", "sdot z16.s, z2.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
+                    "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z2.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]",
+                    "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]", "sdot z16.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]", "sdot z16.s, z2.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
+                    "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
+                    "prfm pldl2keep, [{codes}, #{ahead}]", "add {codes}, {codes}, #64",
+                    "ld1rw {{z6.s}}, p0/z, [{xsum0}]", "lsl z6.s, z6.s, #3",
+                    "sub z16.s, z16.s, z6.s", "scvtf z16.s, p0/m, z16.s",
+                    "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmul z6.s, z4.s, z7.s",
+                    "fmla z8.s, p0/m, z16.s, z6.s", "add {xq0}, {xq0}, #32",
+                    "add {xs0}, {xs0}, #4", "add {xsum0}, {xsum0}, #4",
+                    "subs {count}, {count}, #1", "b.ne 2b",
+                    "st1w {{z8.s}}, p0, [{out}, #0, mul vl]", codes = inout(reg) codes =>
+                    _, count = inout(reg) Self::GROUPS => _, out = in (reg) out, scales =
+                    inout(reg) scales => _, ahead = const PREFETCH_AHEAD, xq0 =
+                    inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs.add(0 *
+                    Self::BLOCKS) => _, xsum0 = inout(reg) xsum.add(0 * Self::BLOCKS) =>
+                    _, out("v0") _, out("v1") _, out("v2") _, out("v3") _, out("v4") _,
+                    out("v6") _, out("v7") _, out("v8") _, out("v16") _, out("v31") _,
+                    out("p0") _, out("p1") _, options(nostack),
+                );
+            }
+        }
+
+        /// One tile (4 rows, one SVE vector) × 2 token(s): one asm loop over the blocks.
+        #[target_feature(enable = "neon,sve,sve2")]
+        #[inline(never)]
+        unsafe fn tokens_2(
+            codes: *const u8,
+            scales: *const u16,
+            xq: *const i8,
+            xs: *const f32,
+            xsum: *const i32,
+            out: *mut f32,
+        ) {
+            // SAFETY: `tiles` calls this with the CPU features checked and pointers that
+            // cover one tile of codes and scales and this pass's tokens (see `Passes`).
+            unsafe {
+                asm!(
+                    "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0",
+                    "mov z9.s, #0", "2:", "ld1h {{z4.s}}, p0/z, [{scales}]",
+                    "fcvt z4.s, p0/m, z4.h", "add {scales}, {scales}, #8",
+                    "mov z16.s, #0", "mov z17.s, #0",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]",
+                    "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]", "sdot z16.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]", "sdot z17.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]", "sdot z16.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]", "sdot z17.s, z2.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
+                    "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]", "sdot z17.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]", "sdot z17.s, z2.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]",
+                    "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]", "sdot z16.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]", "sdot z17.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]", "sdot z16.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]", "sdot z17.s, z2.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
+                    "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]", "sdot z17.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]", "sdot z17.s, z2.b, z3.b",
+                    "add {codes}, {codes}, #64", "ld1rw {{z6.s}}, p0/z, [{xsum0}]",
+                    "lsl z6.s, z6.s, #3", "sub z16.s, z16.s, z6.s",
+                    "scvtf z16.s, p0/m, z16.s", "ld1rw {{z7.s}}, p0/z, [{xs0}]",
+                    "fmul z6.s, z4.s, z7.s", "fmla z8.s, p0/m, z16.s, z6.s",
+                    "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
+                    "add {xsum0}, {xsum0}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum1}]",
+                    "lsl z6.s, z6.s, #3", "sub z17.s, z17.s, z6.s",
+                    "scvtf z17.s, p0/m, z17.s", "ld1rw {{z7.s}}, p0/z, [{xs1}]",
+                    "fmul z6.s, z4.s, z7.s", "fmla z9.s, p0/m, z17.s, z6.s",
+                    "add {xq1}, {xq1}, #32", "add {xs1}, {xs1}, #4",
+                    "add {xsum1}, {xsum1}, #4", "subs {count}, {count}, #1", "b.ne 2b",
+                    "st1w {{z8.s}}, p0, [{out}, #0, mul vl]",
+                    "st1w {{z9.s}}, p0, [{out}, #1, mul vl]", codes = inout(reg) codes =>
+                    _, count = inout(reg) Self::GROUPS => _, out = in (reg) out, scales =
+                    inout(reg) scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 =
+                    inout(reg) xs.add(0 * Self::BLOCKS) => _, xsum0 = inout(reg) xsum
+                    .add(0 * Self::BLOCKS) => _, xq1 = inout(reg) xq.add(1 * COLS) => _,
+                    xs1 = inout(reg) xs.add(1 * Self::BLOCKS) => _, xsum1 = inout(reg)
+                    xsum.add(1 * Self::BLOCKS) => _, out("v0") _, out("v1") _, out("v2")
+                    _, out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
+                    out("v9") _, out("v16") _, out("v17") _, out("v31") _, out("p0") _,
+                    out("p1") _, options(nostack),
+                );
+            }
+        }
+
+        /// One tile (4 rows, one SVE vector) × 3 token(s): one asm loop over the blocks.
+        #[target_feature(enable = "neon,sve,sve2")]
+        #[inline(never)]
+        unsafe fn tokens_3(
+            codes: *const u8,
+            scales: *const u16,
+            xq: *const i8,
+            xs: *const f32,
+            xsum: *const i32,
+            out: *mut f32,
+        ) {
+            // SAFETY: `tiles` calls this with the CPU features checked and pointers that
+            // cover one tile of codes and scales and this pass's tokens (see `Passes`).
+            unsafe {
+                asm!(
+                    "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0",
+                    "mov z9.s, #0", "mov z10.s, #0", "2:",
+                    "ld1h {{z4.s}}, p0/z, [{scales}]", "fcvt z4.s, p0/m, z4.h",
+                    "add {scales}, {scales}, #8", "mov z16.s, #0", "mov z17.s, #0",
+                    "mov z18.s, #0", "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]",
+                    "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]", "sdot z16.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]", "sdot z17.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq2}, #0]", "sdot z18.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]", "sdot z16.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]", "sdot z17.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq2}, #4]", "sdot z18.s, z2.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
+                    "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]", "sdot z17.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq2}, #8]", "sdot z18.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]", "sdot z17.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq2}, #12]", "sdot z18.s, z2.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]",
+                    "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]", "sdot z16.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]", "sdot z17.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq2}, #16]", "sdot z18.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]", "sdot z16.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]", "sdot z17.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq2}, #20]", "sdot z18.s, z2.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
+                    "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]", "sdot z17.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq2}, #24]", "sdot z18.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]", "sdot z17.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq2}, #28]", "sdot z18.s, z2.b, z3.b",
+                    "add {codes}, {codes}, #64", "ld1rw {{z6.s}}, p0/z, [{xsum0}]",
+                    "lsl z6.s, z6.s, #3", "sub z16.s, z16.s, z6.s",
+                    "scvtf z16.s, p0/m, z16.s", "ld1rw {{z7.s}}, p0/z, [{xs0}]",
+                    "fmul z6.s, z4.s, z7.s", "fmla z8.s, p0/m, z16.s, z6.s",
+                    "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
+                    "add {xsum0}, {xsum0}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum1}]",
+                    "lsl z6.s, z6.s, #3", "sub z17.s, z17.s, z6.s",
+                    "scvtf z17.s, p0/m, z17.s", "ld1rw {{z7.s}}, p0/z, [{xs1}]",
+                    "fmul z6.s, z4.s, z7.s", "fmla z9.s, p0/m, z17.s, z6.s",
+                    "add {xq1}, {xq1}, #32", "add {xs1}, {xs1}, #4",
+                    "add {xsum1}, {xsum1}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum2}]",
+                    "lsl z6.s, z6.s, #3", "sub z18.s, z18.s, z6.s",
+                    "scvtf z18.s, p0/m, z18.s", "ld1rw {{z7.s}}, p0/z, [{xs2}]",
+                    "fmul z6.s, z4.s, z7.s", "fmla z10.s, p0/m, z18.s, z6.s",
+                    "add {xq2}, {xq2}, #32", "add {xs2}, {xs2}, #4",
+                    "add {xsum2}, {xsum2}, #4", "subs {count}, {count}, #1", "b.ne 2b",
+                    "st1w {{z8.s}}, p0, [{out}, #0, mul vl]",
+                    "st1w {{z9.s}}, p0, [{out}, #1, mul vl]",
+                    "st1w {{z10.s}}, p0, [{out}, #2, mul vl]", codes = inout(reg) codes
+                    => _, count = inout(reg) Self::GROUPS => _, out = in (reg) out,
+                    scales = inout(reg) scales => _, xq0 = inout(reg) xq.add(0 * COLS) =>
+                    _, xs0 = inout(reg) xs.add(0 * Self::BLOCKS) => _, xsum0 = inout(reg)
+                    xsum.add(0 * Self::BLOCKS) => _, xq1 = inout(reg) xq.add(1 * COLS) =>
+                    _, xs1 = inout(reg) xs.add(1 * Self::BLOCKS) => _, xsum1 = inout(reg)
+                    xsum.add(1 * Self::BLOCKS) => _, xq2 = inout(reg) xq.add(2 * COLS) =>
+                    _, xs2 = inout(reg) xs.add(2 * Self::BLOCKS) => _, xsum2 = inout(reg)
+                    xsum.add(2 * Self::BLOCKS) => _, out("v0") _, out("v1") _, out("v2")
+                    _, out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
+                    out("v9") _, out("v10") _, out("v16") _, out("v17") _, out("v18") _,
+                    out("v31") _, out("p0") _, out("p1") _, options(nostack),
+                );
+            }
+        }
+
+        /// One tile (4 rows, one SVE vector) × 4 token(s): one asm loop over the blocks.
+        #[target_feature(enable = "neon,sve,sve2")]
+        #[inline(never)]
+        unsafe fn tokens_4(
+            codes: *const u8,
+            scales: *const u16,
+            xq: *const i8,
+            xs: *const f32,
+            xsum: *const i32,
+            out: *mut f32,
+        ) {
+            // SAFETY: `tiles` calls this with the CPU features checked and pointers that
+            // cover one tile of codes and scales and this pass's tokens (see `Passes`).
+            unsafe {
+                asm!(
+                    "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0",
+                    "mov z9.s, #0", "mov z10.s, #0", "mov z11.s, #0", "2:",
+                    "ld1h {{z4.s}}, p0/z, [{scales}]", "fcvt z4.s, p0/m, z4.h",
+                    "add {scales}, {scales}, #8", "mov z16.s, #0", "mov z17.s, #0",
+                    "mov z18.s, #0", "mov z19.s, #0",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]",
+                    "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]", "sdot z16.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]", "sdot z17.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq2}, #0]", "sdot z18.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq3}, #0]", "sdot z19.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]", "sdot z16.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]", "sdot z17.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq2}, #4]", "sdot z18.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq3}, #4]", "sdot z19.s, z2.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
+                    "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]", "sdot z17.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq2}, #8]", "sdot z18.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq3}, #8]", "sdot z19.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]", "sdot z17.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq2}, #12]", "sdot z18.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq3}, #12]", "sdot z19.s, z2.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]",
+                    "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]", "sdot z16.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]", "sdot z17.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq2}, #16]", "sdot z18.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq3}, #16]", "sdot z19.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]", "sdot z16.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]", "sdot z17.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq2}, #20]", "sdot z18.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq3}, #20]", "sdot z19.s, z2.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
+                    "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]", "sdot z17.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq2}, #24]", "sdot z18.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq3}, #24]", "sdot z19.s, z1.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]", "sdot z17.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq2}, #28]", "sdot z18.s, z2.b, z3.b",
+                    "ld1rw {{z3.s}}, p0/z, [{xq3}, #28]", "sdot z19.s, z2.b, z3.b",
+                    "add {codes}, {codes}, #64", "ld1rw {{z6.s}}, p0/z, [{xsum0}]",
+                    "lsl z6.s, z6.s, #3", "sub z16.s, z16.s, z6.s",
+                    "scvtf z16.s, p0/m, z16.s", "ld1rw {{z7.s}}, p0/z, [{xs0}]",
+                    "fmul z6.s, z4.s, z7.s", "fmla z8.s, p0/m, z16.s, z6.s",
+                    "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
+                    "add {xsum0}, {xsum0}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum1}]",
+                    "lsl z6.s, z6.s, #3", "sub z17.s, z17.s, z6.s",
+                    "scvtf z17.s, p0/m, z17.s", "ld1rw {{z7.s}}, p0/z, [{xs1}]",
+                    "fmul z6.s, z4.s, z7.s", "fmla z9.s, p0/m, z17.s, z6.s",
+                    "add {xq1}, {xq1}, #32", "add {xs1}, {xs1}, #4",
+                    "add {xsum1}, {xsum1}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum2}]",
+                    "lsl z6.s, z6.s, #3", "sub z18.s, z18.s, z6.s",
+                    "scvtf z18.s, p0/m, z18.s", "ld1rw {{z7.s}}, p0/z, [{xs2}]",
+                    "fmul z6.s, z4.s, z7.s", "fmla z10.s, p0/m, z18.s, z6.s",
+                    "add {xq2}, {xq2}, #32", "add {xs2}, {xs2}, #4",
+                    "add {xsum2}, {xsum2}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum3}]",
+                    "lsl z6.s, z6.s, #3", "sub z19.s, z19.s, z6.s",
+                    "scvtf z19.s, p0/m, z19.s", "ld1rw {{z7.s}}, p0/z, [{xs3}]",
+                    "fmul z6.s, z4.s, z7.s", "fmla z11.s, p0/m, z19.s, z6.s",
+                    "add {xq3}, {xq3}, #32", "add {xs3}, {xs3}, #4",
+                    "add {xsum3}, {xsum3}, #4", "subs {count}, {count}, #1", "b.ne 2b",
+                    "st1w {{z8.s}}, p0, [{out}, #0, mul vl]",
+                    "st1w {{z9.s}}, p0, [{out}, #1, mul vl]",
+                    "st1w {{z10.s}}, p0, [{out}, #2, mul vl]",
+                    "st1w {{z11.s}}, p0, [{out}, #3, mul vl]", codes = inout(reg) codes
+                    => _, count = inout(reg) Self::GROUPS => _, out = in (reg) out,
+                    scales = inout(reg) scales => _, xq0 = inout(reg) xq.add(0 * COLS) =>
+                    _, xs0 = inout(reg) xs.add(0 * Self::BLOCKS) => _, xsum0 = inout(reg)
+                    xsum.add(0 * Self::BLOCKS) => _, xq1 = inout(reg) xq.add(1 * COLS) =>
+                    _, xs1 = inout(reg) xs.add(1 * Self::BLOCKS) => _, xsum1 = inout(reg)
+                    xsum.add(1 * Self::BLOCKS) => _, xq2 = inout(reg) xq.add(2 * COLS) =>
+                    _, xs2 = inout(reg) xs.add(2 * Self::BLOCKS) => _, xsum2 = inout(reg)
+                    xsum.add(2 * Self::BLOCKS) => _, xq3 = inout(reg) xq.add(3 * COLS) =>
+                    _, xs3 = inout(reg) xs.add(3 * Self::BLOCKS) => _, xsum3 = inout(reg)
+                    xsum.add(3 * Self::BLOCKS) => _, out("v0") _, out("v1") _, out("v2")
+                    _, out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
+                    out("v9") _, out("v10") _, out("v11") _, out("v16") _, out("v17") _,
+                    out("v18") _, out("v19") _, out("v31") _, out("p0") _, out("p1") _,
+                    options(nostack),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+/// `w8` matrices on aarch64-sve2: tiles of 4 rows, passes of 1..=4 tokens (neon, sve, sve2, and SVE vectors of 128 bits (cntb = 16)).
+pub mod aarch64_sve2_w8 {
+    use super::*;
+    use std::arch::asm;
+
+    /// Rows per tile (the lanes of one vector) and tokens per register pass.
+    const NR: usize = 4;
+    const MR: usize = 4;
+
+    /// Code bytes of one tile's 32-column block, as the passes read them and as stored.
+    const BLOCK_BYTES: usize = 128;
+    const STORED_BLOCK_BYTES: usize = 128;
+
+    /// How far ahead of the block being read decode hints the next lines into L2.
+    const PREFETCH_AHEAD: usize = 4096;
+
+    /// `y[n, ROWS] = x[n, COLS] · Wᵀ` for W packed in this family's tiled layout.
+    pub fn matmul<const ROWS: usize, const COLS: usize>(
+        w: &[u8],
+        at: &MatrixAt,
+        x: &Q8Acts,
+        y: &mut [f32],
+    ) {
+        Matrix::<ROWS, COLS>::matmul(w, at, x, y)
+    }
+
+    /// The constants of one `ROWS × COLS` matrix.
+    struct Matrix<const ROWS: usize, const COLS: usize>;
+
+    impl<const ROWS: usize, const COLS: usize> Matrix<ROWS, COLS> {
+        /// Tiles (the last one padded), activation blocks, and groups.
+        const TILES: usize = ROWS.div_ceil(NR);
+        const BLOCKS: usize = COLS / Q8_BLOCK;
+
+        /// Code bytes of one tile, as the passes read them and as stored.
+        const TILE_BYTES: usize = Self::BLOCKS * BLOCK_BYTES;
+        const STORED_TILE_BYTES: usize = Self::BLOCKS * STORED_BLOCK_BYTES;
+
+        /// Tokens per sweep over the tiles: at most 256 KiB of activations.
+        const TOKEN_BLOCK: usize = {
+            let fit = 256 * 1024 / COLS / MR * MR;
+            if fit > MR { fit } else { MR }
+        };
+
+        fn matmul(w: &[u8], at: &MatrixAt, x: &Q8Acts, y: &mut [f32]) {
+            #[allow(unused_parens)]
+            let supported = ({
+                /// SVE vector length in bytes.
+                #[target_feature(enable = "sve")]
+                unsafe fn cntb() -> usize {
+                    let n: usize;
+
+                    // SAFETY: `cntb` reads the vector length and nothing else.
+                    unsafe {
+                        std::arch::asm!(
+                            "cntb {n}", n = out(reg) n, options(pure, nomem, nostack)
+                        )
+                    };
+                    n
+                }
+                let sve = std::arch::is_aarch64_feature_detected!("neon")
+                    && std::arch::is_aarch64_feature_detected!("sve")
+                    && std::arch::is_aarch64_feature_detected!("sve2");
+
+                // SAFETY: `cntb` runs only once SVE is detected.
+                sve && unsafe { cntb() } == 16
+            });
+            assert!(
+                supported,
+                "the aarch64-sve2 kernels need the CPU features neon, sve, sve2, and SVE vectors of 128 bits (cntb = 16) (this CPU lacks one)"
+            );
+            let n = x.tokens();
+            assert!(
+                x.cols == COLS && x.q.len() == n * COLS && x.scale.len() == n *
+                Self::BLOCKS && x.sum.len() == n * Self::BLOCKS && y.len() == n * ROWS,
+                "shape mismatch"
+            );
+            if n == 0 {
+                return;
+            }
+            let codes: &[u8] = view(w, at.q, Self::TILES * Self::STORED_TILE_BYTES);
+            let scales: &[f32] = view(w, at.scale, Self::TILES * NR);
+
+            // Outputs per tile as [n][NR]: y itself for one token and whole tiles, else this
+            // thread's kept scratch, copied out after (dropping the padded rows).
+            let run = |out: &mut [f32]| {
+                // 16 chunks per thread, claimed in turn: whoever finishes first waits for at
+                // most one small chunk (4 per thread left a worker spinning 4.7% of decode).
+                let chunk = (Self::TILES
+                    / (16 * qwenc_runtime::threads::current_num_threads()))
+                    .max(1);
+                qwenc_runtime::threads::for_each_chunk_mut(
+                    out,
+                    chunk * n * NR,
+                    |c, out| {
+                        // SAFETY: the CPU has the features (asserted above), and `tiles` reads only
+                        // inside the views and `x`, whose lengths were checked against the shape.
+                        unsafe {
+                            Self::tiles(
+                                codes.as_ptr(),
+                                scales.as_ptr(),
+                                x,
+                                n,
+                                c * chunk,
+                                out,
+                            )
+                        }
+                    },
+                );
+            };
+            if n == 1 && ROWS % NR == 0 {
+                run(y);
+            } else {
+                qwenc_runtime::kernel_support::with_scratch(
+                    Self::TILES * n * NR,
+                    |scratch| {
+                        run(scratch);
+                        qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
+                    },
+                );
+            }
+        }
+
+        /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
+        /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.
+        #[target_feature(enable = "neon,sve,sve2")]
+        unsafe fn tiles(
+            codes: *const u8,
+            scales: *const f32,
+            x: &Q8Acts,
+            n: usize,
+            first: usize,
+            out: &mut [f32],
+        ) {
+            // SAFETY: the caller checked the CPU features and the lengths of the weight
+            // views and of `x`; every pointer below stays inside them.
+            unsafe {
+                // The passes for this column count.
+                let tokens_1 = Passes::<COLS>::tokens_1;
+                let tokens_2 = Passes::<COLS>::tokens_2;
+                let tokens_3 = Passes::<COLS>::tokens_3;
+                let tokens_4 = Passes::<COLS>::tokens_4;
+                let (xq, xs, xsum) = (x.q.as_ptr(), x.scale.as_ptr(), x.sum.as_ptr());
+                let mut t0 = 0;
+                while t0 < n {
+                    let t1 = (t0 + Self::TOKEN_BLOCK).min(n);
+                    for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
+                        let tile = first + i;
+                        let codes = codes.add(tile * Self::STORED_TILE_BYTES);
+                        let scales = scales.add(tile * NR);
+                        let o = slab.as_mut_ptr();
+                        let mut t = t0;
+                        while t + MR <= t1 {
+                            tokens_4(
+                                codes,
+                                scales,
+                                xq.add(t * COLS),
+                                xs.add(t * Self::BLOCKS),
+                                xsum.add(t * Self::BLOCKS),
+                                o.add(t * NR),
+                            );
+                            t += MR;
+                        }
+                        match t1 - t {
+                            0 => {}
+                            1 => {
+                                tokens_1(
+                                    codes,
+                                    scales,
+                                    xq.add(t * COLS),
+                                    xs.add(t * Self::BLOCKS),
+                                    xsum.add(t * Self::BLOCKS),
+                                    o.add(t * NR),
+                                )
+                            }
+                            2 => {
+                                tokens_2(
+                                    codes,
+                                    scales,
+                                    xq.add(t * COLS),
+                                    xs.add(t * Self::BLOCKS),
+                                    xsum.add(t * Self::BLOCKS),
+                                    o.add(t * NR),
+                                )
+                            }
+                            3 => {
+                                tokens_3(
+                                    codes,
+                                    scales,
+                                    xq.add(t * COLS),
+                                    xs.add(t * Self::BLOCKS),
+                                    xsum.add(t * Self::BLOCKS),
+                                    o.add(t * NR),
+                                )
+                            }
+                            _ => unreachable!(),
+                        }
+                    }
+                    t0 = t1;
+                }
+            }
+        }
+    }
+
+    /// The passes over one tile, for `COLS` inputs: `tokens_m` multiplies the tile by
+    /// `m` tokens (at `xq`/`xs`/`xsum`, `COLS`/`BLOCKS` apart) and stores token `j`'s
+    /// `NR` outputs at `out + j·NR`. The caller guarantees the CPU features and that
+    /// every pointer covers one tile (codes, scales) and `m` tokens (activations).
+    struct Passes<const COLS: usize>;
+
+    impl<const COLS: usize> Passes<COLS> {
+        const BLOCKS: usize = COLS / Q8_BLOCK;
+
+        /// One tile (4 rows, one SVE vector) × 1 token(s): one asm loop over the blocks.
+        #[target_feature(enable = "neon,sve,sve2")]
+        #[inline(never)]
+        unsafe fn tokens_1(
+            codes: *const u8,
+            scales: *const f32,
+            xq: *const i8,
+            xs: *const f32,
+            xsum: *const i32,
+            out: *mut f32,
+        ) {
+            // SAFETY: `tiles` calls this with the CPU features checked and pointers that
+            // cover one tile of codes and scales and this pass's tokens (see `Passes`).
+            unsafe {
+                let _ = xsum;
+                asm!(
+                    "ptrue p0.s", "ptrue p1.b", "mov z8.s, #0", "2:", "mov z16.s, #0",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]",
+                    "sdot z16.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]",
+                    "sdot z16.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]",
+                    "sdot z16.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]",
+                    "sdot z16.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #4, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]",
+                    "sdot z16.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #5, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]",
+                    "sdot z16.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #6, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]",
+                    "sdot z16.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #7, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]",
+                    "sdot z16.s, z0.b, z3.b", "prfm pldl2keep, [{codes}, #{ahead}]",
+                    "prfm pldl2keep, [{codes}, #({ahead} + 64)]",
+                    "add {codes}, {codes}, #128", "scvtf z16.s, p0/m, z16.s",
+                    "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmla z8.s, p0/m, z16.s, z7.s",
+                    "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
+                    "subs {count}, {count}, #1", "b.ne 2b",
+                    "ld1w {{z4.s}}, p0/z, [{scales}]", "fmul z8.s, z8.s, z4.s",
+                    "st1w {{z8.s}}, p0, [{out}, #0, mul vl]", codes = inout(reg) codes =>
+                    _, count = inout(reg) Self::BLOCKS => _, out = in (reg) out, scales =
+                    inout(reg) scales => _, ahead = const PREFETCH_AHEAD, xq0 =
+                    inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs.add(0 *
+                    Self::BLOCKS) => _, out("v0") _, out("v3") _, out("v4") _, out("v6")
+                    _, out("v7") _, out("v8") _, out("v16") _, out("p0") _, out("p1") _,
+                    options(nostack),
+                );
+            }
+        }
+
+        /// One tile (4 rows, one SVE vector) × 2 token(s): one asm loop over the blocks.
+        #[target_feature(enable = "neon,sve,sve2")]
+        #[inline(never)]
+        unsafe fn tokens_2(
+            codes: *const u8,
+            scales: *const f32,
+            xq: *const i8,
+            xs: *const f32,
+            xsum: *const i32,
+            out: *mut f32,
+        ) {
+            // SAFETY: `tiles` calls this with the CPU features checked and pointers that
+            // cover one tile of codes and scales and this pass's tokens (see `Passes`).
+            unsafe {
+                let _ = xsum;
+                asm!(
+                    "ptrue p0.s", "ptrue p1.b", "mov z8.s, #0", "mov z9.s, #0", "2:",
+                    "mov z16.s, #0", "mov z17.s, #0",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]",
+                    "sdot z17.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]",
+                    "sdot z17.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]",
+                    "sdot z17.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]",
+                    "sdot z17.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #4, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]",
+                    "sdot z17.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #5, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]",
+                    "sdot z17.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #6, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]",
+                    "sdot z17.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #7, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]",
+                    "sdot z17.s, z0.b, z3.b", "add {codes}, {codes}, #128",
+                    "scvtf z16.s, p0/m, z16.s", "ld1rw {{z7.s}}, p0/z, [{xs0}]",
+                    "fmla z8.s, p0/m, z16.s, z7.s", "add {xq0}, {xq0}, #32",
+                    "add {xs0}, {xs0}, #4", "scvtf z17.s, p0/m, z17.s",
+                    "ld1rw {{z7.s}}, p0/z, [{xs1}]", "fmla z9.s, p0/m, z17.s, z7.s",
+                    "add {xq1}, {xq1}, #32", "add {xs1}, {xs1}, #4",
+                    "subs {count}, {count}, #1", "b.ne 2b",
+                    "ld1w {{z4.s}}, p0/z, [{scales}]", "fmul z8.s, z8.s, z4.s",
+                    "st1w {{z8.s}}, p0, [{out}, #0, mul vl]", "fmul z9.s, z9.s, z4.s",
+                    "st1w {{z9.s}}, p0, [{out}, #1, mul vl]", codes = inout(reg) codes =>
+                    _, count = inout(reg) Self::BLOCKS => _, out = in (reg) out, scales =
+                    inout(reg) scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 =
+                    inout(reg) xs.add(0 * Self::BLOCKS) => _, xq1 = inout(reg) xq.add(1 *
+                    COLS) => _, xs1 = inout(reg) xs.add(1 * Self::BLOCKS) => _, out("v0")
+                    _, out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
+                    out("v9") _, out("v16") _, out("v17") _, out("p0") _, out("p1") _,
+                    options(nostack),
+                );
+            }
+        }
+
+        /// One tile (4 rows, one SVE vector) × 3 token(s): one asm loop over the blocks.
+        #[target_feature(enable = "neon,sve,sve2")]
+        #[inline(never)]
+        unsafe fn tokens_3(
+            codes: *const u8,
+            scales: *const f32,
+            xq: *const i8,
+            xs: *const f32,
+            xsum: *const i32,
+            out: *mut f32,
+        ) {
+            // SAFETY: `tiles` calls this with the CPU features checked and pointers that
+            // cover one tile of codes and scales and this pass's tokens (see `Passes`).
+            unsafe {
+                let _ = xsum;
+                asm!(
+                    "ptrue p0.s", "ptrue p1.b", "mov z8.s, #0", "mov z9.s, #0",
+                    "mov z10.s, #0", "2:", "mov z16.s, #0", "mov z17.s, #0",
+                    "mov z18.s, #0", "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]",
+                    "sdot z17.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #0]",
+                    "sdot z18.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]",
+                    "sdot z17.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #4]",
+                    "sdot z18.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]",
+                    "sdot z17.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #8]",
+                    "sdot z18.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]",
+                    "sdot z17.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #12]",
+                    "sdot z18.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #4, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]",
+                    "sdot z17.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #16]",
+                    "sdot z18.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #5, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]",
+                    "sdot z17.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #20]",
+                    "sdot z18.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #6, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]",
+                    "sdot z17.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #24]",
+                    "sdot z18.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #7, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]",
+                    "sdot z17.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #28]",
+                    "sdot z18.s, z0.b, z3.b", "add {codes}, {codes}, #128",
+                    "scvtf z16.s, p0/m, z16.s", "ld1rw {{z7.s}}, p0/z, [{xs0}]",
+                    "fmla z8.s, p0/m, z16.s, z7.s", "add {xq0}, {xq0}, #32",
+                    "add {xs0}, {xs0}, #4", "scvtf z17.s, p0/m, z17.s",
+                    "ld1rw {{z7.s}}, p0/z, [{xs1}]", "fmla z9.s, p0/m, z17.s, z7.s",
+                    "add {xq1}, {xq1}, #32", "add {xs1}, {xs1}, #4",
+                    "scvtf z18.s, p0/m, z18.s", "ld1rw {{z7.s}}, p0/z, [{xs2}]",
+                    "fmla z10.s, p0/m, z18.s, z7.s", "add {xq2}, {xq2}, #32",
+                    "add {xs2}, {xs2}, #4", "subs {count}, {count}, #1", "b.ne 2b",
+                    "ld1w {{z4.s}}, p0/z, [{scales}]", "fmul z8.s, z8.s, z4.s",
+                    "st1w {{z8.s}}, p0, [{out}, #0, mul vl]", "fmul z9.s, z9.s, z4.s",
+                    "st1w {{z9.s}}, p0, [{out}, #1, mul vl]", "fmul z10.s, z10.s, z4.s",
+                    "st1w {{z10.s}}, p0, [{out}, #2, mul vl]", codes = inout(reg) codes
+                    => _, count = inout(reg) Self::BLOCKS => _, out = in (reg) out,
+                    scales = inout(reg) scales => _, xq0 = inout(reg) xq.add(0 * COLS) =>
+                    _, xs0 = inout(reg) xs.add(0 * Self::BLOCKS) => _, xq1 = inout(reg)
+                    xq.add(1 * COLS) => _, xs1 = inout(reg) xs.add(1 * Self::BLOCKS) =>
+                    _, xq2 = inout(reg) xq.add(2 * COLS) => _, xs2 = inout(reg) xs.add(2
+                    * Self::BLOCKS) => _, out("v0") _, out("v3") _, out("v4") _,
+                    out("v6") _, out("v7") _, out("v8") _, out("v9") _, out("v10") _,
+                    out("v16") _, out("v17") _, out("v18") _, out("p0") _, out("p1") _,
+                    options(nostack),
+                );
+            }
+        }
+
+        /// One tile (4 rows, one SVE vector) × 4 token(s): one asm loop over the blocks.
+        #[target_feature(enable = "neon,sve,sve2")]
+        #[inline(never)]
+        unsafe fn tokens_4(
+            codes: *const u8,
+            scales: *const f32,
+            xq: *const i8,
+            xs: *const f32,
+            xsum: *const i32,
+            out: *mut f32,
+        ) {
+            // SAFETY: `tiles` calls this with the CPU features checked and pointers that
+            // cover one tile of codes and scales and this pass's tokens (see `Passes`).
+            unsafe {
+                let _ = xsum;
+                asm!(
+                    "ptrue p0.s", "ptrue p1.b", "mov z8.s, #0", "mov z9.s, #0",
+                    "mov z10.s, #0", "mov z11.s, #0", "2:", "mov z16.s, #0",
+                    "mov z17.s, #0", "mov z18.s, #0", "mov z19.s, #0",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]",
+                    "sdot z17.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #0]",
+                    "sdot z18.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #0]",
+                    "sdot z19.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]",
+                    "sdot z17.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #4]",
+                    "sdot z18.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #4]",
+                    "sdot z19.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]",
+                    "sdot z17.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #8]",
+                    "sdot z18.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #8]",
+                    "sdot z19.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]",
+                    "sdot z17.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #12]",
+                    "sdot z18.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #12]",
+                    "sdot z19.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #4, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]",
+                    "sdot z17.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #16]",
+                    "sdot z18.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #16]",
+                    "sdot z19.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #5, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]",
+                    "sdot z17.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #20]",
+                    "sdot z18.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #20]",
+                    "sdot z19.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #6, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]",
+                    "sdot z17.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #24]",
+                    "sdot z18.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #24]",
+                    "sdot z19.s, z0.b, z3.b",
+                    "ld1b {{z0.b}}, p1/z, [{codes}, #7, mul vl]",
+                    "eor z0.b, z0.b, #0x80", "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]",
+                    "sdot z16.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]",
+                    "sdot z17.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #28]",
+                    "sdot z18.s, z0.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #28]",
+                    "sdot z19.s, z0.b, z3.b", "add {codes}, {codes}, #128",
+                    "scvtf z16.s, p0/m, z16.s", "ld1rw {{z7.s}}, p0/z, [{xs0}]",
+                    "fmla z8.s, p0/m, z16.s, z7.s", "add {xq0}, {xq0}, #32",
+                    "add {xs0}, {xs0}, #4", "scvtf z17.s, p0/m, z17.s",
+                    "ld1rw {{z7.s}}, p0/z, [{xs1}]", "fmla z9.s, p0/m, z17.s, z7.s",
+                    "add {xq1}, {xq1}, #32", "add {xs1}, {xs1}, #4",
+                    "scvtf z18.s, p0/m, z18.s", "ld1rw {{z7.s}}, p0/z, [{xs2}]",
+                    "fmla z10.s, p0/m, z18.s, z7.s", "add {xq2}, {xq2}, #32",
+                    "add {xs2}, {xs2}, #4", "scvtf z19.s, p0/m, z19.s",
+                    "ld1rw {{z7.s}}, p0/z, [{xs3}]", "fmla z11.s, p0/m, z19.s, z7.s",
+                    "add {xq3}, {xq3}, #32", "add {xs3}, {xs3}, #4",
+                    "subs {count}, {count}, #1", "b.ne 2b",
+                    "ld1w {{z4.s}}, p0/z, [{scales}]", "fmul z8.s, z8.s, z4.s",
+                    "st1w {{z8.s}}, p0, [{out}, #0, mul vl]", "fmul z9.s, z9.s, z4.s",
+                    "st1w {{z9.s}}, p0, [{out}, #1, mul vl]", "fmul z10.s, z10.s, z4.s",
+                    "st1w {{z10.s}}, p0, [{out}, #2, mul vl]", "fmul z11.s, z11.s, z4.s",
+                    "st1w {{z11.s}}, p0, [{out}, #3, mul vl]", codes = inout(reg) codes
+                    => _, count = inout(reg) Self::BLOCKS => _, out = in (reg) out,
+                    scales = inout(reg) scales => _, xq0 = inout(reg) xq.add(0 * COLS) =>
+                    _, xs0 = inout(reg) xs.add(0 * Self::BLOCKS) => _, xq1 = inout(reg)
+                    xq.add(1 * COLS) => _, xs1 = inout(reg) xs.add(1 * Self::BLOCKS) =>
+                    _, xq2 = inout(reg) xq.add(2 * COLS) => _, xs2 = inout(reg) xs.add(2
+                    * Self::BLOCKS) => _, xq3 = inout(reg) xq.add(3 * COLS) => _, xs3 =
+                    inout(reg) xs.add(3 * Self::BLOCKS) => _, out("v0") _, out("v3") _,
+                    out("v4") _, out("v6") _, out("v7") _, out("v8") _, out("v9") _,
+                    out("v10") _, out("v11") _, out("v16") _, out("v17") _, out("v18") _,
+                    out("v19") _, out("p0") _, out("p1") _, options(nostack),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+/// `y[n, 896] = x[n, 896] · Wᵀ`, W in `w4g32` (aarch64-sve2).
 pub fn aarch64_sve2_matmul_w4g32_896x896(
     w: &[u8],
     at: &MatrixAt,
     x: &Q8Acts,
     y: &mut [f32],
 ) {
-    use std::arch::asm;
-    const ROWS: usize = 896;
-    const COLS: usize = 896;
-    /// Rows per tile, tokens per pass, tiles (the last one padded).
-    const NR: usize = 4;
-    const MR: usize = 4;
-    const TILES: usize = 224;
-    const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile, as the passes read them and
-    /// as stored.
-    const BLOCK_BYTES: usize = 64;
-    const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
-    const STORED_TILE_BYTES: usize = BLOCKS * 64;
-    /// Tokens per sweep over the tiles: at most 256 KiB of activations.
-    const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines into L2.
-    const PREFETCH_AHEAD: usize = 4096;
-    const GROUP: usize = 32;
-    const GROUPS: usize = COLS / GROUP;
-    const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
-    assert!(
-        ({ #[doc = r" SVE vector length in bytes."] #[target_feature(enable = "sve")]
-        unsafe fn cntb() -> usize { let n : usize; unsafe { std::arch::asm!("cntb {n}", n
-        = out(reg) n, options(pure, nomem, nostack)) }; n }
-        std::arch::is_aarch64_feature_detected!("neon") &&
-        std::arch::is_aarch64_feature_detected!("sve") &&
-        std::arch::is_aarch64_feature_detected!("sve2") && unsafe { cntb() } == 16 }),
-        "aarch64_sve2_matmul_w4g32_896x896 needs the CPU features neon, sve, sve2, and SVE vectors of 128 bits (cntb = 16) (this CPU lacks one)"
-    );
-    let n = x.tokens();
-    assert!(
-        x.cols == COLS && x.q.len() == n * COLS && x.scale.len() == n * BLOCKS && x.sum
-        .len() == n * BLOCKS && y.len() == n * ROWS, "shape mismatch"
-    );
-    if n == 0 {
-        return;
-    }
-    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
-    let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
-    let run = |out: &mut [f32]| {
-        let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
-            .max(1);
-        qwenc_runtime::threads::for_each_chunk_mut(
-            out,
-            chunk * n * NR,
-            |c, out| {
-                unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-            },
-        );
-    };
-    if n == 1 && ROWS % NR == 0 {
-        run(y);
-    } else {
-        qwenc_runtime::kernel_support::with_scratch(
-            TILES * n * NR,
-            |scratch| {
-                run(scratch);
-                qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
-            },
-        );
-    }
-    /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
-    /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.
-    #[target_feature(enable = "neon,sve,sve2")]
-    unsafe fn tiles(
-        codes: *const u8,
-        scales: *const u16,
-        x: &Q8Acts,
-        n: usize,
-        first: usize,
-        out: &mut [f32],
-    ) {
-        unsafe {
-            let (xq, xs, xsum) = (x.q.as_ptr(), x.scale.as_ptr(), x.sum.as_ptr());
-            let mut t0 = 0;
-            while t0 < n {
-                let t1 = (t0 + TOKEN_BLOCK).min(n);
-                for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
-                    let tile = first + i;
-                    let codes = codes.add(tile * STORED_TILE_BYTES);
-                    let scales = scales.add(tile * GROUPS * NR);
-                    let o = slab.as_mut_ptr();
-                    let mut t = t0;
-                    while t + MR <= t1 {
-                        tokens_4(
-                            codes,
-                            scales,
-                            xq.add(t * COLS),
-                            xs.add(t * BLOCKS),
-                            xsum.add(t * BLOCKS),
-                            o.add(t * NR),
-                        );
-                        t += MR;
-                    }
-                    match t1 - t {
-                        0 => {}
-                        1 => {
-                            tokens_1(
-                                codes,
-                                scales,
-                                xq.add(t * COLS),
-                                xs.add(t * BLOCKS),
-                                xsum.add(t * BLOCKS),
-                                o.add(t * NR),
-                            )
-                        }
-                        2 => {
-                            tokens_2(
-                                codes,
-                                scales,
-                                xq.add(t * COLS),
-                                xs.add(t * BLOCKS),
-                                xsum.add(t * BLOCKS),
-                                o.add(t * NR),
-                            )
-                        }
-                        3 => {
-                            tokens_3(
-                                codes,
-                                scales,
-                                xq.add(t * COLS),
-                                xs.add(t * BLOCKS),
-                                xsum.add(t * BLOCKS),
-                                o.add(t * NR),
-                            )
-                        }
-                        _ => unreachable!(),
-                    }
-                }
-                t0 = t1;
-            }
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 1 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_1(
-        codes: *const u8,
-        scales: *const u16,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0", "2:",
-                "ld1h {{z4.s}}, p0/z, [{scales}]", "fcvt z4.s, p0/m, z4.h",
-                "add {scales}, {scales}, #8", "mov z16.s, #0",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]",
-                "sdot z16.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]",
-                "sdot z16.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "prfm pldl2keep, [{codes}, #{ahead}]", "add {codes}, {codes}, #64",
-                "ld1rw {{z6.s}}, p0/z, [{xsum0}]", "lsl z6.s, z6.s, #3",
-                "sub z16.s, z16.s, z6.s", "scvtf z16.s, p0/m, z16.s",
-                "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmul z6.s, z4.s, z7.s",
-                "fmla z8.s, p0/m, z16.s, z6.s", "add {xq0}, {xq0}, #32",
-                "add {xs0}, {xs0}, #4", "add {xsum0}, {xsum0}, #4",
-                "subs {count}, {count}, #1", "b.ne 2b",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, ahead = const PREFETCH_AHEAD, xq0 = inout(reg) xq.add(0 *
-                COLS) => _, xs0 = inout(reg) xs.add(0 * BLOCKS) => _, xsum0 = inout(reg)
-                xsum.add(0 * BLOCKS) => _, out("v0") _, out("v1") _, out("v2") _,
-                out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
-                out("v16") _, out("v31") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 2 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_2(
-        codes: *const u8,
-        scales: *const u16,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0",
-                "mov z9.s, #0", "2:", "ld1h {{z4.s}}, p0/z, [{scales}]",
-                "fcvt z4.s, p0/m, z4.h", "add {scales}, {scales}, #8", "mov z16.s, #0",
-                "mov z17.s, #0", "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]", "sdot z17.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]",
-                "sdot z17.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]", "sdot z17.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]",
-                "sdot z17.s, z2.b, z3.b", "add {codes}, {codes}, #64",
-                "ld1rw {{z6.s}}, p0/z, [{xsum0}]", "lsl z6.s, z6.s, #3",
-                "sub z16.s, z16.s, z6.s", "scvtf z16.s, p0/m, z16.s",
-                "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmul z6.s, z4.s, z7.s",
-                "fmla z8.s, p0/m, z16.s, z6.s", "add {xq0}, {xq0}, #32",
-                "add {xs0}, {xs0}, #4", "add {xsum0}, {xsum0}, #4",
-                "ld1rw {{z6.s}}, p0/z, [{xsum1}]", "lsl z6.s, z6.s, #3",
-                "sub z17.s, z17.s, z6.s", "scvtf z17.s, p0/m, z17.s",
-                "ld1rw {{z7.s}}, p0/z, [{xs1}]", "fmul z6.s, z4.s, z7.s",
-                "fmla z9.s, p0/m, z17.s, z6.s", "add {xq1}, {xq1}, #32",
-                "add {xs1}, {xs1}, #4", "add {xsum1}, {xsum1}, #4",
-                "subs {count}, {count}, #1", "b.ne 2b",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]",
-                "st1w {{z9.s}}, p0, [{out}, #1, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xsum0 = inout(reg) xsum.add(0 * BLOCKS) => _, xq1
-                = inout(reg) xq.add(1 * COLS) => _, xs1 = inout(reg) xs.add(1 * BLOCKS)
-                => _, xsum1 = inout(reg) xsum.add(1 * BLOCKS) => _, out("v0") _,
-                out("v1") _, out("v2") _, out("v3") _, out("v4") _, out("v6") _,
-                out("v7") _, out("v8") _, out("v9") _, out("v16") _, out("v17") _,
-                out("v31") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 3 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_3(
-        codes: *const u8,
-        scales: *const u16,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0",
-                "mov z9.s, #0", "mov z10.s, #0", "2:", "ld1h {{z4.s}}, p0/z, [{scales}]",
-                "fcvt z4.s, p0/m, z4.h", "add {scales}, {scales}, #8", "mov z16.s, #0",
-                "mov z17.s, #0", "mov z18.s, #0",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #0]",
-                "sdot z18.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]",
-                "sdot z17.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #4]",
-                "sdot z18.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #8]", "sdot z18.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]", "sdot z17.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #12]", "sdot z18.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #16]",
-                "sdot z18.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]",
-                "sdot z17.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #20]",
-                "sdot z18.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #24]", "sdot z18.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]", "sdot z17.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #28]", "sdot z18.s, z2.b, z3.b",
-                "add {codes}, {codes}, #64", "ld1rw {{z6.s}}, p0/z, [{xsum0}]",
-                "lsl z6.s, z6.s, #3", "sub z16.s, z16.s, z6.s",
-                "scvtf z16.s, p0/m, z16.s", "ld1rw {{z7.s}}, p0/z, [{xs0}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z8.s, p0/m, z16.s, z6.s",
-                "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
-                "add {xsum0}, {xsum0}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum1}]",
-                "lsl z6.s, z6.s, #3", "sub z17.s, z17.s, z6.s",
-                "scvtf z17.s, p0/m, z17.s", "ld1rw {{z7.s}}, p0/z, [{xs1}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z9.s, p0/m, z17.s, z6.s",
-                "add {xq1}, {xq1}, #32", "add {xs1}, {xs1}, #4",
-                "add {xsum1}, {xsum1}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum2}]",
-                "lsl z6.s, z6.s, #3", "sub z18.s, z18.s, z6.s",
-                "scvtf z18.s, p0/m, z18.s", "ld1rw {{z7.s}}, p0/z, [{xs2}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z10.s, p0/m, z18.s, z6.s",
-                "add {xq2}, {xq2}, #32", "add {xs2}, {xs2}, #4",
-                "add {xsum2}, {xsum2}, #4", "subs {count}, {count}, #1", "b.ne 2b",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]",
-                "st1w {{z9.s}}, p0, [{out}, #1, mul vl]",
-                "st1w {{z10.s}}, p0, [{out}, #2, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xsum0 = inout(reg) xsum.add(0 * BLOCKS) => _, xq1
-                = inout(reg) xq.add(1 * COLS) => _, xs1 = inout(reg) xs.add(1 * BLOCKS)
-                => _, xsum1 = inout(reg) xsum.add(1 * BLOCKS) => _, xq2 = inout(reg) xq
-                .add(2 * COLS) => _, xs2 = inout(reg) xs.add(2 * BLOCKS) => _, xsum2 =
-                inout(reg) xsum.add(2 * BLOCKS) => _, out("v0") _, out("v1") _, out("v2")
-                _, out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
-                out("v9") _, out("v10") _, out("v16") _, out("v17") _, out("v18") _,
-                out("v31") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 4 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_4(
-        codes: *const u8,
-        scales: *const u16,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0",
-                "mov z9.s, #0", "mov z10.s, #0", "mov z11.s, #0", "2:",
-                "ld1h {{z4.s}}, p0/z, [{scales}]", "fcvt z4.s, p0/m, z4.h",
-                "add {scales}, {scales}, #8", "mov z16.s, #0", "mov z17.s, #0",
-                "mov z18.s, #0", "mov z19.s, #0",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #0]",
-                "sdot z18.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #0]",
-                "sdot z19.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]",
-                "sdot z17.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #4]",
-                "sdot z18.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #4]",
-                "sdot z19.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #8]", "sdot z18.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #8]", "sdot z19.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]", "sdot z17.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #12]", "sdot z18.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #12]", "sdot z19.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #16]",
-                "sdot z18.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #16]",
-                "sdot z19.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]",
-                "sdot z17.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #20]",
-                "sdot z18.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #20]",
-                "sdot z19.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #24]", "sdot z18.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #24]", "sdot z19.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]", "sdot z17.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #28]", "sdot z18.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #28]", "sdot z19.s, z2.b, z3.b",
-                "add {codes}, {codes}, #64", "ld1rw {{z6.s}}, p0/z, [{xsum0}]",
-                "lsl z6.s, z6.s, #3", "sub z16.s, z16.s, z6.s",
-                "scvtf z16.s, p0/m, z16.s", "ld1rw {{z7.s}}, p0/z, [{xs0}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z8.s, p0/m, z16.s, z6.s",
-                "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
-                "add {xsum0}, {xsum0}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum1}]",
-                "lsl z6.s, z6.s, #3", "sub z17.s, z17.s, z6.s",
-                "scvtf z17.s, p0/m, z17.s", "ld1rw {{z7.s}}, p0/z, [{xs1}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z9.s, p0/m, z17.s, z6.s",
-                "add {xq1}, {xq1}, #32", "add {xs1}, {xs1}, #4",
-                "add {xsum1}, {xsum1}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum2}]",
-                "lsl z6.s, z6.s, #3", "sub z18.s, z18.s, z6.s",
-                "scvtf z18.s, p0/m, z18.s", "ld1rw {{z7.s}}, p0/z, [{xs2}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z10.s, p0/m, z18.s, z6.s",
-                "add {xq2}, {xq2}, #32", "add {xs2}, {xs2}, #4",
-                "add {xsum2}, {xsum2}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum3}]",
-                "lsl z6.s, z6.s, #3", "sub z19.s, z19.s, z6.s",
-                "scvtf z19.s, p0/m, z19.s", "ld1rw {{z7.s}}, p0/z, [{xs3}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z11.s, p0/m, z19.s, z6.s",
-                "add {xq3}, {xq3}, #32", "add {xs3}, {xs3}, #4",
-                "add {xsum3}, {xsum3}, #4", "subs {count}, {count}, #1", "b.ne 2b",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]",
-                "st1w {{z9.s}}, p0, [{out}, #1, mul vl]",
-                "st1w {{z10.s}}, p0, [{out}, #2, mul vl]",
-                "st1w {{z11.s}}, p0, [{out}, #3, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xsum0 = inout(reg) xsum.add(0 * BLOCKS) => _, xq1
-                = inout(reg) xq.add(1 * COLS) => _, xs1 = inout(reg) xs.add(1 * BLOCKS)
-                => _, xsum1 = inout(reg) xsum.add(1 * BLOCKS) => _, xq2 = inout(reg) xq
-                .add(2 * COLS) => _, xs2 = inout(reg) xs.add(2 * BLOCKS) => _, xsum2 =
-                inout(reg) xsum.add(2 * BLOCKS) => _, xq3 = inout(reg) xq.add(3 * COLS)
-                => _, xs3 = inout(reg) xs.add(3 * BLOCKS) => _, xsum3 = inout(reg) xsum
-                .add(3 * BLOCKS) => _, out("v0") _, out("v1") _, out("v2") _, out("v3")
-                _, out("v4") _, out("v6") _, out("v7") _, out("v8") _, out("v9") _,
-                out("v10") _, out("v11") _, out("v16") _, out("v17") _, out("v18") _,
-                out("v19") _, out("v31") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
+    aarch64_sve2_w4g32::matmul::<896, 896>(w, at, x, y)
 }
+
 #[cfg(target_arch = "aarch64")]
-/// `y[n, 896] = x[n, 4864] · Wᵀ`, W in `w4g32`, tiled layout of 4 rows (aarch64-sve2: neon, sve, sve2, and SVE vectors of 128 bits (cntb = 16)).
+/// `y[n, 896] = x[n, 4864] · Wᵀ`, W in `w4g32` (aarch64-sve2).
 pub fn aarch64_sve2_matmul_w4g32_896x4864(
     w: &[u8],
     at: &MatrixAt,
     x: &Q8Acts,
     y: &mut [f32],
 ) {
-    use std::arch::asm;
-    const ROWS: usize = 896;
-    const COLS: usize = 4864;
-    /// Rows per tile, tokens per pass, tiles (the last one padded).
-    const NR: usize = 4;
-    const MR: usize = 4;
-    const TILES: usize = 224;
-    const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile, as the passes read them and
-    /// as stored.
-    const BLOCK_BYTES: usize = 64;
-    const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
-    const STORED_TILE_BYTES: usize = BLOCKS * 64;
-    /// Tokens per sweep over the tiles: at most 256 KiB of activations.
-    const TOKEN_BLOCK: usize = 52;
-    /// How far ahead of the block being read decode hints the next lines into L2.
-    const PREFETCH_AHEAD: usize = 4096;
-    const GROUP: usize = 32;
-    const GROUPS: usize = COLS / GROUP;
-    const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
-    assert!(
-        ({ #[doc = r" SVE vector length in bytes."] #[target_feature(enable = "sve")]
-        unsafe fn cntb() -> usize { let n : usize; unsafe { std::arch::asm!("cntb {n}", n
-        = out(reg) n, options(pure, nomem, nostack)) }; n }
-        std::arch::is_aarch64_feature_detected!("neon") &&
-        std::arch::is_aarch64_feature_detected!("sve") &&
-        std::arch::is_aarch64_feature_detected!("sve2") && unsafe { cntb() } == 16 }),
-        "aarch64_sve2_matmul_w4g32_896x4864 needs the CPU features neon, sve, sve2, and SVE vectors of 128 bits (cntb = 16) (this CPU lacks one)"
-    );
-    let n = x.tokens();
-    assert!(
-        x.cols == COLS && x.q.len() == n * COLS && x.scale.len() == n * BLOCKS && x.sum
-        .len() == n * BLOCKS && y.len() == n * ROWS, "shape mismatch"
-    );
-    if n == 0 {
-        return;
-    }
-    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
-    let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
-    let run = |out: &mut [f32]| {
-        let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
-            .max(1);
-        qwenc_runtime::threads::for_each_chunk_mut(
-            out,
-            chunk * n * NR,
-            |c, out| {
-                unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-            },
-        );
-    };
-    if n == 1 && ROWS % NR == 0 {
-        run(y);
-    } else {
-        qwenc_runtime::kernel_support::with_scratch(
-            TILES * n * NR,
-            |scratch| {
-                run(scratch);
-                qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
-            },
-        );
-    }
-    /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
-    /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.
-    #[target_feature(enable = "neon,sve,sve2")]
-    unsafe fn tiles(
-        codes: *const u8,
-        scales: *const u16,
-        x: &Q8Acts,
-        n: usize,
-        first: usize,
-        out: &mut [f32],
-    ) {
-        unsafe {
-            let (xq, xs, xsum) = (x.q.as_ptr(), x.scale.as_ptr(), x.sum.as_ptr());
-            let mut t0 = 0;
-            while t0 < n {
-                let t1 = (t0 + TOKEN_BLOCK).min(n);
-                for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
-                    let tile = first + i;
-                    let codes = codes.add(tile * STORED_TILE_BYTES);
-                    let scales = scales.add(tile * GROUPS * NR);
-                    let o = slab.as_mut_ptr();
-                    let mut t = t0;
-                    while t + MR <= t1 {
-                        tokens_4(
-                            codes,
-                            scales,
-                            xq.add(t * COLS),
-                            xs.add(t * BLOCKS),
-                            xsum.add(t * BLOCKS),
-                            o.add(t * NR),
-                        );
-                        t += MR;
-                    }
-                    match t1 - t {
-                        0 => {}
-                        1 => {
-                            tokens_1(
-                                codes,
-                                scales,
-                                xq.add(t * COLS),
-                                xs.add(t * BLOCKS),
-                                xsum.add(t * BLOCKS),
-                                o.add(t * NR),
-                            )
-                        }
-                        2 => {
-                            tokens_2(
-                                codes,
-                                scales,
-                                xq.add(t * COLS),
-                                xs.add(t * BLOCKS),
-                                xsum.add(t * BLOCKS),
-                                o.add(t * NR),
-                            )
-                        }
-                        3 => {
-                            tokens_3(
-                                codes,
-                                scales,
-                                xq.add(t * COLS),
-                                xs.add(t * BLOCKS),
-                                xsum.add(t * BLOCKS),
-                                o.add(t * NR),
-                            )
-                        }
-                        _ => unreachable!(),
-                    }
-                }
-                t0 = t1;
-            }
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 1 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_1(
-        codes: *const u8,
-        scales: *const u16,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0", "2:",
-                "ld1h {{z4.s}}, p0/z, [{scales}]", "fcvt z4.s, p0/m, z4.h",
-                "add {scales}, {scales}, #8", "mov z16.s, #0",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]",
-                "sdot z16.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]",
-                "sdot z16.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "prfm pldl2keep, [{codes}, #{ahead}]", "add {codes}, {codes}, #64",
-                "ld1rw {{z6.s}}, p0/z, [{xsum0}]", "lsl z6.s, z6.s, #3",
-                "sub z16.s, z16.s, z6.s", "scvtf z16.s, p0/m, z16.s",
-                "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmul z6.s, z4.s, z7.s",
-                "fmla z8.s, p0/m, z16.s, z6.s", "add {xq0}, {xq0}, #32",
-                "add {xs0}, {xs0}, #4", "add {xsum0}, {xsum0}, #4",
-                "subs {count}, {count}, #1", "b.ne 2b",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 152usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, ahead = const PREFETCH_AHEAD, xq0 = inout(reg) xq.add(0 *
-                COLS) => _, xs0 = inout(reg) xs.add(0 * BLOCKS) => _, xsum0 = inout(reg)
-                xsum.add(0 * BLOCKS) => _, out("v0") _, out("v1") _, out("v2") _,
-                out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
-                out("v16") _, out("v31") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 2 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_2(
-        codes: *const u8,
-        scales: *const u16,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0",
-                "mov z9.s, #0", "2:", "ld1h {{z4.s}}, p0/z, [{scales}]",
-                "fcvt z4.s, p0/m, z4.h", "add {scales}, {scales}, #8", "mov z16.s, #0",
-                "mov z17.s, #0", "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]", "sdot z17.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]",
-                "sdot z17.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]", "sdot z17.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]",
-                "sdot z17.s, z2.b, z3.b", "add {codes}, {codes}, #64",
-                "ld1rw {{z6.s}}, p0/z, [{xsum0}]", "lsl z6.s, z6.s, #3",
-                "sub z16.s, z16.s, z6.s", "scvtf z16.s, p0/m, z16.s",
-                "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmul z6.s, z4.s, z7.s",
-                "fmla z8.s, p0/m, z16.s, z6.s", "add {xq0}, {xq0}, #32",
-                "add {xs0}, {xs0}, #4", "add {xsum0}, {xsum0}, #4",
-                "ld1rw {{z6.s}}, p0/z, [{xsum1}]", "lsl z6.s, z6.s, #3",
-                "sub z17.s, z17.s, z6.s", "scvtf z17.s, p0/m, z17.s",
-                "ld1rw {{z7.s}}, p0/z, [{xs1}]", "fmul z6.s, z4.s, z7.s",
-                "fmla z9.s, p0/m, z17.s, z6.s", "add {xq1}, {xq1}, #32",
-                "add {xs1}, {xs1}, #4", "add {xsum1}, {xsum1}, #4",
-                "subs {count}, {count}, #1", "b.ne 2b",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]",
-                "st1w {{z9.s}}, p0, [{out}, #1, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 152usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xsum0 = inout(reg) xsum.add(0 * BLOCKS) => _, xq1
-                = inout(reg) xq.add(1 * COLS) => _, xs1 = inout(reg) xs.add(1 * BLOCKS)
-                => _, xsum1 = inout(reg) xsum.add(1 * BLOCKS) => _, out("v0") _,
-                out("v1") _, out("v2") _, out("v3") _, out("v4") _, out("v6") _,
-                out("v7") _, out("v8") _, out("v9") _, out("v16") _, out("v17") _,
-                out("v31") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 3 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_3(
-        codes: *const u8,
-        scales: *const u16,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0",
-                "mov z9.s, #0", "mov z10.s, #0", "2:", "ld1h {{z4.s}}, p0/z, [{scales}]",
-                "fcvt z4.s, p0/m, z4.h", "add {scales}, {scales}, #8", "mov z16.s, #0",
-                "mov z17.s, #0", "mov z18.s, #0",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #0]",
-                "sdot z18.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]",
-                "sdot z17.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #4]",
-                "sdot z18.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #8]", "sdot z18.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]", "sdot z17.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #12]", "sdot z18.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #16]",
-                "sdot z18.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]",
-                "sdot z17.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #20]",
-                "sdot z18.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #24]", "sdot z18.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]", "sdot z17.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #28]", "sdot z18.s, z2.b, z3.b",
-                "add {codes}, {codes}, #64", "ld1rw {{z6.s}}, p0/z, [{xsum0}]",
-                "lsl z6.s, z6.s, #3", "sub z16.s, z16.s, z6.s",
-                "scvtf z16.s, p0/m, z16.s", "ld1rw {{z7.s}}, p0/z, [{xs0}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z8.s, p0/m, z16.s, z6.s",
-                "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
-                "add {xsum0}, {xsum0}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum1}]",
-                "lsl z6.s, z6.s, #3", "sub z17.s, z17.s, z6.s",
-                "scvtf z17.s, p0/m, z17.s", "ld1rw {{z7.s}}, p0/z, [{xs1}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z9.s, p0/m, z17.s, z6.s",
-                "add {xq1}, {xq1}, #32", "add {xs1}, {xs1}, #4",
-                "add {xsum1}, {xsum1}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum2}]",
-                "lsl z6.s, z6.s, #3", "sub z18.s, z18.s, z6.s",
-                "scvtf z18.s, p0/m, z18.s", "ld1rw {{z7.s}}, p0/z, [{xs2}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z10.s, p0/m, z18.s, z6.s",
-                "add {xq2}, {xq2}, #32", "add {xs2}, {xs2}, #4",
-                "add {xsum2}, {xsum2}, #4", "subs {count}, {count}, #1", "b.ne 2b",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]",
-                "st1w {{z9.s}}, p0, [{out}, #1, mul vl]",
-                "st1w {{z10.s}}, p0, [{out}, #2, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 152usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xsum0 = inout(reg) xsum.add(0 * BLOCKS) => _, xq1
-                = inout(reg) xq.add(1 * COLS) => _, xs1 = inout(reg) xs.add(1 * BLOCKS)
-                => _, xsum1 = inout(reg) xsum.add(1 * BLOCKS) => _, xq2 = inout(reg) xq
-                .add(2 * COLS) => _, xs2 = inout(reg) xs.add(2 * BLOCKS) => _, xsum2 =
-                inout(reg) xsum.add(2 * BLOCKS) => _, out("v0") _, out("v1") _, out("v2")
-                _, out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
-                out("v9") _, out("v10") _, out("v16") _, out("v17") _, out("v18") _,
-                out("v31") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 4 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_4(
-        codes: *const u8,
-        scales: *const u16,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0",
-                "mov z9.s, #0", "mov z10.s, #0", "mov z11.s, #0", "2:",
-                "ld1h {{z4.s}}, p0/z, [{scales}]", "fcvt z4.s, p0/m, z4.h",
-                "add {scales}, {scales}, #8", "mov z16.s, #0", "mov z17.s, #0",
-                "mov z18.s, #0", "mov z19.s, #0",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #0]",
-                "sdot z18.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #0]",
-                "sdot z19.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]",
-                "sdot z17.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #4]",
-                "sdot z18.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #4]",
-                "sdot z19.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #8]", "sdot z18.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #8]", "sdot z19.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]", "sdot z17.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #12]", "sdot z18.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #12]", "sdot z19.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #16]",
-                "sdot z18.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #16]",
-                "sdot z19.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]",
-                "sdot z17.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #20]",
-                "sdot z18.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #20]",
-                "sdot z19.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #24]", "sdot z18.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #24]", "sdot z19.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]", "sdot z17.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #28]", "sdot z18.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #28]", "sdot z19.s, z2.b, z3.b",
-                "add {codes}, {codes}, #64", "ld1rw {{z6.s}}, p0/z, [{xsum0}]",
-                "lsl z6.s, z6.s, #3", "sub z16.s, z16.s, z6.s",
-                "scvtf z16.s, p0/m, z16.s", "ld1rw {{z7.s}}, p0/z, [{xs0}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z8.s, p0/m, z16.s, z6.s",
-                "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
-                "add {xsum0}, {xsum0}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum1}]",
-                "lsl z6.s, z6.s, #3", "sub z17.s, z17.s, z6.s",
-                "scvtf z17.s, p0/m, z17.s", "ld1rw {{z7.s}}, p0/z, [{xs1}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z9.s, p0/m, z17.s, z6.s",
-                "add {xq1}, {xq1}, #32", "add {xs1}, {xs1}, #4",
-                "add {xsum1}, {xsum1}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum2}]",
-                "lsl z6.s, z6.s, #3", "sub z18.s, z18.s, z6.s",
-                "scvtf z18.s, p0/m, z18.s", "ld1rw {{z7.s}}, p0/z, [{xs2}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z10.s, p0/m, z18.s, z6.s",
-                "add {xq2}, {xq2}, #32", "add {xs2}, {xs2}, #4",
-                "add {xsum2}, {xsum2}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum3}]",
-                "lsl z6.s, z6.s, #3", "sub z19.s, z19.s, z6.s",
-                "scvtf z19.s, p0/m, z19.s", "ld1rw {{z7.s}}, p0/z, [{xs3}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z11.s, p0/m, z19.s, z6.s",
-                "add {xq3}, {xq3}, #32", "add {xs3}, {xs3}, #4",
-                "add {xsum3}, {xsum3}, #4", "subs {count}, {count}, #1", "b.ne 2b",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]",
-                "st1w {{z9.s}}, p0, [{out}, #1, mul vl]",
-                "st1w {{z10.s}}, p0, [{out}, #2, mul vl]",
-                "st1w {{z11.s}}, p0, [{out}, #3, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 152usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xsum0 = inout(reg) xsum.add(0 * BLOCKS) => _, xq1
-                = inout(reg) xq.add(1 * COLS) => _, xs1 = inout(reg) xs.add(1 * BLOCKS)
-                => _, xsum1 = inout(reg) xsum.add(1 * BLOCKS) => _, xq2 = inout(reg) xq
-                .add(2 * COLS) => _, xs2 = inout(reg) xs.add(2 * BLOCKS) => _, xsum2 =
-                inout(reg) xsum.add(2 * BLOCKS) => _, xq3 = inout(reg) xq.add(3 * COLS)
-                => _, xs3 = inout(reg) xs.add(3 * BLOCKS) => _, xsum3 = inout(reg) xsum
-                .add(3 * BLOCKS) => _, out("v0") _, out("v1") _, out("v2") _, out("v3")
-                _, out("v4") _, out("v6") _, out("v7") _, out("v8") _, out("v9") _,
-                out("v10") _, out("v11") _, out("v16") _, out("v17") _, out("v18") _,
-                out("v19") _, out("v31") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
+    aarch64_sve2_w4g32::matmul::<896, 4864>(w, at, x, y)
 }
+
 #[cfg(target_arch = "aarch64")]
-/// `y[n, 1152] = x[n, 896] · Wᵀ`, W in `w4g32`, tiled layout of 4 rows (aarch64-sve2: neon, sve, sve2, and SVE vectors of 128 bits (cntb = 16)).
+/// `y[n, 1152] = x[n, 896] · Wᵀ`, W in `w4g32` (aarch64-sve2).
 pub fn aarch64_sve2_matmul_w4g32_1152x896(
     w: &[u8],
     at: &MatrixAt,
     x: &Q8Acts,
     y: &mut [f32],
 ) {
-    use std::arch::asm;
-    const ROWS: usize = 1152;
-    const COLS: usize = 896;
-    /// Rows per tile, tokens per pass, tiles (the last one padded).
-    const NR: usize = 4;
-    const MR: usize = 4;
-    const TILES: usize = 288;
-    const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile, as the passes read them and
-    /// as stored.
-    const BLOCK_BYTES: usize = 64;
-    const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
-    const STORED_TILE_BYTES: usize = BLOCKS * 64;
-    /// Tokens per sweep over the tiles: at most 256 KiB of activations.
-    const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines into L2.
-    const PREFETCH_AHEAD: usize = 4096;
-    const GROUP: usize = 32;
-    const GROUPS: usize = COLS / GROUP;
-    const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
-    assert!(
-        ({ #[doc = r" SVE vector length in bytes."] #[target_feature(enable = "sve")]
-        unsafe fn cntb() -> usize { let n : usize; unsafe { std::arch::asm!("cntb {n}", n
-        = out(reg) n, options(pure, nomem, nostack)) }; n }
-        std::arch::is_aarch64_feature_detected!("neon") &&
-        std::arch::is_aarch64_feature_detected!("sve") &&
-        std::arch::is_aarch64_feature_detected!("sve2") && unsafe { cntb() } == 16 }),
-        "aarch64_sve2_matmul_w4g32_1152x896 needs the CPU features neon, sve, sve2, and SVE vectors of 128 bits (cntb = 16) (this CPU lacks one)"
-    );
-    let n = x.tokens();
-    assert!(
-        x.cols == COLS && x.q.len() == n * COLS && x.scale.len() == n * BLOCKS && x.sum
-        .len() == n * BLOCKS && y.len() == n * ROWS, "shape mismatch"
-    );
-    if n == 0 {
-        return;
-    }
-    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
-    let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
-    let run = |out: &mut [f32]| {
-        let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
-            .max(1);
-        qwenc_runtime::threads::for_each_chunk_mut(
-            out,
-            chunk * n * NR,
-            |c, out| {
-                unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-            },
-        );
-    };
-    if n == 1 && ROWS % NR == 0 {
-        run(y);
-    } else {
-        qwenc_runtime::kernel_support::with_scratch(
-            TILES * n * NR,
-            |scratch| {
-                run(scratch);
-                qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
-            },
-        );
-    }
-    /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
-    /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.
-    #[target_feature(enable = "neon,sve,sve2")]
-    unsafe fn tiles(
-        codes: *const u8,
-        scales: *const u16,
-        x: &Q8Acts,
-        n: usize,
-        first: usize,
-        out: &mut [f32],
-    ) {
-        unsafe {
-            let (xq, xs, xsum) = (x.q.as_ptr(), x.scale.as_ptr(), x.sum.as_ptr());
-            let mut t0 = 0;
-            while t0 < n {
-                let t1 = (t0 + TOKEN_BLOCK).min(n);
-                for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
-                    let tile = first + i;
-                    let codes = codes.add(tile * STORED_TILE_BYTES);
-                    let scales = scales.add(tile * GROUPS * NR);
-                    let o = slab.as_mut_ptr();
-                    let mut t = t0;
-                    while t + MR <= t1 {
-                        tokens_4(
-                            codes,
-                            scales,
-                            xq.add(t * COLS),
-                            xs.add(t * BLOCKS),
-                            xsum.add(t * BLOCKS),
-                            o.add(t * NR),
-                        );
-                        t += MR;
-                    }
-                    match t1 - t {
-                        0 => {}
-                        1 => {
-                            tokens_1(
-                                codes,
-                                scales,
-                                xq.add(t * COLS),
-                                xs.add(t * BLOCKS),
-                                xsum.add(t * BLOCKS),
-                                o.add(t * NR),
-                            )
-                        }
-                        2 => {
-                            tokens_2(
-                                codes,
-                                scales,
-                                xq.add(t * COLS),
-                                xs.add(t * BLOCKS),
-                                xsum.add(t * BLOCKS),
-                                o.add(t * NR),
-                            )
-                        }
-                        3 => {
-                            tokens_3(
-                                codes,
-                                scales,
-                                xq.add(t * COLS),
-                                xs.add(t * BLOCKS),
-                                xsum.add(t * BLOCKS),
-                                o.add(t * NR),
-                            )
-                        }
-                        _ => unreachable!(),
-                    }
-                }
-                t0 = t1;
-            }
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 1 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_1(
-        codes: *const u8,
-        scales: *const u16,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0", "2:",
-                "ld1h {{z4.s}}, p0/z, [{scales}]", "fcvt z4.s, p0/m, z4.h",
-                "add {scales}, {scales}, #8", "mov z16.s, #0",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]",
-                "sdot z16.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]",
-                "sdot z16.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "prfm pldl2keep, [{codes}, #{ahead}]", "add {codes}, {codes}, #64",
-                "ld1rw {{z6.s}}, p0/z, [{xsum0}]", "lsl z6.s, z6.s, #3",
-                "sub z16.s, z16.s, z6.s", "scvtf z16.s, p0/m, z16.s",
-                "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmul z6.s, z4.s, z7.s",
-                "fmla z8.s, p0/m, z16.s, z6.s", "add {xq0}, {xq0}, #32",
-                "add {xs0}, {xs0}, #4", "add {xsum0}, {xsum0}, #4",
-                "subs {count}, {count}, #1", "b.ne 2b",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, ahead = const PREFETCH_AHEAD, xq0 = inout(reg) xq.add(0 *
-                COLS) => _, xs0 = inout(reg) xs.add(0 * BLOCKS) => _, xsum0 = inout(reg)
-                xsum.add(0 * BLOCKS) => _, out("v0") _, out("v1") _, out("v2") _,
-                out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
-                out("v16") _, out("v31") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 2 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_2(
-        codes: *const u8,
-        scales: *const u16,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0",
-                "mov z9.s, #0", "2:", "ld1h {{z4.s}}, p0/z, [{scales}]",
-                "fcvt z4.s, p0/m, z4.h", "add {scales}, {scales}, #8", "mov z16.s, #0",
-                "mov z17.s, #0", "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]", "sdot z17.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]",
-                "sdot z17.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]", "sdot z17.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]",
-                "sdot z17.s, z2.b, z3.b", "add {codes}, {codes}, #64",
-                "ld1rw {{z6.s}}, p0/z, [{xsum0}]", "lsl z6.s, z6.s, #3",
-                "sub z16.s, z16.s, z6.s", "scvtf z16.s, p0/m, z16.s",
-                "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmul z6.s, z4.s, z7.s",
-                "fmla z8.s, p0/m, z16.s, z6.s", "add {xq0}, {xq0}, #32",
-                "add {xs0}, {xs0}, #4", "add {xsum0}, {xsum0}, #4",
-                "ld1rw {{z6.s}}, p0/z, [{xsum1}]", "lsl z6.s, z6.s, #3",
-                "sub z17.s, z17.s, z6.s", "scvtf z17.s, p0/m, z17.s",
-                "ld1rw {{z7.s}}, p0/z, [{xs1}]", "fmul z6.s, z4.s, z7.s",
-                "fmla z9.s, p0/m, z17.s, z6.s", "add {xq1}, {xq1}, #32",
-                "add {xs1}, {xs1}, #4", "add {xsum1}, {xsum1}, #4",
-                "subs {count}, {count}, #1", "b.ne 2b",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]",
-                "st1w {{z9.s}}, p0, [{out}, #1, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xsum0 = inout(reg) xsum.add(0 * BLOCKS) => _, xq1
-                = inout(reg) xq.add(1 * COLS) => _, xs1 = inout(reg) xs.add(1 * BLOCKS)
-                => _, xsum1 = inout(reg) xsum.add(1 * BLOCKS) => _, out("v0") _,
-                out("v1") _, out("v2") _, out("v3") _, out("v4") _, out("v6") _,
-                out("v7") _, out("v8") _, out("v9") _, out("v16") _, out("v17") _,
-                out("v31") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 3 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_3(
-        codes: *const u8,
-        scales: *const u16,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0",
-                "mov z9.s, #0", "mov z10.s, #0", "2:", "ld1h {{z4.s}}, p0/z, [{scales}]",
-                "fcvt z4.s, p0/m, z4.h", "add {scales}, {scales}, #8", "mov z16.s, #0",
-                "mov z17.s, #0", "mov z18.s, #0",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #0]",
-                "sdot z18.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]",
-                "sdot z17.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #4]",
-                "sdot z18.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #8]", "sdot z18.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]", "sdot z17.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #12]", "sdot z18.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #16]",
-                "sdot z18.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]",
-                "sdot z17.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #20]",
-                "sdot z18.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #24]", "sdot z18.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]", "sdot z17.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #28]", "sdot z18.s, z2.b, z3.b",
-                "add {codes}, {codes}, #64", "ld1rw {{z6.s}}, p0/z, [{xsum0}]",
-                "lsl z6.s, z6.s, #3", "sub z16.s, z16.s, z6.s",
-                "scvtf z16.s, p0/m, z16.s", "ld1rw {{z7.s}}, p0/z, [{xs0}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z8.s, p0/m, z16.s, z6.s",
-                "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
-                "add {xsum0}, {xsum0}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum1}]",
-                "lsl z6.s, z6.s, #3", "sub z17.s, z17.s, z6.s",
-                "scvtf z17.s, p0/m, z17.s", "ld1rw {{z7.s}}, p0/z, [{xs1}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z9.s, p0/m, z17.s, z6.s",
-                "add {xq1}, {xq1}, #32", "add {xs1}, {xs1}, #4",
-                "add {xsum1}, {xsum1}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum2}]",
-                "lsl z6.s, z6.s, #3", "sub z18.s, z18.s, z6.s",
-                "scvtf z18.s, p0/m, z18.s", "ld1rw {{z7.s}}, p0/z, [{xs2}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z10.s, p0/m, z18.s, z6.s",
-                "add {xq2}, {xq2}, #32", "add {xs2}, {xs2}, #4",
-                "add {xsum2}, {xsum2}, #4", "subs {count}, {count}, #1", "b.ne 2b",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]",
-                "st1w {{z9.s}}, p0, [{out}, #1, mul vl]",
-                "st1w {{z10.s}}, p0, [{out}, #2, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xsum0 = inout(reg) xsum.add(0 * BLOCKS) => _, xq1
-                = inout(reg) xq.add(1 * COLS) => _, xs1 = inout(reg) xs.add(1 * BLOCKS)
-                => _, xsum1 = inout(reg) xsum.add(1 * BLOCKS) => _, xq2 = inout(reg) xq
-                .add(2 * COLS) => _, xs2 = inout(reg) xs.add(2 * BLOCKS) => _, xsum2 =
-                inout(reg) xsum.add(2 * BLOCKS) => _, out("v0") _, out("v1") _, out("v2")
-                _, out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
-                out("v9") _, out("v10") _, out("v16") _, out("v17") _, out("v18") _,
-                out("v31") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 4 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_4(
-        codes: *const u8,
-        scales: *const u16,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0",
-                "mov z9.s, #0", "mov z10.s, #0", "mov z11.s, #0", "2:",
-                "ld1h {{z4.s}}, p0/z, [{scales}]", "fcvt z4.s, p0/m, z4.h",
-                "add {scales}, {scales}, #8", "mov z16.s, #0", "mov z17.s, #0",
-                "mov z18.s, #0", "mov z19.s, #0",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #0]",
-                "sdot z18.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #0]",
-                "sdot z19.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]",
-                "sdot z17.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #4]",
-                "sdot z18.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #4]",
-                "sdot z19.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #8]", "sdot z18.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #8]", "sdot z19.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]", "sdot z17.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #12]", "sdot z18.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #12]", "sdot z19.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #16]",
-                "sdot z18.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #16]",
-                "sdot z19.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]",
-                "sdot z17.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #20]",
-                "sdot z18.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #20]",
-                "sdot z19.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #24]", "sdot z18.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #24]", "sdot z19.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]", "sdot z17.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #28]", "sdot z18.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #28]", "sdot z19.s, z2.b, z3.b",
-                "add {codes}, {codes}, #64", "ld1rw {{z6.s}}, p0/z, [{xsum0}]",
-                "lsl z6.s, z6.s, #3", "sub z16.s, z16.s, z6.s",
-                "scvtf z16.s, p0/m, z16.s", "ld1rw {{z7.s}}, p0/z, [{xs0}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z8.s, p0/m, z16.s, z6.s",
-                "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
-                "add {xsum0}, {xsum0}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum1}]",
-                "lsl z6.s, z6.s, #3", "sub z17.s, z17.s, z6.s",
-                "scvtf z17.s, p0/m, z17.s", "ld1rw {{z7.s}}, p0/z, [{xs1}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z9.s, p0/m, z17.s, z6.s",
-                "add {xq1}, {xq1}, #32", "add {xs1}, {xs1}, #4",
-                "add {xsum1}, {xsum1}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum2}]",
-                "lsl z6.s, z6.s, #3", "sub z18.s, z18.s, z6.s",
-                "scvtf z18.s, p0/m, z18.s", "ld1rw {{z7.s}}, p0/z, [{xs2}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z10.s, p0/m, z18.s, z6.s",
-                "add {xq2}, {xq2}, #32", "add {xs2}, {xs2}, #4",
-                "add {xsum2}, {xsum2}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum3}]",
-                "lsl z6.s, z6.s, #3", "sub z19.s, z19.s, z6.s",
-                "scvtf z19.s, p0/m, z19.s", "ld1rw {{z7.s}}, p0/z, [{xs3}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z11.s, p0/m, z19.s, z6.s",
-                "add {xq3}, {xq3}, #32", "add {xs3}, {xs3}, #4",
-                "add {xsum3}, {xsum3}, #4", "subs {count}, {count}, #1", "b.ne 2b",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]",
-                "st1w {{z9.s}}, p0, [{out}, #1, mul vl]",
-                "st1w {{z10.s}}, p0, [{out}, #2, mul vl]",
-                "st1w {{z11.s}}, p0, [{out}, #3, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xsum0 = inout(reg) xsum.add(0 * BLOCKS) => _, xq1
-                = inout(reg) xq.add(1 * COLS) => _, xs1 = inout(reg) xs.add(1 * BLOCKS)
-                => _, xsum1 = inout(reg) xsum.add(1 * BLOCKS) => _, xq2 = inout(reg) xq
-                .add(2 * COLS) => _, xs2 = inout(reg) xs.add(2 * BLOCKS) => _, xsum2 =
-                inout(reg) xsum.add(2 * BLOCKS) => _, xq3 = inout(reg) xq.add(3 * COLS)
-                => _, xs3 = inout(reg) xs.add(3 * BLOCKS) => _, xsum3 = inout(reg) xsum
-                .add(3 * BLOCKS) => _, out("v0") _, out("v1") _, out("v2") _, out("v3")
-                _, out("v4") _, out("v6") _, out("v7") _, out("v8") _, out("v9") _,
-                out("v10") _, out("v11") _, out("v16") _, out("v17") _, out("v18") _,
-                out("v19") _, out("v31") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
+    aarch64_sve2_w4g32::matmul::<1152, 896>(w, at, x, y)
 }
+
 #[cfg(target_arch = "aarch64")]
-/// `y[n, 9728] = x[n, 896] · Wᵀ`, W in `w4g32`, tiled layout of 4 rows (aarch64-sve2: neon, sve, sve2, and SVE vectors of 128 bits (cntb = 16)).
+/// `y[n, 9728] = x[n, 896] · Wᵀ`, W in `w4g32` (aarch64-sve2).
 pub fn aarch64_sve2_matmul_w4g32_9728x896(
     w: &[u8],
     at: &MatrixAt,
     x: &Q8Acts,
     y: &mut [f32],
 ) {
-    use std::arch::asm;
-    const ROWS: usize = 9728;
-    const COLS: usize = 896;
-    /// Rows per tile, tokens per pass, tiles (the last one padded).
-    const NR: usize = 4;
-    const MR: usize = 4;
-    const TILES: usize = 2432;
-    const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile, as the passes read them and
-    /// as stored.
-    const BLOCK_BYTES: usize = 64;
-    const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
-    const STORED_TILE_BYTES: usize = BLOCKS * 64;
-    /// Tokens per sweep over the tiles: at most 256 KiB of activations.
-    const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines into L2.
-    const PREFETCH_AHEAD: usize = 4096;
-    const GROUP: usize = 32;
-    const GROUPS: usize = COLS / GROUP;
-    const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
-    assert!(
-        ({ #[doc = r" SVE vector length in bytes."] #[target_feature(enable = "sve")]
-        unsafe fn cntb() -> usize { let n : usize; unsafe { std::arch::asm!("cntb {n}", n
-        = out(reg) n, options(pure, nomem, nostack)) }; n }
-        std::arch::is_aarch64_feature_detected!("neon") &&
-        std::arch::is_aarch64_feature_detected!("sve") &&
-        std::arch::is_aarch64_feature_detected!("sve2") && unsafe { cntb() } == 16 }),
-        "aarch64_sve2_matmul_w4g32_9728x896 needs the CPU features neon, sve, sve2, and SVE vectors of 128 bits (cntb = 16) (this CPU lacks one)"
-    );
-    let n = x.tokens();
-    assert!(
-        x.cols == COLS && x.q.len() == n * COLS && x.scale.len() == n * BLOCKS && x.sum
-        .len() == n * BLOCKS && y.len() == n * ROWS, "shape mismatch"
-    );
-    if n == 0 {
-        return;
-    }
-    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
-    let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR);
-    let run = |out: &mut [f32]| {
-        let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
-            .max(1);
-        qwenc_runtime::threads::for_each_chunk_mut(
-            out,
-            chunk * n * NR,
-            |c, out| {
-                unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-            },
-        );
-    };
-    if n == 1 && ROWS % NR == 0 {
-        run(y);
-    } else {
-        qwenc_runtime::kernel_support::with_scratch(
-            TILES * n * NR,
-            |scratch| {
-                run(scratch);
-                qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
-            },
-        );
-    }
-    /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
-    /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.
-    #[target_feature(enable = "neon,sve,sve2")]
-    unsafe fn tiles(
-        codes: *const u8,
-        scales: *const u16,
-        x: &Q8Acts,
-        n: usize,
-        first: usize,
-        out: &mut [f32],
-    ) {
-        unsafe {
-            let (xq, xs, xsum) = (x.q.as_ptr(), x.scale.as_ptr(), x.sum.as_ptr());
-            let mut t0 = 0;
-            while t0 < n {
-                let t1 = (t0 + TOKEN_BLOCK).min(n);
-                for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
-                    let tile = first + i;
-                    let codes = codes.add(tile * STORED_TILE_BYTES);
-                    let scales = scales.add(tile * GROUPS * NR);
-                    let o = slab.as_mut_ptr();
-                    let mut t = t0;
-                    while t + MR <= t1 {
-                        tokens_4(
-                            codes,
-                            scales,
-                            xq.add(t * COLS),
-                            xs.add(t * BLOCKS),
-                            xsum.add(t * BLOCKS),
-                            o.add(t * NR),
-                        );
-                        t += MR;
-                    }
-                    match t1 - t {
-                        0 => {}
-                        1 => {
-                            tokens_1(
-                                codes,
-                                scales,
-                                xq.add(t * COLS),
-                                xs.add(t * BLOCKS),
-                                xsum.add(t * BLOCKS),
-                                o.add(t * NR),
-                            )
-                        }
-                        2 => {
-                            tokens_2(
-                                codes,
-                                scales,
-                                xq.add(t * COLS),
-                                xs.add(t * BLOCKS),
-                                xsum.add(t * BLOCKS),
-                                o.add(t * NR),
-                            )
-                        }
-                        3 => {
-                            tokens_3(
-                                codes,
-                                scales,
-                                xq.add(t * COLS),
-                                xs.add(t * BLOCKS),
-                                xsum.add(t * BLOCKS),
-                                o.add(t * NR),
-                            )
-                        }
-                        _ => unreachable!(),
-                    }
-                }
-                t0 = t1;
-            }
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 1 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_1(
-        codes: *const u8,
-        scales: *const u16,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0", "2:",
-                "ld1h {{z4.s}}, p0/z, [{scales}]", "fcvt z4.s, p0/m, z4.h",
-                "add {scales}, {scales}, #8", "mov z16.s, #0",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]",
-                "sdot z16.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]",
-                "sdot z16.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "prfm pldl2keep, [{codes}, #{ahead}]", "add {codes}, {codes}, #64",
-                "ld1rw {{z6.s}}, p0/z, [{xsum0}]", "lsl z6.s, z6.s, #3",
-                "sub z16.s, z16.s, z6.s", "scvtf z16.s, p0/m, z16.s",
-                "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmul z6.s, z4.s, z7.s",
-                "fmla z8.s, p0/m, z16.s, z6.s", "add {xq0}, {xq0}, #32",
-                "add {xs0}, {xs0}, #4", "add {xsum0}, {xsum0}, #4",
-                "subs {count}, {count}, #1", "b.ne 2b",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, ahead = const PREFETCH_AHEAD, xq0 = inout(reg) xq.add(0 *
-                COLS) => _, xs0 = inout(reg) xs.add(0 * BLOCKS) => _, xsum0 = inout(reg)
-                xsum.add(0 * BLOCKS) => _, out("v0") _, out("v1") _, out("v2") _,
-                out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
-                out("v16") _, out("v31") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 2 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_2(
-        codes: *const u8,
-        scales: *const u16,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0",
-                "mov z9.s, #0", "2:", "ld1h {{z4.s}}, p0/z, [{scales}]",
-                "fcvt z4.s, p0/m, z4.h", "add {scales}, {scales}, #8", "mov z16.s, #0",
-                "mov z17.s, #0", "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]", "sdot z17.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]",
-                "sdot z17.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]", "sdot z17.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]",
-                "sdot z17.s, z2.b, z3.b", "add {codes}, {codes}, #64",
-                "ld1rw {{z6.s}}, p0/z, [{xsum0}]", "lsl z6.s, z6.s, #3",
-                "sub z16.s, z16.s, z6.s", "scvtf z16.s, p0/m, z16.s",
-                "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmul z6.s, z4.s, z7.s",
-                "fmla z8.s, p0/m, z16.s, z6.s", "add {xq0}, {xq0}, #32",
-                "add {xs0}, {xs0}, #4", "add {xsum0}, {xsum0}, #4",
-                "ld1rw {{z6.s}}, p0/z, [{xsum1}]", "lsl z6.s, z6.s, #3",
-                "sub z17.s, z17.s, z6.s", "scvtf z17.s, p0/m, z17.s",
-                "ld1rw {{z7.s}}, p0/z, [{xs1}]", "fmul z6.s, z4.s, z7.s",
-                "fmla z9.s, p0/m, z17.s, z6.s", "add {xq1}, {xq1}, #32",
-                "add {xs1}, {xs1}, #4", "add {xsum1}, {xsum1}, #4",
-                "subs {count}, {count}, #1", "b.ne 2b",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]",
-                "st1w {{z9.s}}, p0, [{out}, #1, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xsum0 = inout(reg) xsum.add(0 * BLOCKS) => _, xq1
-                = inout(reg) xq.add(1 * COLS) => _, xs1 = inout(reg) xs.add(1 * BLOCKS)
-                => _, xsum1 = inout(reg) xsum.add(1 * BLOCKS) => _, out("v0") _,
-                out("v1") _, out("v2") _, out("v3") _, out("v4") _, out("v6") _,
-                out("v7") _, out("v8") _, out("v9") _, out("v16") _, out("v17") _,
-                out("v31") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 3 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_3(
-        codes: *const u8,
-        scales: *const u16,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0",
-                "mov z9.s, #0", "mov z10.s, #0", "2:", "ld1h {{z4.s}}, p0/z, [{scales}]",
-                "fcvt z4.s, p0/m, z4.h", "add {scales}, {scales}, #8", "mov z16.s, #0",
-                "mov z17.s, #0", "mov z18.s, #0",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #0]",
-                "sdot z18.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]",
-                "sdot z17.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #4]",
-                "sdot z18.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #8]", "sdot z18.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]", "sdot z17.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #12]", "sdot z18.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #16]",
-                "sdot z18.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]",
-                "sdot z17.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #20]",
-                "sdot z18.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #24]", "sdot z18.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]", "sdot z17.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #28]", "sdot z18.s, z2.b, z3.b",
-                "add {codes}, {codes}, #64", "ld1rw {{z6.s}}, p0/z, [{xsum0}]",
-                "lsl z6.s, z6.s, #3", "sub z16.s, z16.s, z6.s",
-                "scvtf z16.s, p0/m, z16.s", "ld1rw {{z7.s}}, p0/z, [{xs0}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z8.s, p0/m, z16.s, z6.s",
-                "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
-                "add {xsum0}, {xsum0}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum1}]",
-                "lsl z6.s, z6.s, #3", "sub z17.s, z17.s, z6.s",
-                "scvtf z17.s, p0/m, z17.s", "ld1rw {{z7.s}}, p0/z, [{xs1}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z9.s, p0/m, z17.s, z6.s",
-                "add {xq1}, {xq1}, #32", "add {xs1}, {xs1}, #4",
-                "add {xsum1}, {xsum1}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum2}]",
-                "lsl z6.s, z6.s, #3", "sub z18.s, z18.s, z6.s",
-                "scvtf z18.s, p0/m, z18.s", "ld1rw {{z7.s}}, p0/z, [{xs2}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z10.s, p0/m, z18.s, z6.s",
-                "add {xq2}, {xq2}, #32", "add {xs2}, {xs2}, #4",
-                "add {xsum2}, {xsum2}, #4", "subs {count}, {count}, #1", "b.ne 2b",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]",
-                "st1w {{z9.s}}, p0, [{out}, #1, mul vl]",
-                "st1w {{z10.s}}, p0, [{out}, #2, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xsum0 = inout(reg) xsum.add(0 * BLOCKS) => _, xq1
-                = inout(reg) xq.add(1 * COLS) => _, xs1 = inout(reg) xs.add(1 * BLOCKS)
-                => _, xsum1 = inout(reg) xsum.add(1 * BLOCKS) => _, xq2 = inout(reg) xq
-                .add(2 * COLS) => _, xs2 = inout(reg) xs.add(2 * BLOCKS) => _, xsum2 =
-                inout(reg) xsum.add(2 * BLOCKS) => _, out("v0") _, out("v1") _, out("v2")
-                _, out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
-                out("v9") _, out("v10") _, out("v16") _, out("v17") _, out("v18") _,
-                out("v31") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 4 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_4(
-        codes: *const u8,
-        scales: *const u16,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z31.b, #15", "mov z8.s, #0",
-                "mov z9.s, #0", "mov z10.s, #0", "mov z11.s, #0", "2:",
-                "ld1h {{z4.s}}, p0/z, [{scales}]", "fcvt z4.s, p0/m, z4.h",
-                "add {scales}, {scales}, #8", "mov z16.s, #0", "mov z17.s, #0",
-                "mov z18.s, #0", "mov z19.s, #0",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #0]",
-                "sdot z18.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #0]",
-                "sdot z19.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]",
-                "sdot z17.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #4]",
-                "sdot z18.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #4]",
-                "sdot z19.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #8]", "sdot z18.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #8]", "sdot z19.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]", "sdot z17.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #12]", "sdot z18.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #12]", "sdot z19.s, z2.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]", "and z1.d, z0.d, z31.d",
-                "lsr z2.b, z0.b, #4", "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]",
-                "sdot z16.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]",
-                "sdot z17.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #16]",
-                "sdot z18.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #16]",
-                "sdot z19.s, z1.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]",
-                "sdot z16.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]",
-                "sdot z17.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq2}, #20]",
-                "sdot z18.s, z2.b, z3.b", "ld1rw {{z3.s}}, p0/z, [{xq3}, #20]",
-                "sdot z19.s, z2.b, z3.b", "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]",
-                "and z1.d, z0.d, z31.d", "lsr z2.b, z0.b, #4",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]", "sdot z17.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #24]", "sdot z18.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #24]", "sdot z19.s, z1.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]", "sdot z17.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #28]", "sdot z18.s, z2.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #28]", "sdot z19.s, z2.b, z3.b",
-                "add {codes}, {codes}, #64", "ld1rw {{z6.s}}, p0/z, [{xsum0}]",
-                "lsl z6.s, z6.s, #3", "sub z16.s, z16.s, z6.s",
-                "scvtf z16.s, p0/m, z16.s", "ld1rw {{z7.s}}, p0/z, [{xs0}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z8.s, p0/m, z16.s, z6.s",
-                "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
-                "add {xsum0}, {xsum0}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum1}]",
-                "lsl z6.s, z6.s, #3", "sub z17.s, z17.s, z6.s",
-                "scvtf z17.s, p0/m, z17.s", "ld1rw {{z7.s}}, p0/z, [{xs1}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z9.s, p0/m, z17.s, z6.s",
-                "add {xq1}, {xq1}, #32", "add {xs1}, {xs1}, #4",
-                "add {xsum1}, {xsum1}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum2}]",
-                "lsl z6.s, z6.s, #3", "sub z18.s, z18.s, z6.s",
-                "scvtf z18.s, p0/m, z18.s", "ld1rw {{z7.s}}, p0/z, [{xs2}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z10.s, p0/m, z18.s, z6.s",
-                "add {xq2}, {xq2}, #32", "add {xs2}, {xs2}, #4",
-                "add {xsum2}, {xsum2}, #4", "ld1rw {{z6.s}}, p0/z, [{xsum3}]",
-                "lsl z6.s, z6.s, #3", "sub z19.s, z19.s, z6.s",
-                "scvtf z19.s, p0/m, z19.s", "ld1rw {{z7.s}}, p0/z, [{xs3}]",
-                "fmul z6.s, z4.s, z7.s", "fmla z11.s, p0/m, z19.s, z6.s",
-                "add {xq3}, {xq3}, #32", "add {xs3}, {xs3}, #4",
-                "add {xsum3}, {xsum3}, #4", "subs {count}, {count}, #1", "b.ne 2b",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]",
-                "st1w {{z9.s}}, p0, [{out}, #1, mul vl]",
-                "st1w {{z10.s}}, p0, [{out}, #2, mul vl]",
-                "st1w {{z11.s}}, p0, [{out}, #3, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xsum0 = inout(reg) xsum.add(0 * BLOCKS) => _, xq1
-                = inout(reg) xq.add(1 * COLS) => _, xs1 = inout(reg) xs.add(1 * BLOCKS)
-                => _, xsum1 = inout(reg) xsum.add(1 * BLOCKS) => _, xq2 = inout(reg) xq
-                .add(2 * COLS) => _, xs2 = inout(reg) xs.add(2 * BLOCKS) => _, xsum2 =
-                inout(reg) xsum.add(2 * BLOCKS) => _, xq3 = inout(reg) xq.add(3 * COLS)
-                => _, xs3 = inout(reg) xs.add(3 * BLOCKS) => _, xsum3 = inout(reg) xsum
-                .add(3 * BLOCKS) => _, out("v0") _, out("v1") _, out("v2") _, out("v3")
-                _, out("v4") _, out("v6") _, out("v7") _, out("v8") _, out("v9") _,
-                out("v10") _, out("v11") _, out("v16") _, out("v17") _, out("v18") _,
-                out("v19") _, out("v31") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
+    aarch64_sve2_w4g32::matmul::<9728, 896>(w, at, x, y)
 }
+
 #[cfg(target_arch = "aarch64")]
-/// `y[n, 151936] = x[n, 896] · Wᵀ`, W in `w8`, tiled layout of 4 rows (aarch64-sve2: neon, sve, sve2, and SVE vectors of 128 bits (cntb = 16)).
+/// `y[n, 151936] = x[n, 896] · Wᵀ`, W in `w8` (aarch64-sve2).
 pub fn aarch64_sve2_matmul_w8_151936x896(
     w: &[u8],
     at: &MatrixAt,
     x: &Q8Acts,
     y: &mut [f32],
 ) {
-    use std::arch::asm;
-    const ROWS: usize = 151936;
-    const COLS: usize = 896;
-    /// Rows per tile, tokens per pass, tiles (the last one padded).
-    const NR: usize = 4;
-    const MR: usize = 4;
-    const TILES: usize = 37984;
-    const BLOCKS: usize = COLS / Q8_BLOCK;
-    /// Code bytes of one tile and block, and of one tile, as the passes read them and
-    /// as stored.
-    const BLOCK_BYTES: usize = 128;
-    const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
-    const STORED_TILE_BYTES: usize = BLOCKS * 128;
-    /// Tokens per sweep over the tiles: at most 256 KiB of activations.
-    const TOKEN_BLOCK: usize = 292;
-    /// How far ahead of the block being read decode hints the next lines into L2.
-    const PREFETCH_AHEAD: usize = 4096;
-    assert!(
-        ({ #[doc = r" SVE vector length in bytes."] #[target_feature(enable = "sve")]
-        unsafe fn cntb() -> usize { let n : usize; unsafe { std::arch::asm!("cntb {n}", n
-        = out(reg) n, options(pure, nomem, nostack)) }; n }
-        std::arch::is_aarch64_feature_detected!("neon") &&
-        std::arch::is_aarch64_feature_detected!("sve") &&
-        std::arch::is_aarch64_feature_detected!("sve2") && unsafe { cntb() } == 16 }),
-        "aarch64_sve2_matmul_w8_151936x896 needs the CPU features neon, sve, sve2, and SVE vectors of 128 bits (cntb = 16) (this CPU lacks one)"
-    );
-    let n = x.tokens();
-    assert!(
-        x.cols == COLS && x.q.len() == n * COLS && x.scale.len() == n * BLOCKS && x.sum
-        .len() == n * BLOCKS && y.len() == n * ROWS, "shape mismatch"
-    );
-    if n == 0 {
-        return;
-    }
-    let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
-    let scales: &[f32] = view(w, at.scale, TILES * NR);
-    let run = |out: &mut [f32]| {
-        let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads()))
-            .max(1);
-        qwenc_runtime::threads::for_each_chunk_mut(
-            out,
-            chunk * n * NR,
-            |c, out| {
-                unsafe { tiles(codes.as_ptr(), scales.as_ptr(), x, n, c * chunk, out) }
-            },
-        );
-    };
-    if n == 1 && ROWS % NR == 0 {
-        run(y);
-    } else {
-        qwenc_runtime::kernel_support::with_scratch(
-            TILES * n * NR,
-            |scratch| {
-                run(scratch);
-                qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
-            },
-        );
-    }
-    /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
-    /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.
-    #[target_feature(enable = "neon,sve,sve2")]
-    unsafe fn tiles(
-        codes: *const u8,
-        scales: *const f32,
-        x: &Q8Acts,
-        n: usize,
-        first: usize,
-        out: &mut [f32],
-    ) {
-        unsafe {
-            let (xq, xs, xsum) = (x.q.as_ptr(), x.scale.as_ptr(), x.sum.as_ptr());
-            let mut t0 = 0;
-            while t0 < n {
-                let t1 = (t0 + TOKEN_BLOCK).min(n);
-                for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
-                    let tile = first + i;
-                    let codes = codes.add(tile * STORED_TILE_BYTES);
-                    let scales = scales.add(tile * NR);
-                    let o = slab.as_mut_ptr();
-                    let mut t = t0;
-                    while t + MR <= t1 {
-                        tokens_4(
-                            codes,
-                            scales,
-                            xq.add(t * COLS),
-                            xs.add(t * BLOCKS),
-                            xsum.add(t * BLOCKS),
-                            o.add(t * NR),
-                        );
-                        t += MR;
-                    }
-                    match t1 - t {
-                        0 => {}
-                        1 => {
-                            tokens_1(
-                                codes,
-                                scales,
-                                xq.add(t * COLS),
-                                xs.add(t * BLOCKS),
-                                xsum.add(t * BLOCKS),
-                                o.add(t * NR),
-                            )
-                        }
-                        2 => {
-                            tokens_2(
-                                codes,
-                                scales,
-                                xq.add(t * COLS),
-                                xs.add(t * BLOCKS),
-                                xsum.add(t * BLOCKS),
-                                o.add(t * NR),
-                            )
-                        }
-                        3 => {
-                            tokens_3(
-                                codes,
-                                scales,
-                                xq.add(t * COLS),
-                                xs.add(t * BLOCKS),
-                                xsum.add(t * BLOCKS),
-                                o.add(t * NR),
-                            )
-                        }
-                        _ => unreachable!(),
-                    }
-                }
-                t0 = t1;
-            }
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 1 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_1(
-        codes: *const u8,
-        scales: *const f32,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            let _ = xsum;
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z8.s, #0", "2:", "mov z16.s, #0",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]", "sdot z16.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]", "sdot z16.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #4, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]", "sdot z16.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #5, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]", "sdot z16.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #6, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #7, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z0.b, z3.b",
-                "prfm pldl2keep, [{codes}, #{ahead}]",
-                "prfm pldl2keep, [{codes}, #({ahead} + 64)]",
-                "add {codes}, {codes}, #128", "scvtf z16.s, p0/m, z16.s",
-                "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmla z8.s, p0/m, z16.s, z7.s",
-                "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
-                "subs {count}, {count}, #1", "b.ne 2b",
-                "ld1w {{z4.s}}, p0/z, [{scales}]", "fmul z8.s, z8.s, z4.s",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, ahead = const PREFETCH_AHEAD, xq0 = inout(reg) xq.add(0 *
-                COLS) => _, xs0 = inout(reg) xs.add(0 * BLOCKS) => _, out("v0") _,
-                out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
-                out("v16") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 2 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_2(
-        codes: *const u8,
-        scales: *const f32,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            let _ = xsum;
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z8.s, #0", "mov z9.s, #0", "2:",
-                "mov z16.s, #0", "mov z17.s, #0",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]", "sdot z17.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]", "sdot z17.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]", "sdot z17.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]", "sdot z17.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #4, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]", "sdot z17.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #5, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]", "sdot z17.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #6, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]", "sdot z17.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #7, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]", "sdot z17.s, z0.b, z3.b",
-                "add {codes}, {codes}, #128", "scvtf z16.s, p0/m, z16.s",
-                "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmla z8.s, p0/m, z16.s, z7.s",
-                "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
-                "scvtf z17.s, p0/m, z17.s", "ld1rw {{z7.s}}, p0/z, [{xs1}]",
-                "fmla z9.s, p0/m, z17.s, z7.s", "add {xq1}, {xq1}, #32",
-                "add {xs1}, {xs1}, #4", "subs {count}, {count}, #1", "b.ne 2b",
-                "ld1w {{z4.s}}, p0/z, [{scales}]", "fmul z8.s, z8.s, z4.s",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]", "fmul z9.s, z9.s, z4.s",
-                "st1w {{z9.s}}, p0, [{out}, #1, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xq1 = inout(reg) xq.add(1 * COLS) => _, xs1 =
-                inout(reg) xs.add(1 * BLOCKS) => _, out("v0") _, out("v3") _, out("v4")
-                _, out("v6") _, out("v7") _, out("v8") _, out("v9") _, out("v16") _,
-                out("v17") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 3 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_3(
-        codes: *const u8,
-        scales: *const f32,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            let _ = xsum;
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z8.s, #0", "mov z9.s, #0",
-                "mov z10.s, #0", "2:", "mov z16.s, #0", "mov z17.s, #0", "mov z18.s, #0",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]", "sdot z17.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #0]", "sdot z18.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]", "sdot z17.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #4]", "sdot z18.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]", "sdot z17.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #8]", "sdot z18.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]", "sdot z17.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #12]", "sdot z18.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #4, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]", "sdot z17.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #16]", "sdot z18.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #5, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]", "sdot z17.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #20]", "sdot z18.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #6, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]", "sdot z17.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #24]", "sdot z18.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #7, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]", "sdot z17.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #28]", "sdot z18.s, z0.b, z3.b",
-                "add {codes}, {codes}, #128", "scvtf z16.s, p0/m, z16.s",
-                "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmla z8.s, p0/m, z16.s, z7.s",
-                "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
-                "scvtf z17.s, p0/m, z17.s", "ld1rw {{z7.s}}, p0/z, [{xs1}]",
-                "fmla z9.s, p0/m, z17.s, z7.s", "add {xq1}, {xq1}, #32",
-                "add {xs1}, {xs1}, #4", "scvtf z18.s, p0/m, z18.s",
-                "ld1rw {{z7.s}}, p0/z, [{xs2}]", "fmla z10.s, p0/m, z18.s, z7.s",
-                "add {xq2}, {xq2}, #32", "add {xs2}, {xs2}, #4",
-                "subs {count}, {count}, #1", "b.ne 2b",
-                "ld1w {{z4.s}}, p0/z, [{scales}]", "fmul z8.s, z8.s, z4.s",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]", "fmul z9.s, z9.s, z4.s",
-                "st1w {{z9.s}}, p0, [{out}, #1, mul vl]", "fmul z10.s, z10.s, z4.s",
-                "st1w {{z10.s}}, p0, [{out}, #2, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xq1 = inout(reg) xq.add(1 * COLS) => _, xs1 =
-                inout(reg) xs.add(1 * BLOCKS) => _, xq2 = inout(reg) xq.add(2 * COLS) =>
-                _, xs2 = inout(reg) xs.add(2 * BLOCKS) => _, out("v0") _, out("v3") _,
-                out("v4") _, out("v6") _, out("v7") _, out("v8") _, out("v9") _,
-                out("v10") _, out("v16") _, out("v17") _, out("v18") _, out("p0") _,
-                out("p1") _, options(nostack),
-            );
-        }
-    }
-    /// One tile (4 rows, one SVE vector) × 4 token(s): one asm loop over the blocks.
-    #[target_feature(enable = "neon,sve,sve2")]
-    #[inline(never)]
-    unsafe fn tokens_4(
-        codes: *const u8,
-        scales: *const f32,
-        xq: *const i8,
-        xs: *const f32,
-        xsum: *const i32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            let _ = xsum;
-            asm!(
-                "ptrue p0.s", "ptrue p1.b", "mov z8.s, #0", "mov z9.s, #0",
-                "mov z10.s, #0", "mov z11.s, #0", "2:", "mov z16.s, #0", "mov z17.s, #0",
-                "mov z18.s, #0", "mov z19.s, #0",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #0, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #0]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #0]", "sdot z17.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #0]", "sdot z18.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #0]", "sdot z19.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #1, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #4]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #4]", "sdot z17.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #4]", "sdot z18.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #4]", "sdot z19.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #2, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #8]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #8]", "sdot z17.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #8]", "sdot z18.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #8]", "sdot z19.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #3, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #12]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #12]", "sdot z17.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #12]", "sdot z18.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #12]", "sdot z19.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #4, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #16]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #16]", "sdot z17.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #16]", "sdot z18.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #16]", "sdot z19.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #5, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #20]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #20]", "sdot z17.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #20]", "sdot z18.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #20]", "sdot z19.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #6, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #24]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #24]", "sdot z17.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #24]", "sdot z18.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #24]", "sdot z19.s, z0.b, z3.b",
-                "ld1b {{z0.b}}, p1/z, [{codes}, #7, mul vl]", "eor z0.b, z0.b, #0x80",
-                "ld1rw {{z3.s}}, p0/z, [{xq0}, #28]", "sdot z16.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq1}, #28]", "sdot z17.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq2}, #28]", "sdot z18.s, z0.b, z3.b",
-                "ld1rw {{z3.s}}, p0/z, [{xq3}, #28]", "sdot z19.s, z0.b, z3.b",
-                "add {codes}, {codes}, #128", "scvtf z16.s, p0/m, z16.s",
-                "ld1rw {{z7.s}}, p0/z, [{xs0}]", "fmla z8.s, p0/m, z16.s, z7.s",
-                "add {xq0}, {xq0}, #32", "add {xs0}, {xs0}, #4",
-                "scvtf z17.s, p0/m, z17.s", "ld1rw {{z7.s}}, p0/z, [{xs1}]",
-                "fmla z9.s, p0/m, z17.s, z7.s", "add {xq1}, {xq1}, #32",
-                "add {xs1}, {xs1}, #4", "scvtf z18.s, p0/m, z18.s",
-                "ld1rw {{z7.s}}, p0/z, [{xs2}]", "fmla z10.s, p0/m, z18.s, z7.s",
-                "add {xq2}, {xq2}, #32", "add {xs2}, {xs2}, #4",
-                "scvtf z19.s, p0/m, z19.s", "ld1rw {{z7.s}}, p0/z, [{xs3}]",
-                "fmla z11.s, p0/m, z19.s, z7.s", "add {xq3}, {xq3}, #32",
-                "add {xs3}, {xs3}, #4", "subs {count}, {count}, #1", "b.ne 2b",
-                "ld1w {{z4.s}}, p0/z, [{scales}]", "fmul z8.s, z8.s, z4.s",
-                "st1w {{z8.s}}, p0, [{out}, #0, mul vl]", "fmul z9.s, z9.s, z4.s",
-                "st1w {{z9.s}}, p0, [{out}, #1, mul vl]", "fmul z10.s, z10.s, z4.s",
-                "st1w {{z10.s}}, p0, [{out}, #2, mul vl]", "fmul z11.s, z11.s, z4.s",
-                "st1w {{z11.s}}, p0, [{out}, #3, mul vl]", codes = inout(reg) codes => _,
-                count = inout(reg) 28usize => _, out = in (reg) out, scales = inout(reg)
-                scales => _, xq0 = inout(reg) xq.add(0 * COLS) => _, xs0 = inout(reg) xs
-                .add(0 * BLOCKS) => _, xq1 = inout(reg) xq.add(1 * COLS) => _, xs1 =
-                inout(reg) xs.add(1 * BLOCKS) => _, xq2 = inout(reg) xq.add(2 * COLS) =>
-                _, xs2 = inout(reg) xs.add(2 * BLOCKS) => _, xq3 = inout(reg) xq.add(3 *
-                COLS) => _, xs3 = inout(reg) xs.add(3 * BLOCKS) => _, out("v0") _,
-                out("v3") _, out("v4") _, out("v6") _, out("v7") _, out("v8") _,
-                out("v9") _, out("v10") _, out("v11") _, out("v16") _, out("v17") _,
-                out("v18") _, out("v19") _, out("p0") _, out("p1") _, options(nostack),
-            );
-        }
-    }
+    aarch64_sve2_w8::matmul::<151936, 896>(w, at, x, y)
 }
+
 /// SiLU(gate) · up.
 fn swiglu(gate_up: &[f32], act: &mut [f32]) {
     swiglu_body(gate_up, act)
 }
+
 /// Lanes of the partial sums over the hidden size.
 const HIDDEN_LANES: usize = 16;
 const _: () = assert!(HIDDEN % HIDDEN_LANES == 0);
+
 /// RMSNorm of each row of `x` (`[n, HIDDEN]`) into `out`.
 fn rms_norm(x: &[f32], weight: &[f32], out: &mut [f32]) {
     for (row, o) in x.chunks_exact(HIDDEN).zip(out.chunks_exact_mut(HIDDEN)) {
@@ -3013,6 +1609,7 @@ fn rms_norm(x: &[f32], weight: &[f32], out: &mut [f32]) {
         }
     }
 }
+
 /// cos and sin of every rotation angle for positions `start..start + n`:
 /// `[n, HEAD_DIM / 2]` each, computed once per forward pass instead of once per head.
 fn rope_angles(start: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
@@ -3027,6 +1624,7 @@ fn rope_angles(start: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
     }
     (cos, sin)
 }
+
 /// Rotate one head in place (pairs `(i, i + HEAD_DIM / 2)`) by one position's angles.
 fn rope(head: &mut [f32], cos: &[f32], sin: &[f32]) {
     let (lo, hi) = head.split_at_mut(HEAD_DIM / 2);
@@ -3036,8 +1634,10 @@ fn rope(head: &mut [f32], cos: &[f32], sin: &[f32]) {
         *b = y * c + x * s;
     }
 }
+
 /// Positions per key tile (`qwenc_runtime::model::KV_TILE`).
 const KV_TILE: usize = qwenc_runtime::model::KV_TILE;
+
 /// Writes the keys and values (`[KV_DIM]` each) of position `pos` into the cache of
 /// `layer`. Values are `[position][KV_DIM]`. Keys are tiled, `[N_KV_HEADS][tile]
 /// [HEAD_DIM][KV_TILE]`: the scores of `KV_TILE` consecutive positions are then one
@@ -3054,6 +1654,7 @@ fn store_kv(cache: &mut KvCache, layer: usize, pos: usize, k: &[f32], v: &[f32])
         }
     }
 }
+
 /// Causal grouped-query attention of `n` new queries (`qkv`: `[n, QKV_ROWS]`) over
 /// the cache of `layer`, which already holds their keys and values; `out`: `[n, Q_DIM]`.
 fn attention(qkv: &[f32], cache: &KvCache, layer: usize, start: usize, out: &mut [f32]) {
@@ -3061,6 +1662,8 @@ fn attention(qkv: &[f32], cache: &KvCache, layer: usize, start: usize, out: &mut
     let positions = cache.layer_stride / KV_DIM;
     let keys = &cache.keys[layer * cache.layer_stride..][..cache.layer_stride];
     let values = &cache.values[layer * cache.layer_stride..][..cache.layer_stride];
+
+    // Query heads of one KV head are adjacent, so item (t, kvh) owns one run of `out`.
     qwenc_runtime::threads::for_each_chunk_mut(
         out,
         GROUP * HEAD_DIM,
@@ -3072,6 +1675,7 @@ fn attention(qkv: &[f32], cache: &KvCache, layer: usize, start: usize, out: &mut
         },
     );
 }
+
 /// One attention work item.
 fn attend_group(
     q: &[f32],
@@ -3083,6 +1687,7 @@ fn attend_group(
 ) {
     attend_group_body(q, keys, values, kvh, visible, out)
 }
+
 /// The query heads `q` (`[GROUP, HEAD_DIM]`) of KV head `kvh` over positions
 /// `0..visible`: softmax(q·kᵀ / √HEAD_DIM)·v into `out` (`[GROUP, HEAD_DIM]`).
 /// `keys`: this KV head's key tiles (see [`store_kv`]); `values`: the layer's.
@@ -3097,6 +1702,10 @@ fn attend_group_body(
 ) {
     const GROUP: usize = N_HEADS / N_KV_HEADS;
     let scale = 1.0 / (HEAD_DIM as f32).sqrt();
+
+    // Scores [GROUP, tiles · KV_TILE]: each key tile is read once for the whole group;
+    // a lane sums its position's products in dimension order, as the reference does.
+    // Lanes past `visible` in the last tile hold stale keys and are never read.
     let width = visible.div_ceil(KV_TILE) * KV_TILE;
     let mut scores = vec![0.0f32; GROUP * width];
     for (tile, kt) in keys[..width * HEAD_DIM]
@@ -3119,6 +1728,10 @@ fn attend_group_body(
             }
         }
     }
+
+    // Softmax per head; the weights are normalized before they scale the values. The
+    // maximum and the sum run over eight lanes (the sum of the exponentials is then
+    // eight partial sums, added in lane order, instead of one chain in position order).
     for row in scores.chunks_exact_mut(width) {
         let row = &mut row[..visible];
         let mut lanes = [f32::NEG_INFINITY; 8];
@@ -3149,6 +1762,8 @@ fn attend_group_body(
             *s /= sum;
         }
     }
+
+    // One head at a time, so that its output row stays in registers.
     for j in 0..GROUP {
         let mut acc = [0.0f32; HEAD_DIM];
         for (p, &weight) in scores[j * width..][..visible].iter().enumerate() {
@@ -3160,10 +1775,12 @@ fn attend_group_body(
         out[j * HEAD_DIM..][..HEAD_DIM].copy_from_slice(&acc);
     }
 }
+
 #[inline(always)]
 fn silu(x: f32) -> f32 {
     x / (1.0 + exp(-x))
 }
+
 /// SiLU(gate) · up per token: `gate_up` is `[n, 2·FFN]` (gate, then up), `act`
 /// `[n, FFN]`.
 #[inline(always)]
@@ -3175,6 +1792,7 @@ fn swiglu_body(gate_up: &[f32], act: &mut [f32]) {
         }
     }
 }
+
 /// e^x within 0.7 ulp (measured against f64 over −87.3..88 in steps of 7e-4), as
 /// Cephes' expf: x = n·ln 2 + r, |r| ≤ ln 2 / 2, a polynomial in r, then 2^n through
 /// the exponent bits; saturating below −87.3 (at 1.2e-38) and above 88 (at 1.7e38).
@@ -3185,6 +1803,8 @@ fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
+
+    // 1.5·2^23: adding and removing it rounds to the nearest integer.
     const MAGIC: f32 = 12_582_912.0;
     let x = if x < -87.336_54 { -87.336_54 } else if x > 88.0 { 88.0 } else { x };
     let n = (x * LOG2E + MAGIC) - MAGIC;
@@ -3196,6 +1816,8 @@ fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let y = p * (r * r) + r + 1.0;
+
+    // SAFETY: n is an integer in [-126, 127] (x was clamped), so it fits an i32.
     let e: i32 = unsafe { n.to_int_unchecked() };
     y * f32::from_bits(((e + 127) as u32) << 23)
 }

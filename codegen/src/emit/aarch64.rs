@@ -132,11 +132,13 @@ impl ArmIsa {
                         #[target_feature(enable = "sve")]
                         unsafe fn cntb() -> usize {
                             let n: usize;
+                            __note!("SAFETY: `cntb` reads the vector length and nothing else.");
                             unsafe { std::arch::asm!("cntb {n}", n = out(reg) n, options(pure, nomem, nostack)) };
                             n
                         }
-                        // SAFETY: cntb runs only once SVE is detected.
-                        #(#checks)&&* && unsafe { cntb() } == #bytes
+                        let sve = #(#checks)&&*;
+                        __note!("SAFETY: `cntb` runs only once SVE is detected.");
+                        sve && unsafe { cntb() } == #bytes
                     })
                 }
             }
@@ -155,12 +157,18 @@ impl ArmIsa {
         }
     }
 
-    /// The SIMD kernel for `shape` (integer schemes).
+    /// The kernel of one shape: its scheme's family and the shape's entry point.
     pub fn matmul(self, shape: &MatmulShape) -> TokenStream {
+        let cfg = quote! { #[cfg(target_arch = "aarch64")] };
+        tiled::kernel_set(self.name(), &cfg, &[*shape], &|s| self.family(s))
+    }
+
+    /// The kernel family of `scheme` (an integer scheme), generic over the shape.
+    pub fn family(self, scheme: Scheme) -> TokenStream {
         match self {
-            ArmIsa::Neon => tiled::matmul_with(&Neon { i8mm: false }, shape),
-            ArmIsa::I8mm => tiled::matmul_with(&Neon { i8mm: true }, shape),
-            ArmIsa::Sve2 { .. } => sve::matmul(self, shape),
+            ArmIsa::Neon => tiled::family_with(&Neon { i8mm: false }, scheme),
+            ArmIsa::I8mm => tiled::family_with(&Neon { i8mm: true }, scheme),
+            ArmIsa::Sve2 { .. } => sve::family(self, scheme),
         }
     }
 
@@ -189,6 +197,56 @@ impl std::fmt::Display for ArmIsa {
         f.write_str(self.name())
     }
 }
+
+/// The helper macros of the NEON and i8mm families: each expands to the `asm!` statement or
+/// block that the primitives would otherwise write out at every use.
+const NEON_PRELUDE: &str = r#"/// `acc` plus, per i32 lane, the dot product of the lane's 4 code bytes in `w` with the 4
+/// activation bytes at `x` (all s8): one `sdot`.
+#[allow(unused_macros)]
+macro_rules! sdot4 {
+    ($acc:expr, $w:expr, $x:expr) => {{
+        let mut acc: int32x4_t = $acc;
+        asm!(
+            "sdot {acc:v}.4s, {w:v}.16b, {x:v}.16b",
+            acc = inout(vreg) acc,
+            w = in(vreg) $w,
+            x = in(vreg) vdupq_n_s32(i32::from_le_bytes(*($x as *const [u8; 4]))),
+            options(pure, nomem, nostack),
+        );
+        acc
+    }};
+}
+/// `acc` (2 rows × 2 tokens, i32) plus the 2 × 8 codes `w` times the 8 × 2 activations `x`:
+/// one `smmla`.
+#[allow(unused_macros)]
+macro_rules! smmla {
+    ($acc:ident, $w:expr, $x:expr) => {
+        asm!(
+            "smmla {acc:v}.4s, {w:v}.16b, {x:v}.16b",
+            acc = inout(vreg) $acc,
+            w = in(vreg) $w,
+            x = in(vreg) $x,
+            options(pure, nomem, nostack),
+        )
+    };
+}
+/// Four f16 at `ptr`, converted exactly to f32 (`fcvtl`; the f16 intrinsics are unstable).
+#[allow(unused_macros)]
+macro_rules! load_f16x4 {
+    ($ptr:expr) => {{
+        let h: uint16x4_t = vld1_u16($ptr);
+        let f: float32x4_t;
+        asm!("fcvtl {f:v}.4s, {h:v}.4h", f = lateout(vreg) f, h = in(vreg) h, options(pure, nomem, nostack));
+        f
+    }};
+}
+/// Hint the cache line at `ptr` into L2 (`prfm pldl2keep`; never faults).
+#[allow(unused_macros)]
+macro_rules! prefetch_l2 {
+    ($ptr:expr) => {
+        asm!("prfm pldl2keep, [{p}]", p = in(reg) $ptr, options(nostack, readonly, preserves_flags))
+    };
+}"#;
 
 /// NEON primitives (128-bit, 4 rows per tile), with `smmla` passes when `i8mm`.
 pub struct Neon {
@@ -253,7 +311,20 @@ impl TilePrims for Neon {
         quote! { vdupq_n_s32(#e) }
     }
     fn prefetch(&self, ptr: TokenStream) -> Option<TokenStream> {
-        Some(prefetch_l2(ptr))
+        Some(quote! { prefetch_l2!(#ptr) })
+    }
+    fn prelude(&self) -> Option<&'static str> {
+        Some(NEON_PRELUDE)
+    }
+    fn dot_x4(
+        &self,
+        _kind: DotKind,
+        acc: TokenStream,
+        u: TokenStream,
+        _s: Option<TokenStream>,
+        ptr: TokenStream,
+    ) -> TokenStream {
+        quote! { sdot4!(#acc, #u, #ptr) }
     }
     fn and_i(&self, a: TokenStream, b: TokenStream) -> TokenStream {
         quote! { vandq_s32(#a, #b) }
@@ -319,25 +390,13 @@ impl TilePrims for Neon {
     }
     fn load_f16(&self, ptr: TokenStream) -> TokenStream {
         // fcvtl: exact f16 → f32 (the f16 intrinsics are unstable).
-        quote! {
-            {
-                let h: uint16x4_t = vld1_u16(#ptr);
-                let f: float32x4_t;
-                asm!("fcvtl {f:v}.4s, {h:v}.4h", f = lateout(vreg) f, h = in(vreg) h, options(pure, nomem, nostack));
-                f
-            }
-        }
+        quote! { load_f16x4!(#ptr) }
     }
     fn store_f32(&self, ptr: TokenStream, v: TokenStream) -> TokenStream {
         quote! { vst1q_f32(#ptr, #v) }
     }
-    fn token_pass(
-        &self,
-        shape: &MatmulShape,
-        m: usize,
-        params: &TokenStream,
-    ) -> Option<TokenStream> {
-        (self.i8mm && m >= 2).then(|| smmla_pass(self, shape, m, params))
+    fn token_pass(&self, scheme: Scheme, m: usize, params: &TokenStream) -> Option<TokenStream> {
+        (self.i8mm && m >= 2).then(|| smmla_pass(self, scheme, m, params))
     }
 }
 
@@ -351,11 +410,11 @@ fn prefetch_l2(ptr: TokenStream) -> TokenStream {
 /// `tokens_{m}` for i8mm: `ceil(m / 2)` token pairs (an odd last token is paired with itself
 /// and its duplicate output dropped), `smmla` on 2 rows × 8 columns · 8 columns × 2 tokens.
 /// The float part per token is the generic body's, so outputs equal the twin's bit for bit.
-fn smmla_pass(p: &Neon, shape: &MatmulShape, m: usize, params: &TokenStream) -> TokenStream {
+fn smmla_pass(p: &Neon, scheme: Scheme, m: usize, params: &TokenStream) -> TokenStream {
     let tf = p.target_feature();
     let fname = format_ident!("tokens_{m}");
     let pairs = m.div_ceil(2);
-    let (group, asymmetric, w8) = match shape.scheme {
+    let (group, asymmetric, w8) = match scheme {
         Scheme::W4 { group, asymmetric } => (Some(group), asymmetric, false),
         Scheme::W8 => (None, false, true),
         Scheme::W8Grouped { group } => (Some(group), false, true),
@@ -411,8 +470,8 @@ fn smmla_pass(p: &Neon, shape: &MatmulShape, m: usize, params: &TokenStream) -> 
             let (w01, w23) = (format_ident!("w{k}_01"), format_ident!("w{k}_23"));
             block.extend(quote! {
                 let x = vreinterpretq_s32_s8(vcombine_s8(vld1_s8(xb.add(#t0l * COLS + #off)), vld1_s8(xb.add(#t1l * COLS + #off))));
-                asm!("smmla {acc:v}.4s, {w:v}.16b, {x:v}.16b", acc = inout(vreg) #a01, w = in(vreg) #w01, x = in(vreg) x, options(pure, nomem, nostack));
-                asm!("smmla {acc:v}.4s, {w:v}.16b, {x:v}.16b", acc = inout(vreg) #a23, w = in(vreg) #w23, x = in(vreg) x, options(pure, nomem, nostack));
+                smmla!(#a01, #w01, x);
+                smmla!(#a23, #w23, x);
             });
         }
         // (row, token) 2 × 2 tiles → 4 rows of token t0 (even lanes) and of t1 (odd lanes).
@@ -429,18 +488,18 @@ fn smmla_pass(p: &Neon, shape: &MatmulShape, m: usize, params: &TokenStream) -> 
     for (j, fj) in f.iter().enumerate() {
         let jl = lit(j);
         let dot = format_ident!("dot{j}");
-        block.extend(quote! { let sa = *xs.add(#jl * BLOCKS + b); });
+        block.extend(quote! { let sa = *xs.add(#jl * Self::BLOCKS + b); });
         let update = match group {
             Some(_) => {
                 if !asymmetric && !w8 {
                     block.extend(quote! {
-                        let #dot = vsubq_s32(#dot, vdupq_n_s32(8 * *xsum.add(#jl * BLOCKS + b)));
+                        let #dot = vsubq_s32(#dot, vdupq_n_s32(8 * *xsum.add(#jl * Self::BLOCKS + b)));
                     });
                 }
                 let mut u =
                     quote! { vfmaq_f32(#fj, vcvtq_f32_s32(#dot), vmulq_f32(d, vdupq_n_f32(sa))) };
                 if asymmetric {
-                    u = quote! { vfmaq_f32(#u, mn, vdupq_n_f32(sa * *xsum.add(#jl * BLOCKS + b) as f32)) };
+                    u = quote! { vfmaq_f32(#u, mn, vdupq_n_f32(sa * *xsum.add(#jl * Self::BLOCKS + b) as f32)) };
                 }
                 u
             }
@@ -461,7 +520,7 @@ fn smmla_pass(p: &Neon, shape: &MatmulShape, m: usize, params: &TokenStream) -> 
                 quote! { let mn: float32x4_t = #e; }
             });
             quote! {
-                for g in 0..GROUPS {
+                for g in 0..Self::GROUPS {
                     let d: float32x4_t = #d;
                     #mn
                     for kb in 0..BLOCKS_PER_GROUP {
@@ -473,7 +532,7 @@ fn smmla_pass(p: &Neon, shape: &MatmulShape, m: usize, params: &TokenStream) -> 
             }
         }
         None => quote! {
-            for b in 0..BLOCKS {
+            for b in 0..Self::BLOCKS {
                 #block_setup
                 #block
             }
@@ -501,11 +560,13 @@ fn smmla_pass(p: &Neon, shape: &MatmulShape, m: usize, params: &TokenStream) -> 
     let doc = format!(
         " One tile (4 rows) × {m} tokens at `xq`/`xs`/`xsum` by `smmla` on {pairs} token pair(s), outputs at `out + j·NR`."
     );
+    let safety = tiled::pass_safety();
     quote! {
         #[doc = #doc]
         #tf
         #[inline(never)]
         unsafe fn #fname(codes: *const u8, #params xq: *const i8, xs: *const f32, xsum: *const i32, out: *mut f32) {
+            #safety
             unsafe {
                 #unused
                 #consts
@@ -525,13 +586,12 @@ mod sve {
 
     use super::super::tiled::{self, TileLoop};
     use super::ArmIsa;
-    use crate::plan::MatmulShape;
     use crate::quant::Scheme;
 
     /// Tokens per pass: 4 f32 + 4 i32 accumulators and 4 × 3 pointer registers.
     pub const MR: usize = 4;
 
-    pub fn matmul(isa: ArmIsa, shape: &MatmulShape) -> TokenStream {
+    pub fn family(isa: ArmIsa, scheme: Scheme) -> TokenStream {
         let t = TileLoop {
             name: isa.name(),
             nr: isa.nr(),
@@ -543,31 +603,30 @@ mod sve {
             features: isa.requirement(),
             matrix_unit: None,
             prefetch_line: Some(super::prefetch_l2(quote! { line })),
+            prelude: None,
         };
-        let passes = tiled::pass_shape(shape);
-        tiled::tile_loop(&t, shape, &|m, params| pass(isa, &passes, m, params))
+        let passes = tiled::pass_scheme(scheme);
+        tiled::family(&t, scheme, &|m, params| pass(isa, passes, m, params))
     }
 
     /// `tokens_{m}` as one asm loop. Registers: z31 = 0x0F bytes, z0..z2 codes, z3 the
     /// broadcast activation bytes, z4 scales (d), z5 minimums, z6/z7 temporaries, z8+j the f32
     /// accumulator and z16+j the i32 dot of token j; p0 = all .s lanes, p1 = all bytes.
-    fn pass(isa: ArmIsa, shape: &MatmulShape, m: usize, params: &TokenStream) -> TokenStream {
+    fn pass(isa: ArmIsa, scheme: Scheme, m: usize, params: &TokenStream) -> TokenStream {
         let tf = isa.target_feature_attr();
         let fname = format_ident!("tokens_{m}");
-        let (group, asymmetric, w8) = match shape.scheme {
+        let (group, asymmetric, w8) = match scheme {
             Scheme::W4 { group, asymmetric } => (Some(group), asymmetric, false),
             Scheme::W8 => (None, false, true),
             Scheme::W8Grouped { group } => (Some(group), false, true),
             other => panic!("the tiled kernels are for integer schemes, not {other}"),
         };
         let nr = isa.nr();
-        let blocks = shape.cols / tiled::BLOCK;
         let (bpg, outer) = match group {
-            Some(g) => (g / tiled::BLOCK, shape.cols / g),
-            None => (1, blocks),
+            Some(g) => (g / tiled::BLOCK, quote! { Self::GROUPS }),
+            None => (1, quote! { Self::BLOCKS }),
         };
         let block_bytes = if w8 { 32 * nr } else { 16 * nr };
-        let outer_l = proc_macro2::Literal::usize_suffixed(outer);
         let mut a = Vec::<String>::new();
         let mut line = |s: String| a.push(s);
         line("ptrue p0.s".into());
@@ -672,7 +731,7 @@ mod sve {
         });
         let mut operands = vec![
             quote! { codes = inout(reg) codes => _ },
-            quote! { count = inout(reg) #outer_l => _ },
+            quote! { count = inout(reg) #outer => _ },
             quote! { out = in(reg) out },
             quote! { scales = inout(reg) scales => _ },
         ];
@@ -691,9 +750,9 @@ mod sve {
                 format_ident!("{xsum}"),
             );
             operands.push(quote! { #xq = inout(reg) xq.add(#jl * COLS) => _ });
-            operands.push(quote! { #xs = inout(reg) xs.add(#jl * BLOCKS) => _ });
+            operands.push(quote! { #xs = inout(reg) xs.add(#jl * Self::BLOCKS) => _ });
             if !w8 {
-                operands.push(quote! { #xsum = inout(reg) xsum.add(#jl * BLOCKS) => _ });
+                operands.push(quote! { #xsum = inout(reg) xsum.add(#jl * Self::BLOCKS) => _ });
             }
         }
         let mut used: Vec<usize> = vec![0, 4, 6, 7];
@@ -714,11 +773,13 @@ mod sve {
         let doc = format!(
             " One tile ({nr} rows, one SVE vector) × {m} token(s): one asm loop over the blocks."
         );
+        let safety = tiled::pass_safety();
         quote! {
             #[doc = #doc]
             #tf
             #[inline(never)]
             unsafe fn #fname(codes: *const u8, #params xq: *const i8, xs: *const f32, xsum: *const i32, out: *mut f32) {
+                #safety
                 unsafe {
                     #unused
                     asm!(

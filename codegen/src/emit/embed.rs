@@ -15,7 +15,7 @@ pub fn tiled(shape: &MatmulShape, nr: usize) -> TokenStream {
     let body = match shape.scheme {
         Scheme::F32 | Scheme::Bf16 => unreachable!("float schemes keep the scalar layout"),
         Scheme::W8 => quote! {
-            // q: [T][COLS/32][8][NR][4] bytes of q + 128; scale: f32 [T][NR].
+            __note!("q: [T][COLS/32][8][NR][4] bytes of q + 128; scale: f32 [T][NR].");
             let q: &[u8] = view(w, at.q + tile * (COLS / 32) * 8 * NR * 4, (COLS / 32) * 8 * NR * 4);
             let s = view::<f32>(w, at.scale + tile * NR * 4, NR)[lane];
             for c in 0..COLS {
@@ -27,7 +27,7 @@ pub fn tiled(shape: &MatmulShape, nr: usize) -> TokenStream {
         Scheme::W8Grouped { group } => {
             let group = lit(group);
             quote! {
-                // q: [T][COLS/32][8][NR][4] bytes of q + 128; scale: f16 [T][COLS/G][NR].
+                __note!("q: [T][COLS/32][8][NR][4] bytes of q + 128; scale: f16 [T][COLS/G][NR].");
                 let q: &[u8] = view(w, at.q + tile * (COLS / 32) * 8 * NR * 4, (COLS / 32) * 8 * NR * 4);
                 let scales: &[u16] = view(w, at.scale + tile * (COLS / #group) * NR * 2, (COLS / #group) * NR);
                 for c in 0..COLS {
@@ -65,9 +65,9 @@ pub fn tiled(shape: &MatmulShape, nr: usize) -> TokenStream {
                 quote! {}
             };
             quote! {
-                // q: [T][COLS/32][4][NR][4] bytes; byte j of lane r in vector k holds column
-                // 32b + 8k + j (low nibble) and 32b + 8k + 4 + j (high nibble).
-                // scale (and min): f16 [T][COLS/G][NR].
+                __note!("q: [T][COLS/32][4][NR][4] bytes; byte j of lane r in vector k holds column");
+                __note!("32b + 8k + j (low nibble) and 32b + 8k + 4 + j (high nibble).");
+                __note!("scale (and min): f16 [T][COLS/G][NR].");
                 let q: &[u8] = view(w, at.q + tile * #q_bytes, #q_bytes);
                 let scales: &[u16] = view(w, at.scale + tile * (COLS / #group) * NR * 2, (COLS / #group) * NR);
                 #load_mins

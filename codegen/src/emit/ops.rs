@@ -48,7 +48,7 @@ fn dispatched(
                         unsafe fn avx2(#params) {
                             #body(#args)
                         }
-                        // SAFETY: the features were just detected.
+                        __note!("SAFETY: the features were just detected.");
                         return unsafe { avx2(#args) };
                     }
                     #body(#args)
@@ -161,7 +161,7 @@ pub fn ops(backend: Backend, hidden: usize) -> TokenStream {
             let positions = cache.layer_stride / KV_DIM;
             let keys = &cache.keys[layer * cache.layer_stride..][..cache.layer_stride];
             let values = &cache.values[layer * cache.layer_stride..][..cache.layer_stride];
-            // Query heads of one KV head are adjacent, so item (t, kvh) owns one run of `out`.
+            __note!("Query heads of one KV head are adjacent, so item (t, kvh) owns one run of `out`.");
             qwenc_runtime::threads::for_each_chunk_mut(out, GROUP * HEAD_DIM, |item, out| {
                 let (t, kvh) = (item / N_KV_HEADS, item % N_KV_HEADS);
                 let q = &qkv[t * QKV_ROWS + kvh * GROUP * HEAD_DIM..][..GROUP * HEAD_DIM];
@@ -179,9 +179,9 @@ pub fn ops(backend: Backend, hidden: usize) -> TokenStream {
         fn attend_group_body(q: &[f32], keys: &[f32], values: &[f32], kvh: usize, visible: usize, out: &mut [f32]) {
             const GROUP: usize = N_HEADS / N_KV_HEADS;
             let scale = 1.0 / (HEAD_DIM as f32).sqrt();
-            // Scores [GROUP, tiles · KV_TILE]: each key tile is read once for the whole group;
-            // a lane sums its position's products in dimension order, as the reference does.
-            // Lanes past `visible` in the last tile hold stale keys and are never read.
+            __note!("Scores [GROUP, tiles · KV_TILE]: each key tile is read once for the whole group;");
+            __note!("a lane sums its position's products in dimension order, as the reference does.");
+            __note!("Lanes past `visible` in the last tile hold stale keys and are never read.");
             let width = visible.div_ceil(KV_TILE) * KV_TILE;
             let mut scores = vec![0.0f32; GROUP * width];
             for (tile, kt) in keys[..width * HEAD_DIM].chunks_exact(HEAD_DIM * KV_TILE).enumerate() {
@@ -198,9 +198,9 @@ pub fn ops(backend: Backend, hidden: usize) -> TokenStream {
                     }
                 }
             }
-            // Softmax per head; the weights are normalized before they scale the values. The
-            // maximum and the sum run over eight lanes (the sum of the exponentials is then
-            // eight partial sums, added in lane order, instead of one chain in position order).
+            __note!("Softmax per head; the weights are normalized before they scale the values. The");
+            __note!("maximum and the sum run over eight lanes (the sum of the exponentials is then");
+            __note!("eight partial sums, added in lane order, instead of one chain in position order).");
             for row in scores.chunks_exact_mut(width) {
                 let row = &mut row[..visible];
                 let mut lanes = [f32::NEG_INFINITY; 8];
@@ -228,7 +228,7 @@ pub fn ops(backend: Backend, hidden: usize) -> TokenStream {
                     *s /= sum;
                 }
             }
-            // One head at a time, so that its output row stays in registers.
+            __note!("One head at a time, so that its output row stays in registers.");
             for j in 0..GROUP {
                 let mut acc = [0.0f32; HEAD_DIM];
                 for (p, &weight) in scores[j * width..][..visible].iter().enumerate() {
@@ -268,7 +268,7 @@ pub fn ops(backend: Backend, hidden: usize) -> TokenStream {
             const LOG2E: f32 = std::f32::consts::LOG2_E;
             const LN2_HI: f32 = 0.693_359_4;
             const LN2_LO: f32 = -2.121_944_4e-4;
-            // 1.5·2^23: adding and removing it rounds to the nearest integer.
+            __note!("1.5·2^23: adding and removing it rounds to the nearest integer.");
             const MAGIC: f32 = 12_582_912.0;
             let x = if x < -87.336_54 { -87.336_54 } else if x > 88.0 { 88.0 } else { x };
             let n = (x * LOG2E + MAGIC) - MAGIC;
@@ -280,7 +280,7 @@ pub fn ops(backend: Backend, hidden: usize) -> TokenStream {
             p = p * r + 1.666_666_5e-1;
             p = p * r + 5.000_000_1e-1;
             let y = p * (r * r) + r + 1.0;
-            // SAFETY: n is an integer in [-126, 127] (x was clamped), so it fits an i32.
+            __note!("SAFETY: n is an integer in [-126, 127] (x was clamped), so it fits an i32.");
             let e: i32 = unsafe { n.to_int_unchecked() };
             y * f32::from_bits(((e + 127) as u32) << 23)
         }

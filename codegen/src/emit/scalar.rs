@@ -40,7 +40,7 @@ pub fn matmul(shape: &MatmulShape) -> TokenStream {
                     par_outputs(y, n, ROWS, |r, t| {
                         let row = &wm[r * COLS..][..COLS];
                         let xt = &x[t * COLS..][..COLS];
-                        // Eight partial sums, as the reference's dot product.
+                        __note!("Eight partial sums, as the reference's dot product.");
                         let mut acc = [0.0f32; 8];
                         for i in 0..COLS / 8 {
                             for j in 0..8 {

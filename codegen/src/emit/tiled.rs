@@ -1,42 +1,8 @@
-//! Tiled integer kernels: the packed layout the SIMD backends read, its packer, the kernel
-//! body (written once, generic over an ISA's [`TilePrims`]) and the plain-Rust *twin* that
+//! Tiled integer kernels: the kernel body (written once, generic over an ISA's [`TilePrims`],
+//! emitted once per scheme as a module generic over the shape) and the plain-Rust *twin* that
 //! reads the same layout and defines, operation for operation, what the SIMD kernels compute.
 //!
-//! # Layout (`nr` = rows per tile: 16 for AVX-512, 8 for AVX2)
-//!
-//! Rows are grouped in `T = ceil(rows / nr)` tiles; the last tile is padded with rows of zero
-//! codes and zero scales (their outputs are computed and never stored). Within a tile,
-//! columns go in blocks of 32 (the activation block), and each block is a run of *steps*: one
-//! vector of `nr` i32 lanes, lane `r` = 4 consecutive bytes of row `r`, so one load feeds one
-//! u8×s8 → i32 dot instruction against 4 activation bytes broadcast to every lane.
-//!
-//! - `w4g{G}[a]` `q`: `[T][cols/32][4][nr][4]` bytes (16·nr per tile-block). Byte `j` of
-//!   lane `r` in vector `k` holds column `32b + 8k + j` in its low nibble and `32b + 8k + 4 + j`
-//!   in its high nibble: `and 0x0F` and `srli 4; and 0x0F` give two u8 step vectors (columns
-//!   `8k..8k+4` and `8k+4..8k+8`) without any shuffle. Codes are the scheme's u4 `q`.
-//! - `w4g{G}[a]` `scale` (and `min`): f16 bits `[T][cols/G][nr]`: one vector load + F16C
-//!   conversion per tile and group.
-//! - `w2g{G}[a]`, `w3g{G}[a]` `q`: each tile's w4 `q` bytes in the compact form of
-//!   `qwenc_runtime::narrow_codes` (`bits/4` of the size). A kernel expands one tile at a time
-//!   into a per-thread buffer (symmetric codes offset to mean `code − 8`, as w4's) and runs
-//!   its w4 passes on it. `scale` and `min` as w4's.
-//! - `w8` `q`: `[T][cols/32][8][nr][4]` bytes, step `k` = columns `32b + 4k..32b + 4k + 4`,
-//!   stored as `q + 128` (u8, 1..=255; padding 128 = zero) so VNNI's u8×s8 applies directly
-//!   (the kernel subtracts `128·Σx` per block; AVX2 recovers `q` with `xor 0x80`).
-//! - `w8` `scale`: f32 `[T][nr]`.
-//! - `w8g{G}` `q`: as `w8`'s (its codes are `q + 128` already); `scale` as w4's (f16
-//!   `[T][cols/G][nr]`): the w8 steps with w4's per-group float steps.
-//! - `f32`, `bf16`: the scalar layout (`w`); the x86 backends run f32 with their FMA kernels
-//!   (`x86_float`) and bf16 with the scalar kernels.
-//!
-//! Why this layout: decode (n = 1) is bound by reading the weights once, so every byte is
-//! read by exactly one full-width aligned vector load, in address order, and turned into dot
-//! operands with at most an and/shift (w4) — no gathers, shuffles or per-row horizontal sums:
-//! the lanes of the accumulator *are* the outputs of `nr` rows. Tiles are independent, so
-//! threads split them; within a tile the codes of one block (256 B for AVX-512 w4) are reused
-//! for every token of a prefill pass (`mr` tokens per pass, each loaded code vector feeding
-//! `mr` dot instructions), and a tile's codes (≤ 40 KiB) stay in L1/L2 while all tokens of a
-//! [`token_block`] pass over it.
+//! The layout is [`crate::layout`]'s (its module docs); this module emits the code that reads it.
 //!
 //! # Arithmetic (the twin does exactly this, so SIMD and twin agree bit for bit)
 //!
@@ -61,15 +27,12 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
-use super::x86::X86Isa;
 use super::{kernel_name, lit};
 use crate::plan::MatmulShape;
-use crate::quant::{QuantizedData, QuantizedMatrix, Scheme};
+use crate::quant::Scheme;
 use qwenc_runtime::narrow_codes;
-use qwenc_runtime::weights::code_at;
 
-/// Columns per activation block (= `qwenc_runtime::kernel_support::Q8_BLOCK`).
-pub const BLOCK: usize = 32;
+pub use crate::layout::BLOCK;
 
 /// How many bytes ahead of the block it reads a decode pass hints the weights into L2
 /// (`prefetcht1`, `prfm pldl2keep`). Measured on the dev checkpoint (w4g32, AVX-512, 2
@@ -123,6 +86,24 @@ pub trait TilePrims: Sync {
         // A byte-array deref: a plain 4-byte load (no `read_unaligned` call and no debug
         // precondition checks in test builds).
         self.splat_i32(quote! { i32::from_le_bytes(*(#ptr as *const [u8; 4])) })
+    }
+    /// `acc` plus the 4-wide dot products of `u` (and sign operand `s`) with the 4 activation
+    /// bytes at `ptr: *const i8` in every lane. An ISA with a [`TilePrims::prelude`] writes it
+    /// as a call of one of its helper macros; the expansion is the same expression.
+    fn dot_x4(
+        &self,
+        kind: DotKind,
+        acc: TokenStream,
+        u: TokenStream,
+        s: Option<TokenStream>,
+        ptr: TokenStream,
+    ) -> TokenStream {
+        self.dot(kind, acc, u, s, self.bcast_x4(ptr))
+    }
+    /// Helper macros put at the top of each kernel family (hand-formatted Rust), which the
+    /// primitives may call: one line per dot in the passes instead of nine.
+    fn prelude(&self) -> Option<&'static str> {
+        None
     }
     /// A hint to fetch the cache line at `ptr` (a `*const u8`, possibly past the end of the
     /// weights: the hint never faults) into L2; `None` when the ISA's kernels do without.
@@ -189,13 +170,8 @@ pub trait TilePrims: Sync {
     /// A pass of `m` tokens written by the ISA itself (`unsafe fn tokens_{m}(codes, PARAMS
     /// xq, xs, xsum, out)` as [`matmul_with`] calls it), or `None` for the generic body. Arm
     /// i8mm uses it for its matrix-matrix passes.
-    fn token_pass(
-        &self,
-        shape: &MatmulShape,
-        m: usize,
-        params: &TokenStream,
-    ) -> Option<TokenStream> {
-        let _ = (shape, m, params);
+    fn token_pass(&self, scheme: Scheme, m: usize, params: &TokenStream) -> Option<TokenStream> {
+        let _ = (scheme, m, params);
         None
     }
 }
@@ -227,6 +203,8 @@ pub struct TileLoop {
     pub matrix_unit: Option<MatrixUnit>,
     /// A statement hinting the cache line at `line: *const u8` into L2, if the ISA has one.
     pub prefetch_line: Option<TokenStream>,
+    /// Helper macros at the top of the family ([`TilePrims::prelude`]).
+    pub prelude: Option<&'static str>,
 }
 
 impl TileLoop {
@@ -242,13 +220,9 @@ impl TileLoop {
             features: p.features(),
             matrix_unit: p.matrix_unit(),
             prefetch_line: p.prefetch(quote! { line }),
+            prelude: p.prelude(),
         }
     }
-}
-
-/// Rows per tile of `isa`.
-pub fn tile_rows(isa: X86Isa) -> usize {
-    isa.prims().nr()
 }
 
 /// Tokens per sweep of the SIMD kernel over its tiles for `cols` inputs: a multiple of the
@@ -313,153 +287,6 @@ impl DotKind {
     }
 }
 
-/// The packed parts of a `rows × cols` matrix in `scheme` for tiles of `nr` rows, with their
-/// byte sizes, in packing order (same names as the scalar layout).
-pub fn part_sizes(
-    rows: usize,
-    cols: usize,
-    scheme: Scheme,
-    nr: usize,
-) -> Vec<(&'static str, usize)> {
-    let padded = rows.div_ceil(nr) * nr;
-    match scheme {
-        Scheme::F32 => vec![("w", rows * cols * 4)],
-        Scheme::Bf16 => vec![("w", rows * cols * 2)],
-        Scheme::W8 => {
-            assert_eq!(cols % BLOCK, 0, "w8 needs cols a multiple of {BLOCK}");
-            vec![("q", padded * cols), ("scale", padded * 4)]
-        }
-        Scheme::W8Grouped { group } => {
-            assert_eq!(
-                cols % group,
-                0,
-                "{scheme} needs cols a multiple of the group"
-            );
-            vec![("q", padded * cols), ("scale", padded * cols / group * 2)]
-        }
-        Scheme::W4 { group, asymmetric }
-        | Scheme::Narrow {
-            group, asymmetric, ..
-        } => {
-            assert_eq!(
-                cols % group,
-                0,
-                "{scheme} needs cols a multiple of the group"
-            );
-            let bits = scheme.code_bits().expect("a group-wise scheme") as usize;
-            let mut parts = vec![
-                ("q", padded * cols * bits / 8),
-                ("scale", padded * cols / group * 2),
-            ];
-            if asymmetric {
-                parts.push(("min", padded * cols / group * 2));
-            }
-            parts
-        }
-    }
-}
-
-/// The bytes of every part of `m` in the tiled layout for `nr`-row tiles (names and sizes as
-/// [`part_sizes`]). `f32` and `bf16` keep the scalar layout.
-pub fn pack_parts(m: &QuantizedMatrix, nr: usize) -> Vec<(&'static str, Vec<u8>)> {
-    let (rows, cols) = (m.rows, m.cols);
-    let tiles = rows.div_ceil(nr);
-    let blocks = cols / BLOCK;
-    let parts = match &m.data {
-        QuantizedData::F32(w) => vec![("w", w.iter().flat_map(|v| v.to_le_bytes()).collect())],
-        QuantizedData::Bf16(w) => vec![("w", w.iter().flat_map(|v| v.to_le_bytes()).collect())],
-        QuantizedData::W8 { q, scales } => {
-            let codes = w8_steps(rows, cols, nr, |r, c| (q[r * cols + c] as i32 + 128) as u8);
-            let mut scale = vec![0u8; tiles * nr * 4];
-            for r in 0..rows {
-                scale[r * 4..][..4].copy_from_slice(&scales[r].to_le_bytes());
-            }
-            vec![("q", codes), ("scale", scale)]
-        }
-        QuantizedData::Grouped {
-            packed,
-            scales,
-            mins,
-        } => {
-            let group = m.scheme.group().expect("a group-wise scheme");
-            let bits = m.scheme.code_bits().expect("a group-wise scheme") as usize;
-            let groups = cols / group;
-            let code = |r: usize, c: usize| code_at(packed, bits, r * cols + c);
-            let mut codes = if bits == 8 {
-                // As w8's steps; a symmetric 8-bit code already is q + 128.
-                w8_steps(rows, cols, nr, code)
-            } else {
-                let mut codes = vec![0u8; tiles * nr * cols / 2];
-                for r in 0..rows {
-                    let (tile, lane) = (r / nr, r % nr);
-                    for b in 0..blocks {
-                        let block = (tile * blocks + b) * BLOCK / 2 * nr;
-                        for k in 0..4 {
-                            for j in 0..4 {
-                                let c = b * BLOCK + 8 * k + j;
-                                codes[block + k * 4 * nr + lane * 4 + j] =
-                                    code(r, c) | code(r, c + 4) << 4;
-                            }
-                        }
-                    }
-                }
-                codes
-            };
-            let per_group = |values: &[half::f16]| {
-                let mut out = vec![0u8; tiles * groups * nr * 2];
-                for r in 0..rows {
-                    let (tile, lane) = (r / nr, r % nr);
-                    for g in 0..groups {
-                        let at = ((tile * groups + g) * nr + lane) * 2;
-                        out[at..at + 2].copy_from_slice(&values[r * groups + g].to_le_bytes());
-                    }
-                }
-                out
-            };
-            // 2- and 3-bit codes: the w4 bytes in their compact form, tile by tile (the
-            // unit a kernel expands).
-            if bits < 4 {
-                codes = narrow_codes::compress(bits, &codes, blocks * BLOCK / 2 * nr);
-            }
-            let mut parts = vec![("q", codes), ("scale", per_group(scales))];
-            if let Some(mins) = mins {
-                parts.push(("min", per_group(mins)));
-            }
-            parts
-        }
-    };
-    debug_assert_eq!(
-        parts.iter().map(|(n, b)| (*n, b.len())).collect::<Vec<_>>(),
-        part_sizes(rows, cols, m.scheme, nr)
-    );
-    parts
-}
-
-/// w8 code bytes (`code(r, c)` = q + 128) in the tiled layout: `[T][cols/32][8][nr][4]`,
-/// padding rows 128 (= 0).
-fn w8_steps(rows: usize, cols: usize, nr: usize, code: impl Fn(usize, usize) -> u8) -> Vec<u8> {
-    let blocks = cols / BLOCK;
-    let mut codes = vec![128u8; rows.div_ceil(nr) * nr * cols];
-    for r in 0..rows {
-        let (tile, lane) = (r / nr, r % nr);
-        for b in 0..blocks {
-            let block = (tile * blocks + b) * BLOCK * nr;
-            for k in 0..8 {
-                for j in 0..4 {
-                    codes[block + k * 4 * nr + lane * 4 + j] = code(r, b * BLOCK + 4 * k + j);
-                }
-            }
-        }
-    }
-    codes
-}
-
-/// The SIMD kernel for `shape` on `isa`: `pub fn NAME(w: &[u8], at: &MatrixAt, x: &Q8Acts,
-/// y: &mut [f32])`, NAME from [`kernel_name`].
-pub fn matmul(isa: X86Isa, shape: &MatmulShape) -> TokenStream {
-    matmul_with(isa.prims(), shape)
-}
-
 /// What the body needs to know about the scheme.
 struct SchemeInfo {
     kind: DotKind,
@@ -506,39 +333,80 @@ fn scheme_info(scheme: Scheme) -> SchemeInfo {
     }
 }
 
-/// The kernel body, once, over the primitives `p`.
-pub fn matmul_with(p: &dyn TilePrims, shape: &MatmulShape) -> TokenStream {
-    let info = scheme_info(shape.scheme);
+/// The family module of `scheme` on `p`: the generic kernel body, instantiated per shape.
+pub fn family_with(p: &dyn TilePrims, scheme: Scheme) -> TokenStream {
+    let info = scheme_info(scheme);
     let unit = p.matrix_unit();
-    tile_loop(&TileLoop::of(p), shape, &|m, params| match &unit {
+    let passes = pass_scheme(scheme);
+    family(&TileLoop::of(p), scheme, &|m, params| match &unit {
         Some(unit) if m == unit.tokens => unit_pass(p, &info, unit, params),
         _ => p
-            .token_pass(&pass_shape(shape), m, params)
+            .token_pass(passes, m, params)
             .unwrap_or_else(|| token_pass(p, &info, m, params)),
     })
 }
 
-/// The kernel's outer part for `shape`: checks, weight views, threads over tiles, token
-/// blocks, and calls of the passes `tokens_1..=tokens_{mr}` (and `tokens_{u}` of a matrix unit
-/// of `u` tokens), which `pass(m, params)` emits.
-pub fn tile_loop(
+/// The module name of the kernels of `scheme` on backend `name`: `{backend}_{scheme}`.
+pub fn family_ident(name: &str, scheme: Scheme) -> Ident {
+    format_ident!("{}_{}", name.replace('-', "_"), scheme.to_string())
+}
+
+/// The entry point of one shape: [`kernel_name`] calling its family's generic `matmul`.
+pub fn entry(name: &str, cfg: &TokenStream, shape: &MatmulShape) -> TokenStream {
+    let kernel = kernel_name(name, shape);
+    let family = family_ident(name, shape.scheme);
+    let (rows, cols) = (lit(shape.rows), lit(shape.cols));
+    let doc = format!(
+        " `y[n, {}] = x[n, {}] · Wᵀ`, W in `{}` ({name}).",
+        shape.rows, shape.cols, shape.scheme
+    );
+    quote! {
+        #cfg
+        #[doc = #doc]
+        pub fn #kernel(w: &[u8], at: &MatrixAt, x: &Q8Acts, y: &mut [f32]) {
+            #family::matmul::<#rows, #cols>(w, at, x, y)
+        }
+    }
+}
+
+/// Every tiled kernel of `shapes` on one backend: each scheme's family once (in first-use
+/// order), then an entry point per shape.
+pub fn kernel_set(
+    name: &str,
+    cfg: &TokenStream,
+    shapes: &[MatmulShape],
+    family: &dyn Fn(Scheme) -> TokenStream,
+) -> TokenStream {
+    let mut seen: Vec<Scheme> = Vec::new();
+    let mut out = TokenStream::new();
+    for s in shapes {
+        if !seen.contains(&s.scheme) {
+            seen.push(s.scheme);
+            out.extend(family(s.scheme));
+        }
+    }
+    for s in shapes {
+        out.extend(entry(name, cfg, s));
+    }
+    out
+}
+
+/// The kernels of one scheme on one backend, as a module generic over the shape: checks,
+/// weight views, threads over tiles, token blocks, and calls of the passes
+/// `tokens_1..=tokens_{mr}` (and `tokens_{u}` of a matrix unit of `u` tokens), which
+/// `pass(m, params)` emits. The passes depend on the column count only; a call of
+/// `matmul::<ROWS, COLS>` instantiates them for its `COLS`.
+pub fn family(
     t: &TileLoop,
-    shape: &MatmulShape,
+    scheme: Scheme,
     pass: &dyn Fn(usize, &TokenStream) -> TokenStream,
 ) -> TokenStream {
-    let info = scheme_info(shape.scheme);
-    let name = kernel_name(t.name, shape);
+    let info = scheme_info(scheme);
+    let module = family_ident(t.name, scheme);
     let (nr, mr) = (t.nr, t.mr);
-    let tiles = shape.rows.div_ceil(nr);
-    let (rows_l, cols_l, nr_l, mr_l, tiles_l) = (
-        lit(shape.rows),
-        lit(shape.cols),
-        lit(nr),
-        lit(mr),
-        lit(tiles),
-    );
-    let block_bytes_l = lit(block_bytes(shape.scheme, nr));
-    let stored_block_bytes_l = lit(stored_block_bytes(shape.scheme, nr));
+    let (nr_l, mr_l) = (lit(nr), lit(mr));
+    let block_bytes_l = lit(block_bytes(scheme, nr));
+    let stored_block_bytes_l = lit(stored_block_bytes(scheme, nr));
     // 2- and 3-bit codes: each tile is expanded into this thread's buffer, then read as w4.
     // The expansion is the only reader of the stored codes, so while the passes run on one
     // tile nothing would fetch the next one: hint its lines into L2 first (measured on the
@@ -549,9 +417,10 @@ pub fn tile_loop(
             let bits = lit(bits);
             let prefetch_next = t.prefetch_line.as_ref().map(|hint| {
                 quote! {
+                    __note!("Hint the next tile's stored codes into L2: the expansion is their only reader.");
                     if n == 1 {
-                        let next = codes.wrapping_add(STORED_TILE_BYTES);
-                        for i in (0..STORED_TILE_BYTES).step_by(64) {
+                        let next = codes.wrapping_add(Self::STORED_TILE_BYTES);
+                        for i in (0..Self::STORED_TILE_BYTES).step_by(64) {
                             let line = next.wrapping_add(i);
                             #hint;
                         }
@@ -559,11 +428,12 @@ pub fn tile_loop(
                 }
             });
             (
-                quote! { let expanded = qwenc_runtime::narrow_codes::expansion_buffer(TILE_BYTES); },
+                quote! { let expanded = qwenc_runtime::narrow_codes::expansion_buffer(Self::TILE_BYTES); },
                 quote! {
+                    __note!("Expand the tile's narrow codes to w4 codes of the same meaning.");
                     qwenc_runtime::narrow_codes::expand::<#bits>(
-                        std::slice::from_raw_parts(codes, STORED_TILE_BYTES),
-                        std::slice::from_raw_parts_mut(expanded, TILE_BYTES),
+                        std::slice::from_raw_parts(codes, Self::STORED_TILE_BYTES),
+                        std::slice::from_raw_parts_mut(expanded, Self::TILE_BYTES),
                         #offset,
                     );
                     #prefetch_next
@@ -573,45 +443,53 @@ pub fn tile_loop(
         }
         None => (quote! {}, quote! {}),
     };
-    let token_block = lit(token_block_for(mr, shape.cols));
     let (cfg, arch, tf, detect) = (&t.cfg, &t.arch_import, &t.target_feature, &t.detect);
     let doc = format!(
-        " `y[n, {}] = x[n, {}] · Wᵀ`, W in `{}`, tiled layout of {nr} rows ({}: {}).",
-        shape.rows, shape.cols, shape.scheme, t.name, t.features
+        " `{scheme}` matrices on {}: tiles of {nr} rows, passes of 1..={mr} tokens{} ({}).",
+        t.name,
+        match &t.matrix_unit {
+            Some(u) => format!(" and of {} on the matrix unit", u.tokens),
+            None => String::new(),
+        },
+        t.features
     );
     let missing = format!(
-        "{name} needs the CPU features {} (this CPU lacks one)",
-        t.features
+        "the {} kernels need the CPU features {} (this CPU lacks one)",
+        t.name, t.features
     );
 
     // Scheme-dependent constants, weight views, and the weight pointers passed down.
-    let (consts, views, params, args, advance, view_ptrs) = match info.group {
+    let (consts, shape_consts, views, params, args, advance, view_ptrs) = match info.group {
         Some(group) => {
             let group = lit(group);
             let consts = quote! {
+                /// Inputs per scale (and minimum), and activation blocks per group.
                 const GROUP: usize = #group;
-                const GROUPS: usize = COLS / GROUP;
                 const BLOCKS_PER_GROUP: usize = GROUP / Q8_BLOCK;
             };
+            let shape_consts = quote! { const GROUPS: usize = COLS / GROUP; };
             let (mut views, mut params, mut args, mut advance, mut ptrs) = (
-                quote! { let scales: &[u16] = view(w, at.scale, TILES * GROUPS * NR); },
+                quote! { let scales: &[u16] = view(w, at.scale, Self::TILES * Self::GROUPS * NR); },
                 quote! { scales: *const u16, },
                 quote! { scales, },
-                quote! { let scales = scales.add(tile * GROUPS * NR); },
+                quote! { let scales = scales.add(tile * Self::GROUPS * NR); },
                 quote! { scales.as_ptr(), },
             );
             if info.asymmetric {
-                views.extend(quote! { let mins: &[u16] = view(w, at.min, TILES * GROUPS * NR); });
+                views.extend(
+                    quote! { let mins: &[u16] = view(w, at.min, Self::TILES * Self::GROUPS * NR); },
+                );
                 params.extend(quote! { mins: *const u16, });
                 args.extend(quote! { mins, });
-                advance.extend(quote! { let mins = mins.add(tile * GROUPS * NR); });
+                advance.extend(quote! { let mins = mins.add(tile * Self::GROUPS * NR); });
                 ptrs.extend(quote! { mins.as_ptr(), });
             }
-            (consts, views, params, args, advance, ptrs)
+            (consts, shape_consts, views, params, args, advance, ptrs)
         }
         None => (
             quote! {},
-            quote! { let scales: &[f32] = view(w, at.scale, TILES * NR); },
+            quote! {},
+            quote! { let scales: &[f32] = view(w, at.scale, Self::TILES * NR); },
             quote! { scales: *const f32, },
             quote! { scales, },
             quote! { let scales = scales.add(tile * NR); },
@@ -626,7 +504,14 @@ pub fn tile_loop(
         .collect();
     let pass = |m: usize| format_ident!("tokens_{m}");
     let full = pass(mr);
-    let call_args = quote! { codes, #args xq.add(t * COLS), xs.add(t * BLOCKS), xsum.add(t * BLOCKS), o.add(t * NR) };
+    let bind_passes: Vec<TokenStream> = (1..=mr)
+        .chain(unit_tokens)
+        .map(|m| {
+            let f = pass(m);
+            quote! { let #f = Passes::<COLS>::#f; }
+        })
+        .collect();
+    let call_args = quote! { codes, #args xq.add(t * COLS), xs.add(t * Self::BLOCKS), xsum.add(t * Self::BLOCKS), o.add(t * NR) };
     let rest_arms: Vec<TokenStream> = (1..mr)
         .map(|m| {
             let (f, m) = (pass(m), lit(m));
@@ -635,124 +520,169 @@ pub fn tile_loop(
         .collect();
 
     // With a matrix unit: whether this call uses it, and its passes before the register ones.
-    let (unit_flag, unit_param, unit_arg, unit_enter, unit_leave, unit_passes) = match &t
-        .matrix_unit
-    {
-        Some(u) => {
-            let (tokens, enabled, enter, leave) = (lit(u.tokens), &u.enabled, &u.enter, &u.leave);
-            let f = pass(u.tokens);
-            (
-                quote! {
-                    // The matrix unit takes passes of UNIT tokens when a call has that many.
-                    const UNIT: usize = #tokens;
-                    let unit = n >= UNIT && #enabled;
-                },
-                quote! { , unit: bool },
-                quote! { , unit },
-                quote! { if unit { #enter; } },
-                quote! { if unit { #leave; } },
-                quote! {
-                    while unit && t + UNIT <= t1 {
-                        #f(#call_args);
-                        t += UNIT;
-                    }
-                },
-            )
-        }
-        None => Default::default(),
-    };
+    let (unit_const, unit_flag, unit_param, unit_arg, unit_enter, unit_leave, unit_passes) =
+        match &t.matrix_unit {
+            Some(u) => {
+                let (tokens, enabled, enter, leave) =
+                    (lit(u.tokens), &u.enabled, &u.enter, &u.leave);
+                let f = pass(u.tokens);
+                (
+                    quote! {
+                        /// Tokens per matrix-unit pass.
+                        const UNIT: usize = #tokens;
+                    },
+                    quote! {
+                        __note!("The matrix unit takes passes of UNIT tokens when a call has that many.");
+                        let unit = n >= UNIT && #enabled;
+                    },
+                    quote! { , unit: bool },
+                    quote! { , unit },
+                    quote! { if unit { #enter; } },
+                    quote! { if unit { #leave; } },
+                    quote! {
+                        while unit && t + UNIT <= t1 {
+                            #f(#call_args);
+                            t += UNIT;
+                        }
+                    },
+                )
+            }
+            None => Default::default(),
+        };
     let prefetch_ahead = lit(PREFETCH_AHEAD);
+    let prelude = t.prelude.map(|text| quote! { __verbatim!(#text); });
+    let token_block = quote! {
+        {
+            let fit = 256 * 1024 / COLS / MR * MR;
+            if fit > MR { fit } else { MR }
+        }
+    };
     quote! {
         #cfg
         #[doc = #doc]
-        pub fn #name(w: &[u8], at: &MatrixAt, x: &Q8Acts, y: &mut [f32]) {
+        pub mod #module {
+            use super::*;
             #arch
-            const ROWS: usize = #rows_l;
-            const COLS: usize = #cols_l;
-            /// Rows per tile, tokens per pass, tiles (the last one padded).
+            /// Rows per tile (the lanes of one vector) and tokens per register pass.
             const NR: usize = #nr_l;
             const MR: usize = #mr_l;
-            const TILES: usize = #tiles_l;
-            const BLOCKS: usize = COLS / Q8_BLOCK;
-            /// Code bytes of one tile and block, and of one tile, as the passes read them and
-            /// as stored.
+            /// Code bytes of one tile's 32-column block, as the passes read them and as stored.
             const BLOCK_BYTES: usize = #block_bytes_l;
-            const TILE_BYTES: usize = BLOCKS * BLOCK_BYTES;
-            const STORED_TILE_BYTES: usize = BLOCKS * #stored_block_bytes_l;
-            /// Tokens per sweep over the tiles: at most 256 KiB of activations.
-            const TOKEN_BLOCK: usize = #token_block;
+            const STORED_BLOCK_BYTES: usize = #stored_block_bytes_l;
             /// How far ahead of the block being read decode hints the next lines into L2.
             const PREFETCH_AHEAD: usize = #prefetch_ahead;
             #consts
-            assert!(#detect, #missing);
-            let n = x.tokens();
-            assert!(
-                x.cols == COLS && x.q.len() == n * COLS && x.scale.len() == n * BLOCKS && x.sum.len() == n * BLOCKS && y.len() == n * ROWS,
-                "shape mismatch"
-            );
-            if n == 0 {
-                return;
-            }
-            #unit_flag
-            let codes: &[u8] = view(w, at.q, TILES * STORED_TILE_BYTES);
-            #views
-            // Outputs per tile as [n][NR]: y itself for one token and whole tiles, else this
-            // thread's kept scratch, copied out after (dropping the padded rows).
-            let run = |out: &mut [f32]| {
-                // 16 chunks per thread, claimed in turn: whoever finishes first waits for at
-                // most one small chunk (4 per thread left a worker spinning 4.7% of decode).
-                let chunk = (TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
-                qwenc_runtime::threads::for_each_chunk_mut(out, chunk * n * NR, |c, out| {
-                    // SAFETY: the CPU has the features (asserted above), and `tiles` reads only
-                    // inside the views and `x`, whose lengths were checked against the shape.
-                    unsafe { tiles(codes.as_ptr(), #view_ptrs x, n, c * chunk, out #unit_arg) }
-                });
-            };
-            if n == 1 && ROWS % NR == 0 {
-                run(y);
-            } else {
-                qwenc_runtime::kernel_support::with_scratch(TILES * n * NR, |scratch| {
-                    run(scratch);
-                    qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
-                });
+            #unit_const
+            #prelude
+
+            /// `y[n, ROWS] = x[n, COLS] · Wᵀ` for W packed in this family's tiled layout.
+            pub fn matmul<const ROWS: usize, const COLS: usize>(w: &[u8], at: &MatrixAt, x: &Q8Acts, y: &mut [f32]) {
+                Matrix::<ROWS, COLS>::matmul(w, at, x, y)
             }
 
-            /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
-            /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.
-            #tf
-            unsafe fn tiles(codes: *const u8, #params x: &Q8Acts, n: usize, first: usize, out: &mut [f32] #unit_param) {
-                unsafe {
-                    #unit_enter
-                    #expand_setup
-                    let (xq, xs, xsum) = (x.q.as_ptr(), x.scale.as_ptr(), x.sum.as_ptr());
-                    let mut t0 = 0;
-                    while t0 < n {
-                        let t1 = (t0 + TOKEN_BLOCK).min(n);
-                        for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
-                            let tile = first + i;
-                            let codes = codes.add(tile * STORED_TILE_BYTES);
-                            #expand_tile
-                            #advance
-                            let o = slab.as_mut_ptr();
-                            let mut t = t0;
-                            #unit_passes
-                            while t + MR <= t1 {
-                                #full(#call_args);
-                                t += MR;
-                            }
-                            match t1 - t {
-                                0 => {}
-                                #(#rest_arms)*
-                                _ => unreachable!(),
-                            }
-                        }
-                        t0 = t1;
+            /// The constants of one `ROWS × COLS` matrix.
+            struct Matrix<const ROWS: usize, const COLS: usize>;
+
+            impl<const ROWS: usize, const COLS: usize> Matrix<ROWS, COLS> {
+                /// Tiles (the last one padded), activation blocks, and groups.
+                const TILES: usize = ROWS.div_ceil(NR);
+                const BLOCKS: usize = COLS / Q8_BLOCK;
+                #shape_consts
+                /// Code bytes of one tile, as the passes read them and as stored.
+                const TILE_BYTES: usize = Self::BLOCKS * BLOCK_BYTES;
+                const STORED_TILE_BYTES: usize = Self::BLOCKS * STORED_BLOCK_BYTES;
+                /// Tokens per sweep over the tiles: at most 256 KiB of activations.
+                const TOKEN_BLOCK: usize = #token_block;
+
+                fn matmul(w: &[u8], at: &MatrixAt, x: &Q8Acts, y: &mut [f32]) {
+                    #[allow(unused_parens)]
+                    let supported = #detect;
+                    assert!(supported, #missing);
+                    let n = x.tokens();
+                    assert!(
+                        x.cols == COLS && x.q.len() == n * COLS && x.scale.len() == n * Self::BLOCKS && x.sum.len() == n * Self::BLOCKS && y.len() == n * ROWS,
+                        "shape mismatch"
+                    );
+                    if n == 0 {
+                        return;
                     }
-                    #unit_leave
+                    #unit_flag
+                    let codes: &[u8] = view(w, at.q, Self::TILES * Self::STORED_TILE_BYTES);
+                    #views
+                    __note!("Outputs per tile as [n][NR]: y itself for one token and whole tiles, else this");
+                    __note!("thread's kept scratch, copied out after (dropping the padded rows).");
+                    let run = |out: &mut [f32]| {
+                        __note!("16 chunks per thread, claimed in turn: whoever finishes first waits for at");
+                        __note!("most one small chunk (4 per thread left a worker spinning 4.7% of decode).");
+                        let chunk = (Self::TILES / (16 * qwenc_runtime::threads::current_num_threads())).max(1);
+                        qwenc_runtime::threads::for_each_chunk_mut(out, chunk * n * NR, |c, out| {
+                            __note!("SAFETY: the CPU has the features (asserted above), and `tiles` reads only");
+                            __note!("inside the views and `x`, whose lengths were checked against the shape.");
+                            unsafe { Self::tiles(codes.as_ptr(), #view_ptrs x, n, c * chunk, out #unit_arg) }
+                        });
+                    };
+                    if n == 1 && ROWS % NR == 0 {
+                        run(y);
+                    } else {
+                        qwenc_runtime::kernel_support::with_scratch(Self::TILES * n * NR, |scratch| {
+                            run(scratch);
+                            qwenc_runtime::kernel_support::untile(scratch, y, n, ROWS, NR);
+                        });
+                    }
+                }
+
+                /// Tiles `first..` into `out` (`[tiles][n][NR]`): for each block of `TOKEN_BLOCK`
+                /// tokens (their activations stay in L2), every tile, `MR` tokens per pass.
+                #tf
+                unsafe fn tiles(codes: *const u8, #params x: &Q8Acts, n: usize, first: usize, out: &mut [f32] #unit_param) {
+                    __note!("SAFETY: the caller checked the CPU features and the lengths of the weight");
+                    __note!("views and of `x`; every pointer below stays inside them.");
+                    unsafe {
+                        __note!("The passes for this column count.");
+                        #(#bind_passes)*
+                        #unit_enter
+                        #expand_setup
+                        let (xq, xs, xsum) = (x.q.as_ptr(), x.scale.as_ptr(), x.sum.as_ptr());
+                        let mut t0 = 0;
+                        while t0 < n {
+                            let t1 = (t0 + Self::TOKEN_BLOCK).min(n);
+                            for (i, slab) in out.chunks_exact_mut(n * NR).enumerate() {
+                                let tile = first + i;
+                                let codes = codes.add(tile * Self::STORED_TILE_BYTES);
+                                #expand_tile
+                                #advance
+                                let o = slab.as_mut_ptr();
+                                let mut t = t0;
+                                #unit_passes
+                                while t + MR <= t1 {
+                                    #full(#call_args);
+                                    t += MR;
+                                }
+                                match t1 - t {
+                                    0 => {}
+                                    #(#rest_arms)*
+                                    _ => unreachable!(),
+                                }
+                            }
+                            t0 = t1;
+                        }
+                        #unit_leave
+                    }
                 }
             }
 
-            #(#passes)*
+            /// The passes over one tile, for `COLS` inputs: `tokens_m` multiplies the tile by
+            /// `m` tokens (at `xq`/`xs`/`xsum`, `COLS`/`BLOCKS` apart) and stores token `j`'s
+            /// `NR` outputs at `out + j·NR`. The caller guarantees the CPU features and that
+            /// every pointer covers one tile (codes, scales) and `m` tokens (activations).
+            struct Passes<const COLS: usize>;
+
+            impl<const COLS: usize> Passes<COLS> {
+                const BLOCKS: usize = COLS / Q8_BLOCK;
+                #shape_consts
+
+                #(#passes)*
+            }
         }
     }
 }
@@ -826,8 +756,8 @@ fn token_pass(p: &dyn TilePrims, info: &SchemeInfo, m: usize, params: &TokenStre
         for j in 0..m {
             let a = acc(j, step % accs);
             let (jl, offl) = (lit(j), lit(*off));
-            let x = p.bcast_x4(quote! { xb.add(#jl * COLS + #offl) });
-            let dot = p.dot(kind, id(a.clone()), u.clone(), s.clone(), x);
+            let x = quote! { xb.add(#jl * COLS + #offl) };
+            let dot = p.dot_x4(kind, id(a.clone()), u.clone(), s.clone(), x);
             block.extend(quote! { #a = #dot; });
         }
     }
@@ -866,7 +796,7 @@ fn token_pass(p: &dyn TilePrims, info: &SchemeInfo, m: usize, params: &TokenStre
                 quote! { let mn: #fvec = #e; }
             });
             quote! {
-                for g in 0..GROUPS {
+                for g in 0..Self::GROUPS {
                     let d: #fvec = #d;
                     #mn
                     for kb in 0..BLOCKS_PER_GROUP {
@@ -878,7 +808,7 @@ fn token_pass(p: &dyn TilePrims, info: &SchemeInfo, m: usize, params: &TokenStre
             }
         }
         None => quote! {
-            for b in 0..BLOCKS {
+            for b in 0..Self::BLOCKS {
                 #block_setup
                 #block
             }
@@ -895,11 +825,13 @@ fn token_pass(p: &dyn TilePrims, info: &SchemeInfo, m: usize, params: &TokenStre
     let doc = format!(
         " One tile ({nr} rows) × {m} token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`."
     );
+    let safety = pass_safety();
     quote! {
         #[doc = #doc]
         #tf
         #[inline(never)]
         unsafe fn #fname(codes: *const u8, #params xq: *const i8, xs: *const f32, xsum: *const i32, out: *mut f32) {
+            #safety
             unsafe {
                 #unused
                 #nibble
@@ -909,6 +841,14 @@ fn token_pass(p: &dyn TilePrims, info: &SchemeInfo, m: usize, params: &TokenStre
                 #(#stores;)*
             }
         }
+    }
+}
+
+/// The SAFETY note of a pass's body (see `Passes` in the generated family).
+pub fn pass_safety() -> TokenStream {
+    quote! {
+        __note!("SAFETY: `tiles` calls this with the CPU features checked and pointers that");
+        __note!("cover one tile of codes and scales and this pass's tokens (see `Passes`).");
     }
 }
 
@@ -929,11 +869,11 @@ fn float_update(
     let dot = format_ident!("dot{j}");
     let mut out = quote! {
         let #dot: #ivec = #dot_e;
-        let sa = *xs.add(#jl * BLOCKS + b);
+        let sa = *xs.add(#jl * Self::BLOCKS + b);
     };
     if correction != 0 {
         let correction = proc_macro2::Literal::i32_unsuffixed(correction);
-        let bias = p.splat_i32(quote! { #correction * *xsum.add(#jl * BLOCKS + b) });
+        let bias = p.splat_i32(quote! { #correction * *xsum.add(#jl * Self::BLOCKS + b) });
         let sub = p.sub_i32(quote!(#dot), bias);
         out.extend(quote! { let #dot: #ivec = #sub; });
     }
@@ -943,7 +883,7 @@ fn float_update(
             let ds = p.mul_f(quote!(d), p.splat_f32(quote!(sa)));
             let mut u = p.fma_f(dotf, ds, quote!(#fj));
             if info.asymmetric {
-                let ms = p.splat_f32(quote! { sa * *xsum.add(#jl * BLOCKS + b) as f32 });
+                let ms = p.splat_f32(quote! { sa * *xsum.add(#jl * Self::BLOCKS + b) as f32 });
                 u = p.fma_f(quote!(mn), ms, u);
             }
             u
@@ -1024,11 +964,13 @@ fn unit_pass(
     let (row_scale, stores) = pass_end(p, info, &f);
     let zero_f = p.zero_f();
     let doc = format!(" One tile × {m} tokens on the matrix unit, outputs at `out + j·NR`.");
+    let safety = pass_safety();
     quote! {
         #[doc = #doc]
         #tf
         #[inline(never)]
         unsafe fn #fname(codes: *const u8, #params xq: *const i8, xs: *const f32, xsum: *const i32, out: *mut f32) {
+            #safety
             unsafe {
                 let _ = xsum;
                 #setup
@@ -1037,9 +979,9 @@ fn unit_pass(
                     let (c, xb) = (codes, xq);
                     #start0
                 }
-                for b in 0..BLOCKS {
+                for b in 0..Self::BLOCKS {
                     let next = b + 1;
-                    if next < BLOCKS {
+                    if next < Self::BLOCKS {
                         let (c, xb) = (codes.add(next * BLOCK_BYTES), xq.add(next * Q8_BLOCK));
                         if next % 2 == 0 { #start0 } else { #start1 }
                     }
@@ -1092,7 +1034,7 @@ pub fn matmul_twin(nr: usize, shape: &MatmulShape) -> TokenStream {
     // The exact integer dot of row `lane` of `tile` with token `t`'s block `b`.
     let block_dot = match info.kind {
         DotKind::W8 => quote! {
-            // 8 steps of NR lanes × 4 bytes; step k = columns 4k..4k+4, stored q + 128.
+            __note!("8 steps of NR lanes × 4 bytes; step k = columns 4k..4k+4, stored q + 128.");
             let block = &codes[(tile * BLOCKS + b) * BLOCK_BYTES..][..BLOCK_BYTES];
             let mut dot = 0i32;
             for k in 0..8 {
@@ -1103,8 +1045,8 @@ pub fn matmul_twin(nr: usize, shape: &MatmulShape) -> TokenStream {
             }
         },
         DotKind::U4 => quote! {
-            // 4 vectors of NR lanes × 4 bytes; byte j of vector k holds column 8k + j (low
-            // nibble) and 8k + 4 + j (high nibble).
+            __note!("4 vectors of NR lanes × 4 bytes; byte j of vector k holds column 8k + j (low");
+            __note!("nibble) and 8k + 4 + j (high nibble).");
             let block = &codes[(tile * BLOCKS + b) * BLOCK_BYTES..][..BLOCK_BYTES];
             let mut dot = 0i32;
             for k in 0..4 {
@@ -1189,84 +1131,6 @@ pub fn matmul_twin(nr: usize, shape: &MatmulShape) -> TokenStream {
             const BLOCK_BYTES: usize = #block_bytes_l;
             #codes
             #body
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::quant::quantize_rtn;
-
-    fn matrix(rows: usize, cols: usize, scheme: &str) -> QuantizedMatrix {
-        let w: Vec<f32> = (0..rows * cols)
-            .map(|i| ((i * 7919 % 1013) as f32 / 506.0 - 1.0) * (1 + i % 5) as f32)
-            .collect();
-        quantize_rtn(&w, rows, cols, scheme.parse().unwrap())
-    }
-
-    /// The packed bytes hold every code where the module docs say, and zeros as padding.
-    #[test]
-    fn layout_round_trips() {
-        for nr in [8, 16] {
-            for scheme in ["w8", "w4g32", "w4g64a"] {
-                let m = matrix(13, 128, scheme);
-                let parts = pack_parts(&m, nr);
-                let sizes: Vec<_> = parts.iter().map(|(n, b)| (*n, b.len())).collect();
-                assert_eq!(sizes, part_sizes(13, 128, m.scheme, nr));
-                let q = &parts[0].1;
-                let blocks = 128 / BLOCK;
-                let padded = 13usize.div_ceil(nr) * nr;
-                for r in 0..padded {
-                    let (tile, lane) = (r / nr, r % nr);
-                    for c in 0..128 {
-                        let (b, i) = (c / BLOCK, c % BLOCK);
-                        let got = match &m.data {
-                            QuantizedData::W8 { .. } => {
-                                let at = (tile * blocks + b) * BLOCK * nr
-                                    + (i / 4) * 4 * nr
-                                    + lane * 4
-                                    + i % 4;
-                                q[at] as i32 - 128
-                            }
-                            _ => {
-                                let (k, j, high) = (i / 8, i % 4, i % 8 >= 4);
-                                let byte = q[(tile * blocks + b) * BLOCK / 2 * nr
-                                    + k * 4 * nr
-                                    + lane * 4
-                                    + j];
-                                (if high { byte >> 4 } else { byte & 15 }) as i32
-                            }
-                        };
-                        let want = match (&m.data, r < 13) {
-                            (_, false) => 0,
-                            (QuantizedData::W8 { q, .. }, true) => q[r * 128 + c] as i32,
-                            (QuantizedData::Grouped { packed, .. }, true) => {
-                                ((packed[(r * 128 + c) / 2] >> (4 * (c % 2))) & 15) as i32
-                            }
-                            _ => unreachable!(),
-                        };
-                        assert_eq!(got, want, "{scheme} nr={nr} row {r} col {c}");
-                    }
-                }
-                // Scales (and minimums): [tile][group][nr], padding zero.
-                if let QuantizedData::Grouped { scales, .. } = &m.data {
-                    let groups = scales.len() / 13;
-                    let s = &parts[1].1;
-                    for r in 0..padded {
-                        for g in 0..groups {
-                            let at = ((r / nr * groups + g) * nr + r % nr) * 2;
-                            let got = u16::from_le_bytes([s[at], s[at + 1]]);
-                            let want = if r < 13 {
-                                scales[r * groups + g].to_bits()
-                            } else {
-                                0
-                            };
-                            assert_eq!(got, want);
-                        }
-                    }
-                }
-            }
         }
     }
 }

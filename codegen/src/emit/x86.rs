@@ -23,7 +23,9 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::lit;
-use super::tiled::{DotKind, MatrixUnit, TilePrims};
+use super::tiled::{self, DotKind, MatrixUnit, TilePrims};
+use crate::plan::MatmulShape;
+use crate::quant::Scheme;
 
 /// The x86_64 instruction sets with a tiled integer backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -84,6 +86,22 @@ impl X86Isa {
         quote! { (#(#checks)&&*) }
     }
 
+    /// Rows per tile of the packed integer matrices.
+    pub fn nr(self) -> usize {
+        self.prims().nr()
+    }
+
+    /// The kernel family of `scheme` (an integer scheme): [`tiled::family_with`].
+    pub fn family(self, scheme: Scheme) -> TokenStream {
+        tiled::family_with(self.prims(), scheme)
+    }
+
+    /// The kernel of one shape: its scheme's family and the shape's entry point.
+    pub fn matmul(self, shape: &MatmulShape) -> TokenStream {
+        let cfg = quote! { #[cfg(target_arch = "x86_64")] };
+        tiled::kernel_set(self.name(), &cfg, &[*shape], &|s| self.family(s))
+    }
+
     /// The primitive set the tiled kernel body is instantiated with.
     pub fn prims(self) -> &'static dyn TilePrims {
         match self {
@@ -98,6 +116,56 @@ impl std::fmt::Display for X86Isa {
         f.write_str(self.name())
     }
 }
+
+/// The helper macros of the AVX-512 families; their expansions are what [`Avx512Vnni::dot`]
+/// and [`TilePrims::bcast_x4`] would emit.
+const AVX512_PRELUDE: &str = r#"/// `acc` plus, per i32 lane, the dot product of the lane's 4 code bytes in `u` (u8) with the
+/// 4 activation bytes at `x` (s8): one `vpdpbusd`.
+#[allow(unused_macros)]
+macro_rules! dot4 {
+    ($acc:expr, $u:expr, $x:expr) => {
+        _mm512_dpbusd_epi32($acc, $u, _mm512_set1_epi32(i32::from_le_bytes(*($x as *const [u8; 4]))))
+    };
+}
+/// Hint the cache line at `ptr` into L2 (`prefetcht1`; never faults).
+#[allow(unused_macros)]
+macro_rules! prefetch_l2 {
+    ($ptr:expr) => {
+        _mm_prefetch::<_MM_HINT_T1>($ptr as *const i8)
+    };
+}"#;
+
+/// The helper macros of the AVX2 families; their expansions are what [`Avx2::dot`] and
+/// [`TilePrims::bcast_x4`] would emit.
+const AVX2_PRELUDE: &str = r#"/// u4 codes: `acc` (i16 lanes) plus the pair sums of `u` (u8) times the 4 activation bytes
+/// at `x` (s8). Exact for one block: see the x86 backend's notes on saturation.
+#[allow(unused_macros)]
+macro_rules! dot4 {
+    ($acc:expr, $u:expr, $x:expr) => {
+        _mm256_add_epi16($acc, _mm256_maddubs_epi16($u, _mm256_set1_epi32(i32::from_le_bytes(*($x as *const [u8; 4])))))
+    };
+}
+/// w8 codes: `acc` (i32 lanes) plus the dot products of |q| (`u`) with the 4 activation bytes
+/// at `x` carrying the sign of q (`s`).
+#[allow(unused_macros)]
+macro_rules! dot4_signed {
+    ($acc:expr, $u:expr, $s:expr, $x:expr) => {
+        _mm256_add_epi32(
+            $acc,
+            _mm256_madd_epi16(
+                _mm256_maddubs_epi16($u, _mm256_sign_epi8(_mm256_set1_epi32(i32::from_le_bytes(*($x as *const [u8; 4]))), $s)),
+                _mm256_set1_epi16(1),
+            ),
+        )
+    };
+}
+/// Hint the cache line at `ptr` into L2 (`prefetcht1`; never faults).
+#[allow(unused_macros)]
+macro_rules! prefetch_l2 {
+    ($ptr:expr) => {
+        _mm_prefetch::<_MM_HINT_T1>($ptr as *const i8)
+    };
+}"#;
 
 /// AVX2 primitives: 256-bit vectors, 8 i32/f32 lanes = 8 rows.
 pub struct Avx2;
@@ -192,6 +260,25 @@ impl TilePrims for Avx2 {
             }
         }
     }
+    fn dot_x4(
+        &self,
+        kind: DotKind,
+        acc: TokenStream,
+        u: TokenStream,
+        s: Option<TokenStream>,
+        ptr: TokenStream,
+    ) -> TokenStream {
+        match (kind, s) {
+            (DotKind::U4, _) => quote! { dot4!(#acc, #u, #ptr) },
+            (DotKind::W8, s) => {
+                let s = s.expect("AVX2 w8 needs the sign operand");
+                quote! { dot4_signed!(#acc, #u, #s, #ptr) }
+            }
+        }
+    }
+    fn prelude(&self) -> Option<&'static str> {
+        Some(AVX2_PRELUDE)
+    }
     fn acc_sum(&self, kind: DotKind, accs: &[TokenStream]) -> TokenStream {
         let [acc] = accs else {
             panic!("AVX2 uses one accumulator")
@@ -202,7 +289,7 @@ impl TilePrims for Avx2 {
         }
     }
     fn prefetch(&self, ptr: TokenStream) -> Option<TokenStream> {
-        Some(quote! { _mm_prefetch::<_MM_HINT_T1>(#ptr as *const i8) })
+        Some(quote! { prefetch_l2!(#ptr) })
     }
     fn zero_f(&self) -> TokenStream {
         quote! { _mm256_setzero_ps() }
@@ -309,6 +396,19 @@ impl TilePrims for Avx512Vnni {
     ) -> TokenStream {
         quote! { _mm512_dpbusd_epi32(#acc, #u, #x) }
     }
+    fn dot_x4(
+        &self,
+        _kind: DotKind,
+        acc: TokenStream,
+        u: TokenStream,
+        _s: Option<TokenStream>,
+        ptr: TokenStream,
+    ) -> TokenStream {
+        quote! { dot4!(#acc, #u, #ptr) }
+    }
+    fn prelude(&self) -> Option<&'static str> {
+        Some(AVX512_PRELUDE)
+    }
     fn acc_sum(&self, _kind: DotKind, accs: &[TokenStream]) -> TokenStream {
         match accs {
             [a] => quote! { #a },
@@ -317,7 +417,7 @@ impl TilePrims for Avx512Vnni {
         }
     }
     fn prefetch(&self, ptr: TokenStream) -> Option<TokenStream> {
-        Some(quote! { _mm_prefetch::<_MM_HINT_T1>(#ptr as *const i8) })
+        Some(quote! { prefetch_l2!(#ptr) })
     }
     fn matrix_unit(&self) -> Option<MatrixUnit> {
         // AMX where the CPU and OS have it (qwenc_runtime::amx), checked at run time: the
@@ -341,7 +441,7 @@ impl TilePrims for Avx512Vnni {
         };
         quote! {
             #consts
-            // Per slot: the block's codes as AMX's B tile; the i32 results of one block.
+            __note!("Per slot: the block's codes as AMX's B tile; the i32 results of one block.");
             let mut bt = [qwenc_runtime::amx::TileBuf::<512>::new(), qwenc_runtime::amx::TileBuf::<512>::new()];
             let mut ct = qwenc_runtime::amx::TileBuf::<1024>::new();
         }

@@ -151,7 +151,7 @@ pub fn matmul_f32(isa: X86Isa, shape: &MatmulShape) -> TokenStream {
             #tf
             unsafe fn block<const MT: usize>(wm: &[f32], r0: usize, xp: *const f32, out: *mut f32) {
                 unsafe {
-                    // Padded rows read the last row again (in bounds; outputs dropped).
+                    __note!("Padded rows read the last row again (in bounds; outputs dropped).");
                     let wr: [*const f32; RB] =
                         std::array::from_fn(|r| wm.as_ptr().add((r0 + r).min(ROWS - 1) * COLS));
                     #decls
@@ -164,7 +164,7 @@ pub fn matmul_f32(isa: X86Isa, shape: &MatmulShape) -> TokenStream {
                 }
             }
 
-            // Outputs as [block][n][RB], then copied to y = [n][ROWS].
+            __note!("Outputs as [block][n][RB], then copied to y = [n][ROWS].");
             qwenc_runtime::kernel_support::with_scratch(BLOCKS * n * RB, |scratch| {
                 let chunk = (BLOCKS / (8 * qwenc_runtime::threads::current_num_threads())).max(1);
                 qwenc_runtime::threads::for_each_chunk_mut(scratch, chunk * n * RB, |c, out| {
@@ -174,8 +174,8 @@ pub fn matmul_f32(isa: X86Isa, shape: &MatmulShape) -> TokenStream {
                         for (i, slab) in out.chunks_exact_mut(n * RB).enumerate() {
                             let r0 = (c * chunk + i) * RB;
                             let mut t = t0;
-                            // SAFETY: the CPU has the features (asserted above); `block` reads
-                            // rows below ROWS and tokens below n, and writes inside `slab`.
+                            __note!("SAFETY: the CPU has the features (asserted above); `block` reads");
+                            __note!("rows below ROWS and tokens below n, and writes inside `slab`.");
                             unsafe {
                                 while t + TB <= t1 {
                                     block::<TB>(wm, r0, x.as_ptr().add(t * COLS), slab.as_mut_ptr().add(t * RB));
