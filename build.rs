@@ -15,7 +15,7 @@ use qwenc_codegen::build_model::{
     write_if_changed,
 };
 use qwenc_codegen::emit::Backend;
-use qwenc_codegen::synthetic::{write_tiny_model, SyntheticOptions};
+use qwenc_codegen::model_io::synthetic::{write_tiny_model, SyntheticOptions};
 
 fn main() {
     if let Err(e) = run() {
@@ -151,14 +151,23 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     // kinds and includes 2- and 3-bit codes (at a third, each kind was uniform).
     let mut mixed = String::new();
     if tiny {
-        use qwenc_codegen::budget::{
-            budget_between, compress_with_budget, synthetic_calibration_ids,
-        };
-        let ids = synthetic_calibration_ids(96, 300);
-        let budget =
-            budget_between(&model, &ids, 32, 0.2).map_err(|e| format!("tiny budget: {e}"))?;
+        use qwenc_codegen::compress::pipeline::{self, Budget, CalibrationInput};
+        use qwenc_codegen::compress::CompressOptions;
+        use qwenc_codegen::model_io::synthetic::synthetic_calibration_ids;
+        let calibration = CalibrationInput::ids(synthetic_calibration_ids(96, 300), 32);
+        let budget = pipeline::budget_between(&model, &calibration, 0.2)
+            .map_err(|e| format!("tiny budget: {e}"))?;
         let dir = out_dir.join("tiny-mixed");
-        compress_with_budget(&model, &dir, budget, &ids, 32, true)
+        let options = pipeline::Options {
+            plan: CompressOptions {
+                force: true,
+                ..Default::default()
+            },
+            budget: Some(Budget::Bytes(budget)),
+            calibration,
+            ..Default::default()
+        };
+        pipeline::run(&model, &dir, &options, &mut |_| {})
             .map_err(|e| format!("tiny --budget-mb: {e}"))?;
         for (ident, b) in [("mixed", backend), ("mixed_scalar", Backend::Scalar)] {
             let compiled = compile_model(&dir, None, b, &mut |_, _, _| {})?;

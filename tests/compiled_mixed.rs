@@ -9,10 +9,10 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use qwenc_codegen::compressed::CompressedModel;
+use qwenc_codegen::compress::format::CompressedModel;
+use qwenc_codegen::model_io::synthetic::{write_tiny_model, SyntheticOptions};
 use qwenc_codegen::quant::dequantize;
 use qwenc_codegen::reference::{argmax, KvCache as RefCache, Logits, ReferenceWeights};
-use qwenc_codegen::synthetic::{write_tiny_model, SyntheticOptions};
 use qwenc_codegen::Checkpoint;
 use qwenc_runtime::model::{KvCache, LogitsFor};
 

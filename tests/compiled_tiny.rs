@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 
 use qwenc_codegen::build_model::parse_variant;
+use qwenc_codegen::model_io::synthetic::{write_tiny_model, SyntheticOptions};
 use qwenc_codegen::quant::{dequantize, quantize_rtn, Scheme};
 use qwenc_codegen::reference::{argmax, KvCache as RefCache, Logits, ReferenceWeights};
-use qwenc_codegen::synthetic::{write_tiny_model, SyntheticOptions};
 use qwenc_codegen::Checkpoint;
 use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor};
 use qwenc_runtime::weights::Weights;

@@ -9,8 +9,8 @@
 //! ```
 //! Calibrates as `compress` does by default: the first 512 tokens of the text, one sequence.
 
-use qwenc_codegen::budget::{measure, CANDIDATES, EMBED_WEIGHT, LM_HEAD_WEIGHT};
-use qwenc_codegen::calibrate::capture;
+use qwenc_codegen::compress::budget::{measure, CANDIDATES, EMBED_WEIGHT, LM_HEAD_WEIGHT};
+use qwenc_codegen::compress::calibrate::capture;
 use qwenc_codegen::reference::ReferenceWeights;
 use qwenc_codegen::Checkpoint;
 use qwenc_runtime::tokenizer::Tokenizer;

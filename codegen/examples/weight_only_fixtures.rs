@@ -16,7 +16,7 @@
 
 use std::path::Path;
 
-use qwenc_codegen::compressed::CompressedModel;
+use qwenc_codegen::compress::format::CompressedModel;
 use qwenc_codegen::quant::{dequantize, quantize_rtn, Scheme};
 use qwenc_codegen::reference::{argmax, Eos, KvCache, Logits, ReferenceWeights};
 use qwenc_codegen::Checkpoint;

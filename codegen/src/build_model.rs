@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::Checkpoint;
-use crate::compressed::CompressedModel;
+use crate::compress::format::CompressedModel;
 use crate::emit::aarch64::ArmIsa;
 use crate::emit::x86::X86Isa;
 use crate::emit::{generate, Backend, ModelMeta};
-use crate::error::{LoadError, Result};
+use crate::model_io::checkpoint::Checkpoint;
+use crate::model_io::error::{LoadError, Result};
 use crate::pack::{pack, weights_hash, Packed, QuantizeOnTheFly};
 use crate::plan::{Plan, Schemes};
 use crate::quant::Scheme;
@@ -215,7 +215,7 @@ pub fn artifact_dir(out_dir: &Path) -> PathBuf {
 /// schemes, per backend. It depends on shapes and schemes only; the weights (and so their
 /// hash, shown as 0 here) belong to a concrete build.
 pub fn review_files(config_json: &Path) -> Result<std::collections::BTreeMap<String, String>> {
-    let config = crate::config::QwenConfig::from_file(config_json)?;
+    let config = crate::model_io::config::QwenConfig::from_file(config_json)?;
     let plan = Plan::new(&config, default_schemes(), config.tie_word_embeddings)
         .map_err(|e| LoadError::config(config_json, e))?;
     let mut files = std::collections::BTreeMap::new();

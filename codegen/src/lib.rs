@@ -1,25 +1,28 @@
-//! qwenc host side: read a Qwen2 checkpoint (Hugging Face safetensors or GGUF), run the f32
-//! reference forward, and (later stages) compress and generate the per-model kernels.
+//! qwenc host side: the compiler's pipeline, one folder per stage, in order:
+//!
+//! 1. [`model_io`]: read a Qwen2 checkpoint (Hugging Face safetensors or GGUF) as one model
+//!    ([`Checkpoint`]: config, tokenizer, tensors in Hugging Face names), and write the tiny
+//!    synthetic one;
+//! 2. [`reference`](mod@reference): the f32 reference forward, the oracle of every later stage;
+//! 3. [`quant`]: the quantization schemes and their exact numbers (round to nearest, AWQ,
+//!    GPTQ) and the per-tensor [`Quantizer`](quant::Quantizer);
+//! 4. [`compress`]: `qwenc compress` ([`compress::pipeline::run`]): calibrate, choose schemes
+//!    (under a budget), quantize, and write the compressed model directory
+//!    ([`compress::format`]), the compiler's input;
+//! 5. compile: plan the kernels ([`plan`]), lay out ([`layout`]) and pack the weights
+//!    ([`pack`]), generate the code ([`emit`]), all driven by [`build_model`] from `build.rs`.
 
-pub mod budget;
 pub mod build_model;
-pub mod calibrate;
-pub mod checkpoint;
 pub mod compress;
-pub mod compressed;
-pub mod config;
 pub mod emit;
-pub mod error;
-pub mod gguf;
 pub mod layout;
+pub mod model_io;
 pub mod pack;
 pub mod plan;
 pub mod quant;
 pub mod reference;
-pub mod safetensors_dir;
-pub mod safetensors_header;
-pub mod synthetic;
 
-pub use checkpoint::{Checkpoint, TensorMeta, TensorSource};
-pub use config::QwenConfig;
-pub use error::{LoadError, Result};
+pub use model_io::checkpoint::Checkpoint;
+pub use model_io::config::QwenConfig;
+pub use model_io::error::{LoadError, Result};
+pub use model_io::tensor::{TensorMeta, TensorSource};

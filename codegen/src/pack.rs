@@ -14,9 +14,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::checkpoint::Checkpoint;
-use crate::error::Result;
 use crate::layout;
+use crate::model_io::checkpoint::Checkpoint;
+use crate::model_io::error::Result;
 use crate::plan::{FusedMatrix, Plan};
 use crate::quant::{quantize_rtn, QuantizedData, QuantizedMatrix, Scheme};
 
@@ -100,7 +100,7 @@ impl Packed {
 /// The packed parts of one matrix in `scheme` and their byte sizes: in the scalar layout,
 /// the stored tensors of the compressed format, byte for byte.
 fn matrix_parts(rows: usize, cols: usize, scheme: Scheme) -> Vec<(&'static str, usize)> {
-    crate::compressed::matrix_parts("", rows, cols, scheme)
+    crate::compress::format::matrix_parts("", rows, cols, scheme)
         .iter()
         .map(|p| {
             let name = match p.name.as_str() {

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::QwenConfig;
+use crate::model_io::config::QwenConfig;
 use crate::quant::Scheme;
 
 /// Which class of matrices a scheme applies to (users choose per class).
@@ -175,7 +175,7 @@ impl Plan {
             embed_class,
             v,
             h,
-            vec![crate::checkpoint::EMBED.into()],
+            vec![crate::model_io::checkpoint::EMBED.into()],
         )?;
         let lm_head = if tied {
             None
@@ -185,7 +185,7 @@ impl Plan {
                 MatrixClass::LmHead,
                 v,
                 h,
-                vec![crate::checkpoint::LM_HEAD.into()],
+                vec![crate::model_io::checkpoint::LM_HEAD.into()],
             )?)
         };
         Ok(Plan {
@@ -265,7 +265,7 @@ impl Plan {
         }
         out.push((
             "final_norm".into(),
-            vec![crate::checkpoint::FINAL_NORM.into()],
+            vec![crate::model_io::checkpoint::FINAL_NORM.into()],
         ));
         out
     }

@@ -7,34 +7,44 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use qwenc_codegen::budget::{compress_with_budget, BudgetError};
 use qwenc_codegen::build_model::compile_model;
-use qwenc_codegen::compress::{CompressError, CompressReport};
-use qwenc_codegen::compressed::{MANIFEST_FILE, SAFETENSORS_FILE};
+use qwenc_codegen::compress::budget::BudgetError;
+use qwenc_codegen::compress::format::{MANIFEST_FILE, SAFETENSORS_FILE};
+use qwenc_codegen::compress::pipeline::{self, Budget, CalibrationInput};
+use qwenc_codegen::compress::{CompressError, CompressOptions, CompressReport};
 use qwenc_codegen::emit::Backend;
-use qwenc_codegen::synthetic::{write_tiny_model, SyntheticOptions};
+use qwenc_codegen::model_io::synthetic::{write_tiny_model, SyntheticOptions};
 
 /// Deterministic calibration ids for the tiny vocabulary (300 byte-level tokens and merges).
 pub fn calibration_ids() -> Vec<u32> {
     (0..96u32).map(|i| (i * 37 + 11) % 300).collect()
 }
 
-fn run(
-    src: &Path,
-    out: &Path,
-    budget: u64,
-) -> Result<CompressReport, Box<dyn std::error::Error + Send + Sync>> {
-    compress_with_budget(src, out, budget, &calibration_ids(), 32, true)
+/// `qwenc compress SRC -o OUT --budget-mb` (in bytes) with round-to-nearest, calibrated on
+/// [`calibration_ids`] in sequences of 32.
+fn run(src: &Path, out: &Path, budget: u64) -> Result<CompressReport, CompressError> {
+    let options = pipeline::Options {
+        plan: CompressOptions {
+            force: true,
+            ..Default::default()
+        },
+        budget: Some(Budget::Bytes(budget)),
+        calibration: CalibrationInput::ids(calibration_ids(), 32),
+        ..Default::default()
+    };
+    pipeline::run(src, out, &options, &mut |_| {})
 }
 
 /// The smallest file any assignment gives, read from the error of a 1-byte budget.
 fn minimum(src: &Path, out: &Path) -> u64 {
-    let err = run(src, out, 1).unwrap_err();
-    match err.downcast_ref::<CompressError>() {
-        Some(CompressError::Budget(BudgetError::TooSmall {
+    match run(src, out, 1) {
+        Err(CompressError::Budget(BudgetError::TooSmall {
             minimum, budget: 1, ..
-        })) => *minimum,
-        _ => panic!("expected a TooSmall budget error, got {err}"),
+        })) => minimum,
+        other => panic!(
+            "expected a TooSmall budget error, got {:?}",
+            other.map(|r| r.safetensors_bytes)
+        ),
     }
 }
 
@@ -124,10 +134,7 @@ fn a_budget_below_the_cheapest_assignment_is_a_named_error() {
     let err = run(&src, &out, min - 1).unwrap_err();
     let text = err.to_string();
     assert!(
-        matches!(
-            err.downcast_ref::<CompressError>(),
-            Some(CompressError::Budget(BudgetError::TooSmall { .. }))
-        ),
+        matches!(err, CompressError::Budget(BudgetError::TooSmall { .. })),
         "{text}"
     );
     assert!(

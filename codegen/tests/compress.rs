@@ -7,17 +7,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use qwenc_codegen::checkpoint::{EMBED, LM_HEAD};
-use qwenc_codegen::compress::{
-    compress, sha256_f32, CompressError, CompressOptions, CompressPlan, CompressReport, Rtn,
-    SchemeArgs,
-};
-use qwenc_codegen::compressed::{
+use qwenc_codegen::compress::format::{
     CompressedModel, TensorClass, FORMAT, MANIFEST_FILE, SAFETENSORS_FILE,
 };
-use qwenc_codegen::quant::{dequantize, quantize_rtn, QuantizedData, QuantizedMatrix, Scheme};
+use qwenc_codegen::compress::pipeline;
+use qwenc_codegen::compress::{
+    sha256_f32, CompressError, CompressOptions, CompressPlan, CompressReport, SchemeArgs,
+};
+use qwenc_codegen::model_io::checkpoint::{EMBED, LM_HEAD};
+use qwenc_codegen::model_io::synthetic::{
+    tiny_config, write_tiny_model, StoreAs, SyntheticOptions,
+};
+use qwenc_codegen::quant::{dequantize, quantize_rtn, QuantizedData, QuantizedMatrix, Rtn, Scheme};
 use qwenc_codegen::reference::ReferenceWeights;
-use qwenc_codegen::synthetic::{tiny_config, write_tiny_model, StoreAs, SyntheticOptions};
 use qwenc_codegen::{Checkpoint, LoadError};
 
 fn s(name: &str) -> Scheme {
@@ -36,6 +38,19 @@ fn tiny(dir: &Path, tied: bool, store_as: StoreAs) -> PathBuf {
     )
     .unwrap();
     src
+}
+
+/// `qwenc compress` with round-to-nearest and no budget.
+fn compress(
+    src: &Path,
+    out: &Path,
+    options: &CompressOptions,
+) -> Result<CompressReport, CompressError> {
+    let options = pipeline::Options {
+        plan: options.clone(),
+        ..Default::default()
+    };
+    pipeline::run(src, out, &options, &mut |_| {})
 }
 
 fn run(src: &Path, out: &Path, schemes: SchemeArgs) -> CompressReport {
@@ -810,7 +825,7 @@ fn the_plan_reports_schemes_before_writing() {
     assert!(!out.exists());
     let mut calls = Vec::new();
     let report = plan
-        .run(&Rtn, &mut |done, total, name| {
+        .write(&Rtn, &mut |done, total, name| {
             calls.push((done, total, name.to_string()))
         })
         .unwrap();

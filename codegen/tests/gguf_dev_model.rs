@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use qwenc_codegen::gguf::{GgmlType, GgufFile};
+use qwenc_codegen::model_io::gguf::{GgmlType, GgufFile};
 use qwenc_codegen::{QwenConfig, TensorSource};
 use serde_json::Value;
 

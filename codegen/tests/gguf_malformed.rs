@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use half::f16;
-use qwenc_codegen::gguf::{GgmlType, GgufFile, GgufValue};
+use qwenc_codegen::model_io::gguf::{GgmlType, GgufFile, GgufValue};
 use qwenc_codegen::{LoadError, TensorSource};
 
 // ---------------------------------------------------------------------------------------------

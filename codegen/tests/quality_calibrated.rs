@@ -2,14 +2,16 @@
 //! (without quantization the transformed model computes the same logits), and the compressed
 //! directories of both methods open and record the method.
 
-use qwenc_codegen::calibrate::{capture, search_awq, CalibratedQuantizer, Method, Methods};
-use qwenc_codegen::compress::{CompressOptions, CompressPlan, Quantizer, SchemeArgs};
-use qwenc_codegen::compressed::CompressedModel;
+use qwenc_codegen::compress::calibrate::{
+    capture, search_awq, CalibratedQuantizer, Method, Methods,
+};
+use qwenc_codegen::compress::format::CompressedModel;
+use qwenc_codegen::compress::{CompressOptions, CompressPlan, SchemeArgs};
+use qwenc_codegen::model_io::synthetic::{write_tiny_model, SyntheticOptions};
 use qwenc_codegen::quant::awq::AwqOptions;
 use qwenc_codegen::quant::gptq::GptqOptions;
-use qwenc_codegen::quant::Scheme;
+use qwenc_codegen::quant::{Quantizer, Scheme};
 use qwenc_codegen::reference::{KvCache, Logits, ReferenceWeights};
-use qwenc_codegen::synthetic::{write_tiny_model, SyntheticOptions};
 use qwenc_codegen::Checkpoint;
 
 fn tokens() -> Vec<u32> {
@@ -133,7 +135,7 @@ fn compressed_awq_and_gptq_directories_open_and_name_their_method() {
             96,
             GptqOptions::default(),
         );
-        let report = plan.run(&q, &mut |_, _, _| {}).unwrap();
+        let report = plan.write(&q, &mut |_, _, _| {}).unwrap();
         assert!(
             report.manifest.quantizer.starts_with(spec),
             "{}",
@@ -155,7 +157,7 @@ fn compressed_awq_and_gptq_directories_open_and_name_their_method() {
 
 #[test]
 fn lm_head_gptq_lowers_the_logits_error_on_the_calibration_inputs() {
-    use qwenc_codegen::checkpoint::LM_HEAD;
+    use qwenc_codegen::model_io::checkpoint::LM_HEAD;
     use qwenc_codegen::quant::{dequantize, quantize_rtn};
     let dir = tempfile::tempdir().unwrap();
     let opts = SyntheticOptions {

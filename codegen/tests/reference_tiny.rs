@@ -1,8 +1,8 @@
 //! The f32 reference forward on the synthetic tiny model: batched and incremental passes
 //! agree, tied and untied heads work, bad input is refused with a named error.
 
+use qwenc_codegen::model_io::synthetic::{write_tiny_model, SyntheticOptions};
 use qwenc_codegen::reference::{argmax, Eos, ForwardError, KvCache, Logits, ReferenceWeights};
-use qwenc_codegen::synthetic::{write_tiny_model, SyntheticOptions};
 use qwenc_codegen::Checkpoint;
 
 fn tiny_weights(tied: bool) -> ReferenceWeights {

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use qwenc_codegen::checkpoint::{EMBED, LM_HEAD};
-use qwenc_codegen::synthetic::{
+use qwenc_codegen::model_io::checkpoint::{EMBED, LM_HEAD};
+use qwenc_codegen::model_io::synthetic::{
     tiny_config, tiny_tensors, write_tiny_model, StoreAs, SyntheticOptions,
 };
 use qwenc_codegen::{Checkpoint, LoadError};

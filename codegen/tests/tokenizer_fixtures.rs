@@ -8,7 +8,7 @@ mod common;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use qwenc_codegen::gguf::GgufFile;
+use qwenc_codegen::model_io::gguf::GgufFile;
 use qwenc_runtime::tokenizer::{StreamDecoder, Tokenizer};
 use serde::Deserialize;
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use qwenc_codegen::gguf::GgufFile;
+use qwenc_codegen::model_io::gguf::GgufFile;
 use qwenc_runtime::tokenizer::Tokenizer;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use qwenc_codegen::safetensors_header::parse_header;
+use qwenc_codegen::model_io::safetensors_header::parse_header;
 
 fuzz_target!(|data: &[u8]| {
     let dtype = |name: &str| match name {

@@ -7,7 +7,14 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use qwenc_codegen::compress::calibrate::{LayerScales, Methods};
+use qwenc_codegen::compress::format::{CompressedModel, Manifest, TensorClass, MANIFEST_FILE};
+use qwenc_codegen::compress::pipeline::{
+    self, Budget, CalibrationInput, CalibrationText, Event, Step, TIE_DISTANCE_WARNING,
+};
 use qwenc_codegen::compress::{CompressOptions, CompressPlan, SchemeArgs};
+use qwenc_codegen::quant::awq::AwqOptions;
+use qwenc_codegen::quant::gptq::GptqOptions;
 use qwenc_codegen::quant::Scheme;
 use qwenc_codegen::reference::{Eos, ReferenceWeights};
 use qwenc_codegen::Checkpoint;
@@ -151,7 +158,7 @@ struct CalibArgs {
     /// `attn=awq,mlp=gptq,lm_head=gptq` (an untied lm_head takes rtn or gptq, default rtn;
     /// the embedding, and a tied lm_head, always use rtn).
     #[arg(long, value_name = "M", default_value = "rtn")]
-    method: qwenc_codegen::calibrate::Methods,
+    method: Methods,
     /// Calibration text for awq/gptq (never the evaluation data).
     #[arg(
         long,
@@ -211,17 +218,16 @@ fn main() -> ExitCode {
                 embed,
                 lm_head,
             };
-            compress(
-                &source,
-                &output,
-                CompressOptions {
+            let options = pipeline::Options {
+                plan: CompressOptions {
                     schemes,
                     force,
                     tie_embeddings,
                 },
-                &calib,
-                budget_mb,
-            )
+                budget: budget_mb.map(Budget::Megabytes),
+                ..calib.options()
+            };
+            compress(&source, &output, &options, &calib)
         }
         Command::ReferenceLogits {
             model,
@@ -257,8 +263,8 @@ fn main() -> ExitCode {
 type AnyResult = Result<(), Box<dyn std::error::Error>>;
 
 fn info(path: &Path) -> AnyResult {
-    if path.join(qwenc_codegen::compressed::MANIFEST_FILE).exists() {
-        let model = qwenc_codegen::compressed::CompressedModel::open(path)?;
+    if path.join(MANIFEST_FILE).exists() {
+        let model = CompressedModel::open(path)?;
         println!(
             "compressed model: {} (quantizer {})",
             path.display(),
@@ -494,228 +500,87 @@ fn load_with_progress(ckpt: &Checkpoint) -> Result<ReferenceWeights, qwenc_codeg
     weights
 }
 
-/// Calibration for awq/gptq: capture activations, search AWQ scales, build the quantizer.
-fn calibrated_quantizer(
-    plan: &mut CompressPlan,
-    calib: &CalibArgs,
-    budget_mb: Option<f64>,
-) -> Result<qwenc_codegen::calibrate::CalibratedQuantizer, Box<dyn std::error::Error>> {
-    use qwenc_codegen::calibrate::{capture, search_awq_per_layer, CalibratedQuantizer, Method};
-    use qwenc_codegen::quant::awq::AwqOptions;
-    use qwenc_codegen::quant::gptq::GptqOptions;
-    use qwenc_codegen::reference::Tap;
-    let methods = calib.method;
-    let gptq = GptqOptions {
-        damp: calib.gptq_damp,
-        act_order: calib.gptq_act_order,
-        ..Default::default()
-    };
-    let budget_bytes = match budget_mb {
-        Some(mb) if !(mb > 0.0 && mb.is_finite()) => {
-            return Err(format!("--budget-mb {mb}: expected a positive number of MB").into())
-        }
-        Some(mb) => Some((mb * 1e6).floor() as u64),
-        None => None,
-    };
-    if let Some(b) = budget_bytes {
-        // From the shapes alone, before the minutes of calibration.
-        plan.check_budget(b, &qwenc_codegen::budget::CANDIDATES)?;
-    }
-    if !methods.needs_calibration() && budget_mb.is_none() {
-        return Ok(CalibratedQuantizer::new(methods, Vec::new(), None, 0, gptq));
-    }
-    let start = Instant::now();
-    let text = std::fs::read_to_string(&calib.calib_file)
-        .map_err(|e| format!("--calib-file {}: {e}", calib.calib_file.display()))?;
-    let tokenizer = Tokenizer::from_spec(plan.checkpoint.tokenizer.clone())?;
-    let tokens = tokenizer.encode(&text);
-    let weights = load_with_progress(&plan.checkpoint)?;
-    if let (Some(_), Some(head)) = (budget_bytes, &weights.lm_head) {
-        // Under a budget, a second copy of one matrix is the costliest thing to keep.
-        let d = qwenc_codegen::checkpoint::relative_distance(&weights.embed, head);
-        if d <= TIE_DISTANCE_WARNING {
-            eprintln!(
-                "hint: the embedding and the lm_head are {:.2}% apart, two roundings of one matrix: --tie-embeddings stores it once and frees {:.0} M weights of the budget",
-                d * 100.0,
-                head.len() as f64 / 1e6
-            );
-        }
-    }
-    let seqs = calib.calib_tokens.div_ceil(calib.calib_seq_len.max(1));
-    let bar = ProgressBar::new(seqs as u64).with_style(
-        ProgressStyle::with_template("calibrating {bar:40} {pos}/{len} sequences {elapsed}")
-            .expect("static template"),
-    );
-    let calibration = capture(
-        &weights,
-        &tokens,
-        calib.calib_tokens,
-        calib.calib_seq_len,
-        &mut |done, _| bar.set_position(done as u64),
-    )?;
-    bar.finish_and_clear();
-    eprintln!(
-        "calibration: {} tokens of {} in sequences of {}, {:.0} MB of activations ({:.1} s)",
-        calibration.tokens,
-        calib.calib_file.display(),
-        calib.calib_seq_len,
-        calibration.bytes() as f64 / 1e6,
-        start.elapsed().as_secs_f64()
-    );
-    if let Some(budget_bytes) = budget_bytes {
-        let t = Instant::now();
-        let candidates = qwenc_codegen::budget::CANDIDATES;
-        let bar = ProgressBar::new(0).with_style(
-            ProgressStyle::with_template("sensitivity {bar:40} {pos}/{len} matrices {elapsed}")
-                .expect("static template"),
-        );
-        let groups = qwenc_codegen::budget::measure(
-            &weights,
-            &calibration,
-            &candidates,
-            &mut |done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64)
+impl CalibArgs {
+    /// The pipeline's options for these flags (schemes and budget aside).
+    fn options(&self) -> pipeline::Options {
+        pipeline::Options {
+            methods: self.method,
+            awq: AwqOptions {
+                grid: self.awq_grid,
+                search_tokens: self.awq_search_tokens,
             },
-        );
-        bar.finish_and_clear();
-        let selection = plan.apply_budget(&groups, budget_bytes, calibration.tokens)?;
-        let b = plan
-            .budget
-            .as_ref()
-            .expect("apply_budget records the budget");
-        eprintln!(
-            "budget: {:.1} MB → matrices {:.1} MB, model.safetensors {:.1} MB (cheapest assignment {:.1} MB); predicted cost {:.4} vs {:.4} for the cheapest ({:.1} s)",
-            budget_bytes as f64 / 1e6,
-            selection.bytes as f64 / 1e6,
-            plan.file_len() as f64 / 1e6,
-            b.minimum_bytes as f64 / 1e6,
-            b.predicted_cost,
-            b.predicted_cost_minimum,
-            t.elapsed().as_secs_f64()
-        );
-    }
-    if !methods.needs_calibration() {
-        return Ok(CalibratedQuantizer::new(methods, Vec::new(), None, 0, gptq));
-    }
-    let mut scales = Vec::new();
-    if methods.attn == Method::Awq || methods.mlp == Method::Awq {
-        let t = Instant::now();
-        let opts = AwqOptions {
-            grid: calib.awq_grid,
-            search_tokens: calib.awq_search_tokens,
-        };
-        let bar = ProgressBar::new(weights.layers.len() as u64).with_style(
-            ProgressStyle::with_template(
-                "awq search {bar:40} {pos}/{len} layers {elapsed}/{duration}",
-            )
-            .expect("static template"),
-        );
-        // Per layer, the schemes the plan chose (one per class without --budget-mb).
-        let schemes: std::collections::BTreeMap<&str, Scheme> = plan
-            .tensors
-            .iter()
-            .map(|t| (t.name.as_str(), t.scheme))
-            .collect();
-        let scheme_of = |l: usize, tap: Tap| {
-            let name = match tap {
-                Tap::Attn => format!("model.layers.{l}.self_attn.q_proj.weight"),
-                Tap::OProj => format!("model.layers.{l}.self_attn.o_proj.weight"),
-                Tap::Mlp => format!("model.layers.{l}.mlp.gate_proj.weight"),
-                Tap::Down => format!("model.layers.{l}.mlp.down_proj.weight"),
-                Tap::Head => unreachable!("AWQ searches the layers only"),
-            };
-            schemes[name.as_str()]
-        };
-        scales = search_awq_per_layer(
-            &weights,
-            &calibration,
-            &methods,
-            &scheme_of,
-            &opts,
-            &mut |done, _| bar.set_position(done as u64),
-        );
-        bar.finish_and_clear();
-        let (mut err, mut rtn) = (0.0, 0.0);
-        for s in &scales {
-            for x in [&s.attn, &s.mlp, &s.down].into_iter().flatten() {
-                err += x.error;
-                rtn += x.rtn_error;
-            }
+            gptq: GptqOptions {
+                damp: self.gptq_damp,
+                act_order: self.gptq_act_order,
+                ..Default::default()
+            },
+            calibration: CalibrationInput {
+                text: CalibrationText::File(self.calib_file.clone()),
+                tokens: self.calib_tokens,
+                seq_len: self.calib_seq_len,
+            },
+            ..Default::default()
         }
-        let alphas: Vec<String> = scales
-            .iter()
-            .map(|s| {
-                [&s.attn, &s.mlp, &s.down]
-                    .iter()
-                    .map(|x| {
-                        x.as_ref()
-                            .map_or("-".to_string(), |x| format!("{:.2}", x.alpha))
-                    })
-                    .collect::<Vec<_>>()
-                    .join("/")
-            })
-            .collect();
-        eprintln!(
-            "awq: output error {:.4e} vs rtn {:.4e} ({:.1}% less) on the search tokens in {:.1} s; α (attn/mlp/down) per layer: {}",
-            err,
-            rtn,
-            100.0 * (1.0 - err / rtn.max(f64::MIN_POSITIVE)),
-            t.elapsed().as_secs_f64(),
-            alphas.join(" ")
-        );
     }
-    drop(weights);
-    let needs_acts = methods.uses_gptq();
-    let tokens = calibration.tokens;
-    Ok(CalibratedQuantizer::new(
-        methods,
-        scales,
-        needs_acts.then_some(calibration),
-        tokens,
-        gptq,
-    ))
 }
 
-/// Above this relative distance the embedding and the lm_head are not two roundings of one
-/// matrix (the dev GGUF's Q5_0 and Q8_0 copies are 4.4% apart; unrelated matrices about 141%).
-const TIE_DISTANCE_WARNING: f64 = 0.15;
+/// One progress bar at a time: the bar of the step that reports progress.
+#[derive(Default)]
+struct Bars {
+    current: Option<(Step, ProgressBar)>,
+}
+
+impl Bars {
+    fn update(&mut self, step: Step, done: usize, total: usize, item: &str) {
+        if self.current.as_ref().map(|(s, _)| *s) != Some(step) {
+            self.clear();
+            let template = match step {
+                Step::Load => "loading {bar:40} {pos}/{len} tensors {elapsed} {msg}",
+                Step::Calibrate => "calibrating {bar:40} {pos}/{len} sequences {elapsed}",
+                Step::Measure => "sensitivity {bar:40} {pos}/{len} matrices {elapsed}",
+                Step::AwqSearch => "awq search {bar:40} {pos}/{len} layers {elapsed}/{duration}",
+                Step::Write => "compressing {bar:40} {pos}/{len} tensors {elapsed} {msg}",
+            };
+            let bar = ProgressBar::new(total as u64)
+                .with_style(ProgressStyle::with_template(template).expect("static template"));
+            self.current = Some((step, bar));
+        }
+        if let Some((_, bar)) = &self.current {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(item.to_string());
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some((_, bar)) = self.current.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
 
 fn compress(
     source: &Path,
     output: &Path,
-    options: CompressOptions,
+    options: &pipeline::Options,
     calib: &CalibArgs,
-    budget_mb: Option<f64>,
 ) -> AnyResult {
     let start = Instant::now();
-    let mut plan = CompressPlan::new(source, output, &options)?;
-    for warning in &plan.warnings {
-        eprintln!("warning: {warning}");
-    }
-    if let Some(d) = plan.embedding_from_lm_head {
-        eprintln!(
-            "--tie-embeddings: the embedding is replaced by the lm_head, {:.2}% apart (relative Frobenius distance)",
-            d * 100.0
-        );
-        if d > TIE_DISTANCE_WARNING {
-            eprintln!(
-                "warning: the embedding and the lm_head are not copies of one matrix ({:.0}% apart): sharing them changes the model; check `qwen kl` before using it",
-                d * 100.0
-            );
+    let mut bars = Bars::default();
+    let result = pipeline::run(source, output, options, &mut |event| match event {
+        Event::Progress {
+            step,
+            done,
+            total,
+            item,
+        } => bars.update(step, done, total, item),
+        event => {
+            bars.clear();
+            print_event(&event, calib);
         }
-    }
-    let quantizer = calibrated_quantizer(&mut plan, calib, budget_mb)?;
-    let bar = ProgressBar::new(plan.tensors.len() as u64).with_style(
-        ProgressStyle::with_template("compressing {bar:40} {pos}/{len} tensors {elapsed} {msg}")
-            .expect("static template"),
-    );
-    let report = plan.run(&quantizer, &mut |done, _total, name| {
-        bar.set_position(done as u64);
-        bar.set_message(name.to_string());
     });
-    bar.finish_and_clear();
-    let report = report?;
+    bars.clear();
+    let report = result?;
     let m = &report.manifest;
     println!(
         "compressed {} ({}) into {} in {:.1} s{}",
@@ -739,9 +604,101 @@ fn compress(
     Ok(())
 }
 
+/// What `qwenc compress` says between its progress bars.
+fn print_event(event: &Event, calib: &CalibArgs) {
+    match event {
+        Event::Progress { .. } => {}
+        Event::Planned(plan) => print_plan(plan),
+        Event::SeparateCopies {
+            distance,
+            lm_head_weights,
+        } => eprintln!(
+            "hint: the embedding and the lm_head are {:.2}% apart, two roundings of one matrix: --tie-embeddings stores it once and frees {:.0} M weights of the budget",
+            distance * 100.0,
+            *lm_head_weights as f64 / 1e6
+        ),
+        Event::Calibrated {
+            calibration,
+            elapsed,
+        } => eprintln!(
+            "calibration: {} tokens of {} in sequences of {}, {:.0} MB of activations ({:.1} s)",
+            calibration.tokens,
+            calib.calib_file.display(),
+            calib.calib_seq_len,
+            calibration.bytes() as f64 / 1e6,
+            elapsed.as_secs_f64()
+        ),
+        Event::Budgeted { choice, elapsed } => {
+            let b = &choice.info;
+            eprintln!(
+                "budget: {:.1} MB → matrices {:.1} MB, model.safetensors {:.1} MB (cheapest assignment {:.1} MB); predicted cost {:.4} vs {:.4} for the cheapest ({:.1} s)",
+                b.budget_bytes as f64 / 1e6,
+                choice.selection.bytes as f64 / 1e6,
+                choice.file_len as f64 / 1e6,
+                b.minimum_bytes as f64 / 1e6,
+                b.predicted_cost,
+                b.predicted_cost_minimum,
+                elapsed.as_secs_f64()
+            );
+        }
+        Event::AwqSearched { scales, elapsed } => print_awq(scales, elapsed.as_secs_f64()),
+    }
+}
+
+/// The plan's warnings, and how far `--tie-embeddings` moved the embedding.
+fn print_plan(plan: &CompressPlan) {
+    for warning in &plan.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if let Some(d) = plan.embedding_from_lm_head {
+        eprintln!(
+            "--tie-embeddings: the embedding is replaced by the lm_head, {:.2}% apart (relative Frobenius distance)",
+            d * 100.0
+        );
+        if d > TIE_DISTANCE_WARNING {
+            eprintln!(
+                "warning: the embedding and the lm_head are not copies of one matrix ({:.0}% apart): sharing them changes the model; check `qwen kl` before using it",
+                d * 100.0
+            );
+        }
+    }
+}
+
+/// The AWQ search's output error against RTN's, and α per layer.
+fn print_awq(scales: &[LayerScales], seconds: f64) {
+    let (mut err, mut rtn) = (0.0, 0.0);
+    for s in scales {
+        for x in [&s.attn, &s.mlp, &s.down].into_iter().flatten() {
+            err += x.error;
+            rtn += x.rtn_error;
+        }
+    }
+    let alphas: Vec<String> = scales
+        .iter()
+        .map(|s| {
+            [&s.attn, &s.mlp, &s.down]
+                .iter()
+                .map(|x| {
+                    x.as_ref()
+                        .map_or("-".to_string(), |x| format!("{:.2}", x.alpha))
+                })
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .collect();
+    eprintln!(
+        "awq: output error {:.4e} vs rtn {:.4e} ({:.1}% less) on the search tokens in {:.1} s; α (attn/mlp/down) per layer: {}",
+        err,
+        rtn,
+        100.0 * (1.0 - err / rtn.max(f64::MIN_POSITIVE)),
+        seconds,
+        alphas.join(" ")
+    );
+}
+
 /// The class table, and for a `--budget-mb` manifest each layer's chosen schemes with their
 /// predicted costs.
-fn print_manifest(m: &qwenc_codegen::compressed::Manifest) {
+fn print_manifest(m: &Manifest) {
     if let Some(d) = m.source.embedding_from_lm_head {
         println!(
             "embedding: the source's lm_head, stored once for both (--tie-embeddings; the source's own embedding was {:.2}% from it)",
@@ -810,7 +767,6 @@ fn print_manifest(m: &qwenc_codegen::compressed::Manifest) {
         "class", "scheme", "tensors", "params", "bytes", "bits/w"
     );
     for c in m.class_totals() {
-        use qwenc_codegen::compressed::TensorClass;
         let mixed = m
             .tensors
             .iter()

@@ -21,8 +21,10 @@
 
 pub mod awq;
 pub mod gptq;
+mod quantizer;
 mod rtn;
 mod scheme;
 
+pub use quantizer::{Quantizer, Rtn};
 pub use rtn::{code_at, dequantize, quantize_rtn, QuantizedData, QuantizedMatrix};
 pub use scheme::{Scheme, SchemeError};

@@ -1,9 +1,9 @@
 //! The f32 weights of the reference model, loaded by Hugging Face name with every shape
 //! checked against the config.
 
-use crate::checkpoint::{Checkpoint, EMBED, FINAL_NORM, LM_HEAD};
-use crate::config::QwenConfig;
-use crate::error::Result;
+use crate::model_io::checkpoint::{Checkpoint, EMBED, FINAL_NORM, LM_HEAD};
+use crate::model_io::config::QwenConfig;
+use crate::model_io::error::Result;
 
 /// One decoder layer. Matrices are row-major `[out, in]` as in Hugging Face.
 pub struct LayerWeights {

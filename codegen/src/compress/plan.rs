@@ -1,110 +1,19 @@
-//! The compression driver behind `qwenc compress`: open a checkpoint, choose a scheme per
-//! matrix, then stream tensor by tensor (load f32 → hash → quantize → write) into a
-//! [compressed model directory](crate::compressed), so that peak memory stays near one f32 copy
-//! of the largest tensor plus its quantized form.
-//!
-//! The numerics live in [`crate::quant`]; the per-tensor quantize step is one call to a
-//! [`Quantizer`]: [`Rtn`], or [`crate::calibrate::CalibratedQuantizer`] for AWQ/GPTQ
-//! (AWQ also changes norm weights and up_proj rows through [`Quantizer::transform`]).
-//!
-//! ```no_run
-//! # use qwenc_codegen::compress::*;
-//! # use std::path::Path;
-//! let plan = CompressPlan::new(Path::new("model.gguf"), Path::new("out"), &CompressOptions::default())?;
-//! for w in &plan.warnings { eprintln!("warning: {w}"); }
-//! let report = plan.run(&Rtn, &mut |_done, _total, _name| {})?;
-//! # Ok::<(), CompressError>(())
-//! ```
+//! The plan of a compression, decided before anything is written: the source checked, a
+//! scheme per matrix ([`SchemeArgs`], or a budget's [`BudgetChoice`]). [`CompressPlan::write`]
+//! then streams the tensors into the output directory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
-use crate::budget;
-use crate::checkpoint::Checkpoint;
-use crate::compressed::{
-    file_len, matrix_data, matrix_parts, vector_part, BudgetInfo, ClassSchemes, Manifest, PartData,
-    PartSpec, SafetensorsWriter, SourceInfo, TensorClass, TensorEntry, CONFIG_FILE, FORMAT,
-    MANIFEST_FILE, SAFETENSORS_FILE, TOKENIZER_FILE,
+use crate::compress::budget::{self, BudgetError, Group, Selection};
+use crate::compress::error::CompressError;
+use crate::compress::format::{
+    file_len, matrix_parts, vector_part, BudgetInfo, ClassSchemes, PartSpec, TensorClass, FORMAT,
 };
-use crate::error::LoadError;
-use crate::quant::{quantize_rtn, QuantizedMatrix, Scheme};
+use crate::model_io::checkpoint::Checkpoint;
+use crate::model_io::error::LoadError;
+use crate::quant::Scheme;
 use crate::reference::ReferenceWeights;
-
-/// Turns one f32 matrix into a [`QuantizedMatrix`] in the requested scheme.
-pub trait Quantizer: Sync {
-    /// Recorded in the manifest (`rtn`).
-    fn name(&self) -> &str;
-    /// Quantize `w` (`[rows, cols]`, row-major, Hugging Face tensor `name`). The driver has
-    /// checked `scheme.check_cols(cols)`; the result must have the same rows, cols and scheme.
-    fn quantize(
-        &self,
-        name: &str,
-        w: &[f32],
-        rows: usize,
-        cols: usize,
-        scheme: Scheme,
-    ) -> QuantizedMatrix;
-    /// Change tensor `name` (any tensor, vectors included) before it is quantized or stored,
-    /// e.g. AWQ folding its scales into a norm weight. The default changes nothing.
-    fn transform(&self, _name: &str, _w: &mut [f32]) {}
-}
-
-/// Round to nearest: [`quantize_rtn`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Rtn;
-
-impl Quantizer for Rtn {
-    fn name(&self) -> &str {
-        "rtn"
-    }
-    fn quantize(
-        &self,
-        _name: &str,
-        w: &[f32],
-        rows: usize,
-        cols: usize,
-        scheme: Scheme,
-    ) -> QuantizedMatrix {
-        quantize_rtn(w, rows, cols, scheme)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CompressError {
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    #[error("{}: output directory exists and is not empty (pass --force to overwrite it)", path.display())]
-    OutputExists { path: PathBuf },
-    #[error("{}: exists and is not a directory", path.display())]
-    OutputNotDir { path: PathBuf },
-    #[error("{}: the output directory is the source checkpoint; choose another one", path.display())]
-    OutputIsSource { path: PathBuf },
-    /// A scheme cannot store a tensor (group size not dividing the columns).
-    #[error("{}: tensor `{tensor}`: scheme {scheme}: {problem}", source_path.display())]
-    Scheme {
-        source_path: PathBuf,
-        tensor: String,
-        scheme: Scheme,
-        problem: String,
-    },
-    /// `--budget-mb`: the budget cannot be met (or a group has no usable scheme).
-    #[error(transparent)]
-    Budget(#[from] budget::BudgetError),
-    #[error("tensor `{tensor}`: quantizer `{quantizer}` returned {problem}")]
-    Quantizer {
-        tensor: String,
-        quantizer: String,
-        problem: String,
-    },
-    #[error("{}: {source}", path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// The schemes the user asked for; `None` = not given (see [`SchemeArgs::resolve`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -172,7 +81,7 @@ pub struct PlannedTensor {
     pub class: TensorClass,
     pub scheme: Scheme,
     pub source_dtype: String,
-    /// Set by [`CompressPlan::apply_budget`].
+    /// Set under a budget ([`BudgetChoice`]).
     pub predicted_cost: Option<f64>,
 }
 
@@ -187,23 +96,11 @@ pub struct CompressPlan {
     pub warnings: Vec<String>,
     /// In the Hugging Face load order (embedding, layers, final norm, lm_head).
     pub tensors: Vec<PlannedTensor>,
-    /// Set by [`CompressPlan::apply_budget`].
+    /// Set under a budget ([`CompressPlan::with_budget`]).
     pub budget: Option<BudgetInfo>,
     /// With [`CompressOptions::tie_embeddings`]: how far the replaced embedding was from the
     /// lm_head that now serves both (‖E − L‖ / ‖L‖).
     pub embedding_from_lm_head: Option<f64>,
-}
-
-/// What was written.
-#[derive(Clone, Debug)]
-pub struct CompressReport {
-    pub out_dir: PathBuf,
-    pub manifest: Manifest,
-    pub warnings: Vec<String>,
-    /// Size of `model.safetensors` (header included).
-    pub safetensors_bytes: u64,
-    /// Size of the four files together.
-    pub dir_bytes: u64,
 }
 
 impl CompressPlan {
@@ -300,23 +197,24 @@ impl CompressPlan {
 
     /// Size of `model.safetensors` with the tensors' current schemes.
     pub fn file_len(&self) -> u64 {
-        file_len(&self.parts(), &safetensors_metadata())
+        file_len(&parts_of(&self.tensors), &safetensors_metadata())
     }
 
     /// Mixed precision under a budget (`--budget-mb`): choose each matrix's scheme from
-    /// `candidates` with [`crate::budget`] so that `model.safetensors` (header included) is at
-    /// most `budget_bytes`, and record the choice and the predicted costs for the manifest.
-    /// `groups` come from [`crate::budget::measure`] on this checkpoint.
-    pub fn apply_budget(
-        &mut self,
-        groups: &[budget::Group],
+    /// `candidates` with [`crate::compress::budget`] so that `model.safetensors` (header
+    /// included) is at most `budget_bytes`, with the predicted costs for the manifest. `groups`
+    /// come from [`crate::compress::budget::measure`] on this checkpoint. The plan is unchanged:
+    /// [`CompressPlan::with_budget`] applies the choice.
+    pub fn choose_budget(
+        &self,
+        groups: &[Group],
         budget_bytes: u64,
         calibration_tokens: usize,
-    ) -> Result<budget::Selection, CompressError> {
+    ) -> Result<BudgetChoice, CompressError> {
         let (fixed_bytes, header_reserve) = self.budget_overhead();
         let overhead = fixed_bytes + header_reserve;
         let too_small = |minimum_matrices: u64, cheapest: Option<String>| {
-            CompressError::Budget(budget::BudgetError::TooSmall {
+            CompressError::Budget(BudgetError::TooSmall {
                 budget: budget_bytes,
                 minimum: minimum_matrices + overhead,
                 cheapest,
@@ -325,7 +223,7 @@ impl CompressPlan {
         let matrix_budget = budget_bytes.checked_sub(overhead);
         let selection = match matrix_budget {
             Some(b) => budget::select(groups, b).map_err(|e| match e {
-                budget::BudgetError::TooSmall {
+                BudgetError::TooSmall {
                     minimum, cheapest, ..
                 } => too_small(minimum, cheapest),
                 e => CompressError::Budget(e),
@@ -345,22 +243,20 @@ impl CompressPlan {
                 chosen.insert(m.as_str(), (o.scheme, cost));
             }
         }
-        for t in &mut self.tensors {
+        let mut tensors = self.tensors.clone();
+        for t in &mut tensors {
             if t.shape.len() != 2 {
                 continue;
             }
             let &(scheme, cost) = chosen.get(t.name.as_str()).ok_or_else(|| {
-                CompressError::Budget(budget::BudgetError::NoOption(format!(
-                    "{} (not measured)",
-                    t.name
-                )))
+                CompressError::Budget(BudgetError::NoOption(format!("{} (not measured)", t.name)))
             })?;
             t.scheme = scheme;
             t.predicted_cost = Some(cost);
         }
         // The class summary: each class's most common scheme by parameters.
         let mut by_class: BTreeMap<(TensorClass, String), (u64, Scheme)> = BTreeMap::new();
-        for t in self.tensors.iter().filter(|t| t.shape.len() == 2) {
+        for t in tensors.iter().filter(|t| t.shape.len() == 2) {
             let e = by_class
                 .entry((t.class, t.scheme.to_string()))
                 .or_insert((0, t.scheme));
@@ -374,16 +270,16 @@ impl CompressPlan {
                 .map(|(_, (_, s))| *s)
         };
         let head = common(TensorClass::LmHead).or(common(TensorClass::Embed));
-        self.schemes = ClassSchemes {
+        let mut schemes = ClassSchemes {
             attn: common(TensorClass::Attn).unwrap_or(self.schemes.attn),
             mlp: common(TensorClass::Mlp).unwrap_or(self.schemes.mlp),
             embed: common(TensorClass::Embed).unwrap_or(self.schemes.embed),
             lm_head: head.unwrap_or(self.schemes.lm_head),
         };
         if self.tied {
-            self.schemes.lm_head = self.schemes.embed;
+            schemes.lm_head = schemes.embed;
         }
-        let file = self.file_len();
+        let file = file_len(&parts_of(&tensors), &safetensors_metadata());
         if file > budget_bytes {
             // The header reserve makes this unreachable; never write past the budget silently.
             return Err(too_small(file - overhead, None));
@@ -395,7 +291,7 @@ impl CompressPlan {
             .collect();
         candidates.sort();
         candidates.dedup();
-        self.budget = Some(BudgetInfo {
+        let info = BudgetInfo {
             budget_bytes,
             calibration_tokens,
             candidates: candidates.iter().map(Scheme::to_string).collect(),
@@ -404,12 +300,29 @@ impl CompressPlan {
             predicted_cost: selection.cost,
             predicted_cost_minimum: minimum_cost,
             proxy: budget::PROXY.to_string(),
-        });
-        Ok(selection)
+        };
+        Ok(BudgetChoice {
+            selection,
+            tensors,
+            schemes,
+            info,
+            file_len: file,
+        })
+    }
+
+    /// The plan with a budget's choice: its schemes and predicted costs, and the budget
+    /// recorded for the manifest.
+    pub fn with_budget(self, choice: BudgetChoice) -> CompressPlan {
+        CompressPlan {
+            tensors: choice.tensors,
+            schemes: choice.schemes,
+            budget: Some(choice.info),
+            ..self
+        }
     }
 
     /// Refuse a budget below the smallest assignment from the shapes alone, before any
-    /// calibration (the same bound [`CompressPlan::apply_budget`] enforces).
+    /// calibration (the same bound [`CompressPlan::choose_budget`] enforces).
     pub fn check_budget(
         &self,
         budget_bytes: u64,
@@ -425,7 +338,7 @@ impl CompressPlan {
                     .filter(|s| s.check_cols(cols).is_ok())
                     .map(|&s| (budget::matrix_bytes(rows, cols, s), s))
                     .min()
-                    .ok_or_else(|| budget::BudgetError::NoOption(t.name.clone()))?;
+                    .ok_or_else(|| BudgetError::NoOption(t.name.clone()))?;
                 matrices += best.0;
                 cheapest.push(best.1.to_string());
             }
@@ -434,7 +347,7 @@ impl CompressPlan {
         cheapest.dedup();
         let minimum = matrices + fixed + reserve;
         if minimum > budget_bytes {
-            return Err(budget::BudgetError::TooSmall {
+            return Err(BudgetError::TooSmall {
                 budget: budget_bytes,
                 minimum,
                 cheapest: Some(cheapest.join("/")),
@@ -478,180 +391,39 @@ impl CompressPlan {
 
     /// The stored tensors of the whole model.
     pub fn parts(&self) -> Vec<PartSpec> {
-        self.tensors
-            .iter()
-            .flat_map(|t| match t.shape[..] {
-                [rows, cols] => matrix_parts(&t.name, rows, cols, t.scheme),
-                _ => vec![vector_part(&t.name, t.shape[0])],
-            })
-            .collect()
+        parts_of(&self.tensors)
     }
+}
 
-    /// Write the directory; `progress(done, total, name)` is called before each tensor and
-    /// once at the end with `done == total`.
-    pub fn run(
-        self,
-        quantizer: &dyn Quantizer,
-        progress: &mut dyn FnMut(usize, usize, &str),
-    ) -> Result<CompressReport, CompressError> {
-        let out = &self.out_dir;
-        let werr = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| CompressError::Write { path, source }
-        };
-        std::fs::create_dir_all(out).map_err(werr(out))?;
-        let write_file = |name: &str, text: &str| {
-            let path = out.join(name);
-            std::fs::write(&path, text).map_err(werr(&path))
-        };
-        // The manifest goes last: a directory without one is visibly incomplete.
-        let manifest_path = out.join(MANIFEST_FILE);
-        if manifest_path.exists() {
-            std::fs::remove_file(&manifest_path).map_err(werr(&manifest_path))?;
-        }
-        let mut config_json = serde_json::to_string_pretty(&self.checkpoint.config.to_hf_json())
-            .expect("JSON values serialize");
-        config_json.push('\n');
-        write_file(CONFIG_FILE, &config_json)?;
-        write_file(
-            TOKENIZER_FILE,
-            &self.checkpoint.tokenizer.to_tokenizer_json(),
-        )?;
+/// A budget's choice for a plan ([`CompressPlan::choose_budget`]).
+#[derive(Clone, Debug)]
+pub struct BudgetChoice {
+    /// The chosen option of every group, and the matrices' bytes and predicted cost.
+    pub selection: Selection,
+    /// The plan's tensors with the chosen schemes and predicted costs.
+    pub tensors: Vec<PlannedTensor>,
+    /// Each class's most common scheme (the manifest's summary).
+    pub schemes: ClassSchemes,
+    /// What the manifest records of the budget.
+    pub info: BudgetInfo,
+    /// Size of `model.safetensors` with the chosen schemes.
+    pub file_len: u64,
+}
 
-        let final_path = out.join(SAFETENSORS_FILE);
-        let partial_path = out.join(format!("{SAFETENSORS_FILE}.partial"));
-        let result = self.write_tensors(&partial_path, quantizer, progress);
-        let tensors = match result {
-            Ok(t) => t,
-            Err(e) => {
-                let _ = std::fs::remove_file(&partial_path);
-                return Err(e);
-            }
-        };
-        std::fs::rename(&partial_path, &final_path).map_err(werr(&final_path))?;
-
-        let manifest = Manifest {
-            budget: self.budget.clone(),
-            format: FORMAT.to_string(),
-            quantizer: quantizer.name().to_string(),
-            schemes: self.schemes,
-            source: SourceInfo {
-                embedding_from_lm_head: self.embedding_from_lm_head,
-                format: self.checkpoint.format.to_string(),
-                path: self.source.to_string_lossy().into_owned(),
-            },
-            totals: Manifest::totals_of(&tensors),
-            tensors,
-            tied_embeddings: self.tied,
-        };
-        write_file(MANIFEST_FILE, &manifest.to_json())?;
-
-        let size = |name: &str| {
-            let path = out.join(name);
-            std::fs::metadata(&path)
-                .map(|m| m.len())
-                .map_err(werr(&path))
-        };
-        let safetensors_bytes = size(SAFETENSORS_FILE)?;
-        let dir_bytes =
-            safetensors_bytes + size(MANIFEST_FILE)? + size(CONFIG_FILE)? + size(TOKENIZER_FILE)?;
-        Ok(CompressReport {
-            out_dir: self.out_dir.clone(),
-            manifest,
-            warnings: self.warnings,
-            safetensors_bytes,
-            dir_bytes,
+/// The stored tensors of `tensors`.
+fn parts_of(tensors: &[PlannedTensor]) -> Vec<PartSpec> {
+    tensors
+        .iter()
+        .flat_map(|t| match t.shape[..] {
+            [rows, cols] => matrix_parts(&t.name, rows, cols, t.scheme),
+            _ => vec![vector_part(&t.name, t.shape[0])],
         })
-    }
-
-    /// Stream every tensor into `path`; returns the manifest entries.
-    fn write_tensors(
-        &self,
-        path: &Path,
-        quantizer: &dyn Quantizer,
-        progress: &mut dyn FnMut(usize, usize, &str),
-    ) -> Result<BTreeMap<String, TensorEntry>, CompressError> {
-        let werr = |source| CompressError::Write {
-            path: path.to_path_buf(),
-            source,
-        };
-        let parts = self.parts();
-        let sizes: BTreeMap<&str, usize> = parts
-            .iter()
-            .map(|p| (p.name.as_str(), p.n_bytes()))
-            .collect();
-        let metadata = safetensors_metadata();
-        let mut writer = SafetensorsWriter::create(path, &parts, &metadata).map_err(werr)?;
-
-        let total = self.tensors.len();
-        let mut entries = BTreeMap::new();
-        for (i, t) in self.tensors.iter().enumerate() {
-            progress(i, total, &t.name);
-            let mut w = self.checkpoint.load(&t.name, &t.shape)?;
-            // The manifest's hash is of the source tensor, before any transform.
-            let source_sha = sha256_f32(&w);
-            quantizer.transform(&t.name, &mut w);
-            let (bytes, sha) = match t.shape[..] {
-                [rows, cols] => {
-                    let (sha, m) = (
-                        source_sha,
-                        quantizer.quantize(&t.name, &w, rows, cols, t.scheme),
-                    );
-                    drop(w);
-                    check_quantized(&m, rows, cols, t.scheme).map_err(|problem| {
-                        CompressError::Quantizer {
-                            tensor: t.name.clone(),
-                            quantizer: quantizer.name().to_string(),
-                            problem,
-                        }
-                    })?;
-                    let mut bytes = 0;
-                    for (spec, data) in matrix_parts(&t.name, rows, cols, t.scheme)
-                        .iter()
-                        .zip(matrix_data(&m))
-                    {
-                        writer.write(&spec.name, data).map_err(werr)?;
-                        bytes += sizes[spec.name.as_str()];
-                    }
-                    (bytes, sha)
-                }
-                _ => {
-                    writer.write(&t.name, PartData::F32(&w)).map_err(werr)?;
-                    (sizes[t.name.as_str()], source_sha)
-                }
-            };
-            let params: usize = t.shape.iter().product();
-            entries.insert(
-                t.name.clone(),
-                TensorEntry {
-                    bits_per_weight: bytes as f64 * 8.0 / params as f64,
-                    bytes: bytes as u64,
-                    predicted_cost: t.predicted_cost,
-                    scheme: t.scheme,
-                    shape: t.shape.clone(),
-                    source_dtype: t.source_dtype.clone(),
-                    source_sha256: sha,
-                },
-            );
-        }
-        writer.finish().map_err(werr)?;
-        progress(total, total, "");
-        Ok(entries)
-    }
+        .collect()
 }
 
 /// The `__metadata__` of `model.safetensors`.
-fn safetensors_metadata() -> BTreeMap<String, String> {
+pub(super) fn safetensors_metadata() -> BTreeMap<String, String> {
     BTreeMap::from([("format".to_string(), FORMAT.to_string())])
-}
-
-/// Plan and run with [`Rtn`] and no progress report.
-pub fn compress(
-    source: &Path,
-    out_dir: &Path,
-    options: &CompressOptions,
-) -> Result<CompressReport, CompressError> {
-    CompressPlan::new(source, out_dir, options)?.run(&Rtn, &mut |_, _, _| {})
 }
 
 fn check_output_dir(dir: &Path, force: bool) -> Result<(), CompressError> {
@@ -678,50 +450,6 @@ fn check_output_dir(dir: &Path, force: bool) -> Result<(), CompressError> {
             }
         }
     }
-}
-
-fn check_quantized(
-    m: &QuantizedMatrix,
-    rows: usize,
-    cols: usize,
-    scheme: Scheme,
-) -> Result<(), String> {
-    if (m.rows, m.cols, m.scheme) != (rows, cols, scheme) {
-        return Err(format!(
-            "a {}×{} {} matrix for a {rows}×{cols} {scheme} request",
-            m.rows, m.cols, m.scheme
-        ));
-    }
-    let (specs, data) = (matrix_parts("", rows, cols, scheme), matrix_data(m));
-    if specs.len() != data.len() {
-        return Err(format!("data of the wrong kind for scheme {scheme}"));
-    }
-    for (spec, data) in specs.iter().zip(data) {
-        if spec.dtype != data.dtype() || spec.n_elements() != data.len() {
-            return Err(format!(
-                "{} {} elements for `{}`, the scheme needs {} {}",
-                data.len(),
-                data.dtype().name(),
-                spec.name,
-                spec.n_elements(),
-                spec.dtype.name()
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// SHA-256 (hex) of `values` as f32 little-endian bytes, hashed in chunks without a copy of
-/// the whole tensor.
-pub fn sha256_f32(values: &[f32]) -> String {
-    let mut h = Sha256::new();
-    let mut buf = Vec::with_capacity(4 << 14);
-    for chunk in values.chunks(1 << 14) {
-        buf.clear();
-        buf.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
-        h.update(&buf);
-    }
-    crate::compressed::hex(&h.finalize())
 }
 
 #[cfg(test)]
@@ -783,13 +511,5 @@ mod tests {
         let (c, w) = args.resolve(true);
         assert_eq!(c.embed, s("bf16"));
         assert!(w.is_empty());
-    }
-
-    #[test]
-    fn hashes_little_endian_f32() {
-        // sha256 of the 4 bytes 00 00 80 3f (1.0f32).
-        let mut h = Sha256::new();
-        h.update([0u8, 0, 0x80, 0x3f]);
-        assert_eq!(sha256_f32(&[1.0]), crate::compressed::hex(&h.finalize()));
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::error::{LoadError, Result};
+use crate::model_io::error::{LoadError, Result};
 
 /// Headers larger than this are refused (the format's own limit is 100 MB).
 pub const MAX_HEADER_BYTES: u64 = 100_000_000;

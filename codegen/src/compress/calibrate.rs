@@ -10,11 +10,11 @@
 //! [`CalibratedQuantizer`] is the compressor's quantizer built from them: per tensor class
 //! (attention, MLP) RTN, AWQ ([`crate::quant::awq`]) or GPTQ ([`crate::quant::gptq`]).
 
-use crate::compress::Quantizer;
-use crate::compressed::ClassSchemes;
+use crate::compress::format::ClassSchemes;
+use crate::model_io::checkpoint::LM_HEAD;
 use crate::quant::awq::{self, AwqOptions, AwqSearch};
 use crate::quant::gptq::{hessian, quantize_gptq, GptqOptions};
-use crate::quant::{quantize_rtn, QuantizedMatrix, Scheme};
+use crate::quant::{quantize_rtn, QuantizedMatrix, Quantizer, Scheme};
 use crate::reference::{KvCache, Logits, ReferenceWeights, Tap};
 
 /// The inputs of one layer's linear projections over all calibration tokens.
@@ -75,7 +75,7 @@ impl Calibration {
     /// (`model.layers.L.{self_attn,mlp}.*_proj.weight`, or an untied `lm_head.weight`), or
     /// `None` for other tensors.
     pub fn inputs_of(&self, name: &str) -> Option<&[f32]> {
-        if name == crate::checkpoint::LM_HEAD {
+        if name == LM_HEAD {
             return Some(&self.head);
         }
         let (layer, tap) = tap_of(name)?;
@@ -447,7 +447,7 @@ impl Quantizer for CalibratedQuantizer {
     ) -> QuantizedMatrix {
         let integer = !matches!(scheme, Scheme::F32 | Scheme::Bf16);
         let tap = match name {
-            crate::checkpoint::LM_HEAD => Some(Tap::Head),
+            LM_HEAD => Some(Tap::Head),
             _ => tap_of(name).map(|(_, tap)| tap),
         };
         if let (Some(tap), Some(calib), true) = (tap, &self.calibration, integer) {

@@ -12,7 +12,7 @@
 
 use qwenc_runtime::tokenizer::{AddedToken, PreTokenizer, TokenizerSpec};
 
-use crate::error::{LoadError, Result};
+use crate::model_io::error::{LoadError, Result};
 
 use super::config::{required, required_str, wrong_type};
 use super::GgufFile;

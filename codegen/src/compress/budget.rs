@@ -33,8 +33,9 @@
 
 use rayon::prelude::*;
 
-use crate::calibrate::{Calibration, LayerActivations};
-use crate::checkpoint::{EMBED, LM_HEAD};
+use crate::compress::calibrate::{Calibration, LayerActivations};
+use crate::compress::format::matrix_parts;
+use crate::model_io::checkpoint::{EMBED, LM_HEAD};
 use crate::quant::{dequantize, quantize_rtn, Scheme};
 use crate::reference::{ReferenceWeights, Tap};
 
@@ -116,9 +117,9 @@ pub const LM_HEAD_WEIGHT: f64 = 14.0;
 /// The manifest's name for the proxy.
 pub const PROXY: &str = "relative output error E|(W-Q(W))x|^2 / E|Wx|^2 per fused matrix, diagonal input second moments, RTN, <= 2^20 sampled weights per matrix; weights: layers 1, embedding 1.7, lm_head 14";
 
-/// Stored bytes of a `[rows, cols]` matrix in `scheme` (as `compressed::matrix_parts`).
+/// Stored bytes of a `[rows, cols]` matrix in `scheme` (as `format::matrix_parts`).
 pub fn matrix_bytes(rows: usize, cols: usize, scheme: Scheme) -> u64 {
-    crate::compressed::matrix_parts("", rows, cols, scheme)
+    matrix_parts("", rows, cols, scheme)
         .iter()
         .map(|p| p.n_bytes() as u64)
         .sum()
@@ -598,67 +599,4 @@ mod tests {
             .sum();
         assert!((direct - e8).abs() <= 1e-9 * direct.max(1.0));
     }
-}
-
-/// `qwenc compress SRC -o OUT --budget-mb` with round-to-nearest, as a library call (tests and
-/// the tiny build): calibrate on the first `n_tokens` of `tokens` in sequences of `seq_len`,
-/// measure, select, write.
-pub fn compress_with_budget(
-    source: &std::path::Path,
-    out: &std::path::Path,
-    budget_bytes: u64,
-    tokens: &[u32],
-    seq_len: usize,
-    force: bool,
-) -> Result<crate::compress::CompressReport, Box<dyn std::error::Error + Send + Sync>> {
-    use crate::compress::{CompressOptions, CompressPlan, Rtn};
-    let mut plan = CompressPlan::new(
-        source,
-        out,
-        &CompressOptions {
-            force,
-            ..Default::default()
-        },
-    )?;
-    plan.check_budget(budget_bytes, &CANDIDATES)?;
-    let weights = ReferenceWeights::load(&plan.checkpoint, &mut |_, _, _| {})?;
-    let calib = crate::calibrate::capture(&weights, tokens, tokens.len(), seq_len, &mut |_, _| {})?;
-    let groups = measure(&weights, &calib, &CANDIDATES, &mut |_, _| {});
-    drop(weights);
-    plan.apply_budget(&groups, budget_bytes, calib.tokens)?;
-    Ok(plan.run(&Rtn, &mut |_, _, _| {})?)
-}
-
-/// Deterministic calibration ids for a synthetic model (`n` ids below `vocab`): what the tiny
-/// model's mixed build and its tests calibrate on.
-pub fn synthetic_calibration_ids(n: usize, vocab: u32) -> Vec<u32> {
-    (0..n as u32).map(|i| (i * 37 + 11) % vocab).collect()
-}
-
-/// The budget a `fraction` of the way from the smallest assignment's file size to the file
-/// size when every matrix takes its least-cost option (both as [`CompressPlan::apply_budget`]
-/// counts them), for `source` calibrated as in [`compress_with_budget`]. Writes nothing.
-///
-/// [`CompressPlan::apply_budget`]: crate::compress::CompressPlan::apply_budget
-pub fn budget_between(
-    source: &std::path::Path,
-    tokens: &[u32],
-    seq_len: usize,
-    fraction: f64,
-) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
-    use crate::compress::{CompressError, CompressPlan, SchemeArgs};
-    let checkpoint = crate::Checkpoint::open(source)?;
-    let weights = ReferenceWeights::load(&checkpoint, &mut |_, _, _| {})?;
-    let calib = crate::calibrate::capture(&weights, tokens, tokens.len(), seq_len, &mut |_, _| {})?;
-    let groups = measure(&weights, &calib, &CANDIDATES, &mut |_, _| {});
-    drop(weights);
-    let mut plan =
-        CompressPlan::for_checkpoint(checkpoint, source, source, &SchemeArgs::default())?;
-    let min = match plan.apply_budget(&groups, 1, calib.tokens) {
-        Err(CompressError::Budget(BudgetError::TooSmall { minimum, .. })) => minimum,
-        other => return Err(format!("a 1-byte budget gave {:?}", other.map(|s| s.bytes)).into()),
-    };
-    plan.apply_budget(&groups, u64::MAX / 2, calib.tokens)?;
-    let max = plan.file_len();
-    Ok(min + ((max.saturating_sub(min)) as f64 * fraction) as u64)
 }

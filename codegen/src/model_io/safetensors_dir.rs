@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use serde_json::Value;
 
-use crate::safetensors_header;
+use crate::model_io::safetensors_header;
 
-use crate::checkpoint::{TensorMeta, TensorSource};
-use crate::error::{LoadError, Result};
+use crate::model_io::error::{LoadError, Result};
+use crate::model_io::tensor::{TensorMeta, TensorSource};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Dtype {

@@ -17,9 +17,9 @@ use super::{
     entry_parts, hex, Manifest, PartSpec, StoredDtype, TensorClass, CONFIG_FILE, MANIFEST_FILE,
     SAFETENSORS_FILE, TOKENIZER_FILE,
 };
-use crate::checkpoint::{EMBED, LM_HEAD};
-use crate::config::QwenConfig;
-use crate::error::{LoadError, Result};
+use crate::model_io::checkpoint::{EMBED, LM_HEAD};
+use crate::model_io::config::QwenConfig;
+use crate::model_io::error::{LoadError, Result};
 use crate::quant::{QuantizedData, QuantizedMatrix, Scheme};
 use crate::reference::ReferenceWeights;
 
@@ -49,7 +49,7 @@ pub struct CompressedModel {
 }
 
 impl CompressedModel {
-    /// Open and validate `dir` (see the module documentation of [`crate::compressed`]).
+    /// Open and validate `dir` (see the module documentation of [`crate::compress::format`]).
     pub fn open(dir: &Path) -> Result<CompressedModel> {
         let read = |name: &str| -> Result<(PathBuf, Vec<u8>)> {
             let path = dir.join(name);
@@ -410,7 +410,7 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<(BTreeMap<String, StoredPar
     let parse = |name: &str| StoredDtype::parse(name).map(|d| (d, d.size()));
     let supported = "compressed models use F32, F16, BF16, I8 and U8";
     let (entries, data_len) =
-        crate::safetensors_header::parse_header(path, bytes, parse, supported)?;
+        crate::model_io::safetensors_header::parse_header(path, bytes, parse, supported)?;
     let parts = entries
         .into_iter()
         .map(|e| {

@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use qwenc_runtime::tokenizer::TokenizerSpec;
 
-use crate::checkpoint::{TensorMeta, TensorSource};
-use crate::config::QwenConfig;
-use crate::error::{LoadError, Result};
+use crate::model_io::config::QwenConfig;
+use crate::model_io::error::{LoadError, Result};
+use crate::model_io::tensor::{TensorMeta, TensorSource};
 
 pub use reader::GgufTensorInfo;
 pub use types::{GgmlType, GgufValue};

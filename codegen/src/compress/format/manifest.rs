@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{entry_parts, ClassSchemes, PartSpec, TensorClass, FORMAT};
-use crate::error::{LoadError, Result};
+use crate::model_io::error::{LoadError, Result};
 use crate::quant::Scheme;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,7 +73,7 @@ pub struct TensorEntry {
     /// Stored bytes (all of the tensor's parts).
     pub bytes: u64,
     /// `--budget-mb` only: the tensor's predicted cost in its scheme (its share of its fused
-    /// group's output noise-to-signal ratio, see `crate::budget`).
+    /// group's output noise-to-signal ratio, see `crate::compress::budget`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_cost: Option<f64>,
     #[serde(with = "super::scheme_name")]

@@ -31,7 +31,7 @@ mod writer;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{EMBED, LM_HEAD};
+use crate::model_io::checkpoint::{EMBED, LM_HEAD};
 use crate::quant::{QuantizedData, QuantizedMatrix, Scheme};
 
 pub use manifest::{BudgetInfo, ClassTotals, Manifest, SourceInfo, TensorEntry, Totals};

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use crate::error::{LoadError, Result};
+use crate::model_io::error::{LoadError, Result};
 
 use super::names;
 use super::types::{value_type_name, GgmlType, GgufValue};

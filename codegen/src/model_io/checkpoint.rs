@@ -6,39 +6,11 @@ use std::path::Path;
 
 use qwenc_runtime::tokenizer::TokenizerSpec;
 
-use crate::config::QwenConfig;
-use crate::error::{LoadError, Result};
-use crate::gguf::GgufFile;
-use crate::safetensors_dir::SafetensorsDir;
-
-/// What a loader knows about one tensor without reading its data.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TensorMeta {
-    /// Hugging Face name.
-    pub name: String,
-    /// Hugging Face shape (row-major, last dimension contiguous).
-    pub shape: Vec<usize>,
-    /// Storage type in the file: `F32`, `BF16`, `F16`, `Q4_K`, ...
-    pub dtype: String,
-    /// Bytes the tensor occupies in the file.
-    pub n_bytes: u64,
-}
-
-impl TensorMeta {
-    pub fn n_elements(&self) -> usize {
-        self.shape.iter().product()
-    }
-}
-
-/// A source of named tensors, read lazily (files are memory-mapped).
-pub trait TensorSource: Send + Sync {
-    /// The file (or directory) tensors come from, for messages.
-    fn path(&self) -> &Path;
-    /// Every tensor in file order, with Hugging Face names.
-    fn tensors(&self) -> Vec<TensorMeta>;
-    /// The tensor converted (dequantized) to f32, row-major in the Hugging Face shape.
-    fn load_f32(&self, name: &str) -> Result<Vec<f32>>;
-}
+use crate::model_io::config::QwenConfig;
+use crate::model_io::error::{LoadError, Result};
+use crate::model_io::gguf::GgufFile;
+use crate::model_io::safetensors_dir::SafetensorsDir;
+use crate::model_io::tensor::{TensorMeta, TensorSource};
 
 /// A whole checkpoint: configuration, tokenizer, tensors.
 pub struct Checkpoint {

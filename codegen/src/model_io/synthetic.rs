@@ -8,7 +8,7 @@ use std::path::Path;
 use qwenc_runtime::tokenizer::{AddedToken, PreTokenizer, TokenizerSpec};
 use safetensors::tensor::{Dtype, TensorView};
 
-use crate::config::QwenConfig;
+use crate::model_io::config::QwenConfig;
 use crate::reference::ReferenceWeights;
 
 /// Storage type of the synthetic safetensors.
@@ -225,4 +225,10 @@ pub fn write_tiny_model(dir: &Path, options: &SyntheticOptions) -> std::io::Resu
         .map_err(to_io)?;
     }
     Ok(())
+}
+
+/// Deterministic calibration ids for a synthetic model (`n` ids below `vocab`): what the tiny
+/// model's mixed build and its tests calibrate on.
+pub fn synthetic_calibration_ids(n: usize, vocab: u32) -> Vec<u32> {
+    (0..n as u32).map(|i| (i * 37 + 11) % vocab).collect()
 }

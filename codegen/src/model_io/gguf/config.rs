@@ -2,8 +2,8 @@
 //! `tokenizer.ggml.*`) and the tensor directory, the way transformers does when it loads a
 //! GGUF file.
 
-use crate::config::QwenConfig;
-use crate::error::{LoadError, Result};
+use crate::model_io::config::QwenConfig;
+use crate::model_io::error::{LoadError, Result};
 
 use super::{GgufFile, GgufValue};
 
