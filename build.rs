@@ -140,7 +140,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "    Variant {{ schemes: {variant:?}, weights_file: \"qwen-{ident}.weights\", model_name: {ident}::MODEL_NAME, \
              weights_len: {ident}::WEIGHTS_LEN, weights_hash: {ident}::WEIGHTS_HASH, layers: {ident}::LAYERS, \
              kv_dim: {ident}::KV_DIM, vocab: {ident}::VOCAB, backend: {ident}::BACKEND, \
-             check_cpu: {ident}::check_cpu, forward: {ident}::forward }},\n"
+             check_cpu: {ident}::check_cpu, forward: {ident}::forward, forward_segments: {ident}::forward_segments }},\n"
         );
     }
     modules += &format!("\n/// Every variant compiled into this build.\npub const ALL: &[Variant] = &[\n{registry}];\n");
@@ -184,7 +184,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 "    Variant {{ schemes: {ident}::SCHEMES, weights_file: \"qwen-{ident}.weights\", model_name: {ident}::MODEL_NAME, \
                  weights_len: {ident}::WEIGHTS_LEN, weights_hash: {ident}::WEIGHTS_HASH, layers: {ident}::LAYERS, \
                  kv_dim: {ident}::KV_DIM, vocab: {ident}::VOCAB, backend: {ident}::BACKEND, \
-                 check_cpu: {ident}::check_cpu, forward: {ident}::forward }},\n"
+                 check_cpu: {ident}::check_cpu, forward: {ident}::forward, forward_segments: {ident}::forward_segments }},\n"
             );
         }
         modules += &format!("\n/// The compressed directory the mixed variants were built from.\npub const MIXED_DIR: &str = {:?};\n", dir.display().to_string());

@@ -19,7 +19,7 @@ export QWENC_TARGET=aarch64-i8mm
 unset QWENC_MODEL QWENC_VARIANTS QWENC_SCHEME
 
 echo "== aarch64: building the tests"
-cargo test --locked --target "$T" -p qwenc --test kernels_aarch64 --test compiled_tiny --test logit_hashes --no-run
+cargo test --locked --target "$T" -p qwenc --test kernels_aarch64 --test compiled_tiny --test logit_hashes --test forward_segments --no-run
 echo "   built in $(( $(date +%s) - start )) s"
 
 log="$(mktemp)"
@@ -29,7 +29,7 @@ for cpu_kernels in "max,sve=off:neon,i8mm" "max,sve128=on:sve128" "max,sve256=on
   cpu="${cpu_kernels%%:*}"
   echo "== aarch64: qemu -cpu $cpu"
   if ! QWENC_QEMU_CPU="$cpu" QWENC_ARM_KERNELS="${cpu_kernels#*:}" cargo test --locked --target "$T" -p qwenc \
-      --test kernels_aarch64 --test compiled_tiny --test logit_hashes -- --nocapture --skip twin4 >"$log" 2>&1; then
+      --test kernels_aarch64 --test compiled_tiny --test logit_hashes --test forward_segments -- --nocapture --skip twin4 >"$log" 2>&1; then
     tail -60 "$log"; echo "FAILED on -cpu $cpu"; exit 1
   fi
   grep -E "SKIPPED|bit-identical|worst|test result|UNRECORDED" "$log" || true

@@ -1,7 +1,7 @@
 //! The compiled model: the code generated for one model (see build.rs) behind the runtime's
 //! [`Model`] interface.
 
-use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor, Model, ModelInfo};
+use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor, Model, ModelInfo, Segment};
 use qwenc_runtime::tokenizer::{Tokenizer, TokenizerSpec};
 use qwenc_runtime::weights::Weights;
 
@@ -35,7 +35,12 @@ pub struct Variant {
     /// Whether this CPU runs that backend (Err says what is missing).
     pub check_cpu: fn() -> Result<(), String>,
     pub forward: fn(&[u8], &mut KvCache, &[u32], LogitsFor) -> Result<Vec<f32>, ForwardError>,
+    pub forward_segments: ForwardSegments,
 }
+
+/// The generated `forward_segments`: several sequences in one pass over the weights.
+pub type ForwardSegments =
+    fn(&[u8], &mut [Segment<'_>], &mut [Vec<f32>]) -> Result<(), ForwardError>;
 
 impl Variant {
     /// The variant with exactly these schemes, if this build has it.
@@ -131,5 +136,12 @@ impl Model for CompiledModel {
         out: &mut Vec<f32>,
     ) -> Result<(), ForwardError> {
         generated::forward_into(self.weights.bytes(), cache, tokens, logits, out)
+    }
+    fn forward_segments(
+        &self,
+        segments: &mut [Segment<'_>],
+        logits: &mut [Vec<f32>],
+    ) -> Result<(), ForwardError> {
+        generated::forward_segments(self.weights.bytes(), segments, logits)
     }
 }

@@ -2,7 +2,7 @@
 // model: Qwen2.5-0.5B (review copy) · weights: 338306048 bytes, hash 0000000000000000 · schemes: attn=w4g32 mlp=w4g32 embed=w8 lm_head=w8 · backend: aarch64-neon
 
 use qwenc_runtime::kernel_support::{par_outputs, Q8Acts, Q8_BLOCK};
-use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor};
+use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor, Segment};
 use qwenc_runtime::weights::{bf16_to_f32, f16_to_f32, view};
 pub const MODEL_NAME: &str = "Qwen2.5-0.5B (review copy)";
 pub const SCHEMES: &str = "attn=w4g32 mlp=w4g32 embed=w8 lm_head=w8";
@@ -269,55 +269,101 @@ pub fn forward_into(
     logits_for: LogitsFor,
     logits: &mut Vec<f32>,
 ) -> Result<(), ForwardError> {
-    let start = cache.len;
-    let n = tokens.len();
-    if start + n > cache.capacity.min(MAX_CONTEXT) {
-        return Err(ForwardError::ContextOverflow {
-            needed: start + n,
-            max: cache.capacity.min(MAX_CONTEXT),
-        });
-    }
-    if let Some((i, &id)) = tokens
-        .iter()
-        .enumerate()
-        .find(|(_, &id)| id as usize >= VOCAB)
-    {
-        return Err(ForwardError::TokenOutOfRange {
-            id,
-            pos: start + i,
-            vocab: VOCAB,
-        });
-    }
-
-    // Long inputs run in passes of at most `prefill_chunk()` tokens: the activations
-    // (~110 kB per token) then stay bounded, at the price of reading the weights once
-    // more per pass.
-    logits.clear();
-    for chunk in tokens.chunks(qwenc_runtime::model::prefill_chunk()) {
-        // [chunk, HIDDEN]
-        let x = layers(w, cache, chunk);
-        let last_chunk = cache.len == start + n;
-        match logits_for {
-            LogitsFor::All => head(w, &x, logits),
-            LogitsFor::Last if last_chunk => {
-                head(w, &x[(chunk.len() - 1) * HIDDEN..], logits)
-            }
-            LogitsFor::Last => {}
-        }
-    }
-    Ok(())
+    let mut segments = [
+        Segment {
+            cache,
+            tokens,
+            logits_for,
+        },
+    ];
+    forward_segments(w, &mut segments, std::slice::from_mut(logits))
 }
 
-/// The decoder layers on `tokens` (at least one) at positions `cache.len..`: extends the
-/// cache and returns the residual stream `[n, HIDDEN]`.
-fn layers(w: &[u8], cache: &mut KvCache, tokens: &[u32]) -> Vec<f32> {
-    let start = cache.len;
-    let n = tokens.len();
+/// Several sequences in one pass over the weights: segment `i`'s tokens run at positions
+/// `cache.len..` of its own cache, and `logits[i]` (replaced) receives its logits as its
+/// `logits_for` asks. The matrix products take the rows of every segment at once, so the
+/// weights are read once per pass for all of them; attention reads each row's own cache.
+/// No row's numbers depend on another row, so each segment's logits are bit-identical
+/// to running it alone. When a segment is refused, no cache changes.
+pub fn forward_segments(
+    w: &[u8],
+    segments: &mut [Segment<'_>],
+    logits: &mut [Vec<f32>],
+) -> Result<(), ForwardError> {
+    assert_eq!(segments.len(), logits.len(), "one logits buffer per segment");
+    for s in segments.iter() {
+        qwenc_runtime::model::check_tokens(s.cache, s.tokens, VOCAB, MAX_CONTEXT)?;
+    }
+    for l in logits.iter_mut() {
+        l.clear();
+    }
+    let lens: Vec<usize> = segments.iter().map(|s| s.tokens.len()).collect();
+    let wants: Vec<LogitsFor> = segments.iter().map(|s| s.logits_for).collect();
 
-    // ---- Embedding ----------------------------------------------------------------------
+    // Long inputs run in passes of at most `prefill_chunk()` tokens per segment: the
+    // activations (~110 kB per token) then stay bounded, at the price of reading the
+    // weights once more per pass.
+    let chunk = qwenc_runtime::model::prefill_chunk();
+    let mut done = vec![0usize; segments.len()];
+    loop {
+        // This pass: the next tokens of every segment that has some left.
+        let mut runs: Vec<Run<'_>> = Vec::with_capacity(segments.len());
+        let mut owners: Vec<usize> = Vec::with_capacity(segments.len());
+        for (i, s) in segments.iter_mut().enumerate() {
+            let take = (lens[i] - done[i]).min(chunk);
+            if take > 0 {
+                let tokens: &[u32] = s.tokens;
+                runs.push(Run {
+                    cache: &mut *s.cache,
+                    tokens: &tokens[done[i]..done[i] + take],
+                });
+                owners.push(i);
+                done[i] += take;
+            }
+        }
+        if runs.is_empty() {
+            return Ok(());
+        }
+
+        // [rows, HIDDEN]: the runs' rows one after another.
+        let x = layers(w, &mut runs);
+        let mut row = 0;
+        for (run, &i) in runs.iter().zip(&owners) {
+            // [m, HIDDEN]: this run's rows.
+            let m = run.tokens.len();
+            let rows = &x[row * HIDDEN..(row + m) * HIDDEN];
+            match wants[i] {
+                LogitsFor::All => head(w, rows, &mut logits[i]),
+                LogitsFor::Last if done[i] == lens[i] => {
+                    head(w, &rows[(m - 1) * HIDDEN..], &mut logits[i])
+                }
+                LogitsFor::Last | LogitsFor::None => {}
+            }
+            row += m;
+        }
+    }
+}
+
+/// One pass's share of a segment: `tokens` at positions `cache.len..` of `cache`.
+struct Run<'a> {
+    cache: &'a mut KvCache,
+    tokens: &'a [u32],
+}
+
+/// The decoder layers on `runs` (each at least one token): extends each run's cache
+/// and returns the residual stream `[rows, HIDDEN]`, the runs' rows one after another.
+fn layers(w: &[u8], runs: &mut [Run<'_>]) -> Vec<f32> {
+    // Each row's run and position.
+    let rows: Vec<(usize, usize)> = runs
+        .iter()
+        .enumerate()
+        .flat_map(|(r, run)| (0..run.tokens.len()).map(move |t| (r, run.cache.len + t)))
+        .collect();
+    let n = rows.len();
+
     // [n, HIDDEN] residual stream
     let mut x = vec![0.0f32; n * HIDDEN];
-    for (t, &id) in tokens.iter().enumerate() {
+    for (t, &id) in runs.iter().flat_map(|run| run.tokens).enumerate() {
         embed_row(w, &EMBED, id as usize, &mut x[t * HIDDEN..][..HIDDEN]);
     }
 
@@ -340,7 +386,7 @@ fn layers(w: &[u8], cache: &mut KvCache, tokens: &[u32]) -> Vec<f32> {
     let mut act = vec![0.0f32; n * FFN];
 
     // [n, HEAD_DIM / 2] each
-    let (rope_cos, rope_sin) = rope_angles(start, n);
+    let (rope_cos, rope_sin) = rope_angles(&rows);
     for l in 0..LAYERS {
         // ---- Attention block ------------------------------------------------------------
         // 1. Pre-attention RMSNorm.
@@ -361,18 +407,23 @@ fn layers(w: &[u8], cache: &mut KvCache, tokens: &[u32]) -> Vec<f32> {
         }
 
         // 3. RoPE on q and k; k and v into the cache.
-        for t in 0..n {
-            let pos = start + t;
+        for (t, &(r, pos)) in rows.iter().enumerate() {
             let row = &mut qkv[t * QKV_ROWS..][..QKV_ROWS];
             let angles = t * HEAD_DIM / 2..(t + 1) * HEAD_DIM / 2;
             for head in row[..Q_DIM + KV_DIM].chunks_exact_mut(HEAD_DIM) {
                 rope(head, &rope_cos[angles.clone()], &rope_sin[angles.clone()]);
             }
-            store_kv(cache, l, pos, &row[Q_DIM..Q_DIM + KV_DIM], &row[Q_DIM + KV_DIM..]);
+            store_kv(
+                runs[r].cache,
+                l,
+                pos,
+                &row[Q_DIM..Q_DIM + KV_DIM],
+                &row[Q_DIM + KV_DIM..],
+            );
         }
 
         // 4. Causal attention over the cache.
-        attention(&qkv, cache, l, start, &mut attn);
+        attention(&qkv, &rows, runs, l, &mut attn);
 
         // 5. Output projection and residual.
         aarch64_neon_matmul_w4g32_896x896(
@@ -409,7 +460,9 @@ fn layers(w: &[u8], cache: &mut KvCache, tokens: &[u32]) -> Vec<f32> {
             *xi += p;
         }
     }
-    cache.len = start + n;
+    for run in runs.iter_mut() {
+        run.cache.len += run.tokens.len();
+    }
     x
 }
 
@@ -2034,14 +2087,15 @@ fn rms_norm(x: &[f32], weight: &[f32], out: &mut [f32]) {
     }
 }
 
-/// cos and sin of every rotation angle for positions `start..start + n`:
+/// cos and sin of every rotation angle at the position of each row (`(run, position)`):
 /// `[n, HEAD_DIM / 2]` each, computed once per forward pass instead of once per head.
-fn rope_angles(start: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+fn rope_angles(rows: &[(usize, usize)]) -> (Vec<f32>, Vec<f32>) {
+    let n = rows.len();
     let mut cos = vec![0.0f32; n * HEAD_DIM / 2];
     let mut sin = vec![0.0f32; n * HEAD_DIM / 2];
-    for t in 0..n {
+    for (t, &(_, pos)) in rows.iter().enumerate() {
         for i in 0..HEAD_DIM / 2 {
-            let (s, c) = ((start + t) as f32 * ROPE_INV_FREQ[i]).sin_cos();
+            let (s, c) = (pos as f32 * ROPE_INV_FREQ[i]).sin_cos();
             cos[t * HEAD_DIM / 2 + i] = c;
             sin[t * HEAD_DIM / 2 + i] = s;
         }
@@ -2079,13 +2133,17 @@ fn store_kv(cache: &mut KvCache, layer: usize, pos: usize, k: &[f32], v: &[f32])
     }
 }
 
-/// Causal grouped-query attention of `n` new queries (`qkv`: `[n, QKV_ROWS]`) over
-/// the cache of `layer`, which already holds their keys and values; `out`: `[n, Q_DIM]`.
-fn attention(qkv: &[f32], cache: &KvCache, layer: usize, start: usize, out: &mut [f32]) {
+/// Causal grouped-query attention of `n` new queries (`qkv`: `[n, QKV_ROWS]`), row `t`
+/// at position `rows[t].1` of run `rows[t].0`, over layer `layer` of that run's cache,
+/// which already holds their keys and values; `out`: `[n, Q_DIM]`.
+fn attention(
+    qkv: &[f32],
+    rows: &[(usize, usize)],
+    runs: &[Run<'_>],
+    layer: usize,
+    out: &mut [f32],
+) {
     const GROUP: usize = N_HEADS / N_KV_HEADS;
-    let positions = cache.layer_stride / KV_DIM;
-    let keys = &cache.keys[layer * cache.layer_stride..][..cache.layer_stride];
-    let values = &cache.values[layer * cache.layer_stride..][..cache.layer_stride];
 
     // Query heads of one KV head are adjacent, so item (t, kvh) owns one run of `out`.
     qwenc_runtime::threads::for_each_chunk_mut(
@@ -2093,9 +2151,15 @@ fn attention(qkv: &[f32], cache: &KvCache, layer: usize, start: usize, out: &mut
         GROUP * HEAD_DIM,
         |item, out| {
             let (t, kvh) = (item / N_KV_HEADS, item % N_KV_HEADS);
+            let (r, pos) = rows[t];
+            let cache: &KvCache = runs[r].cache;
+            let positions = cache.layer_stride / KV_DIM;
+            let keys = &cache.keys[layer * cache.layer_stride..][..cache.layer_stride];
+            let values = &cache
+                .values[layer * cache.layer_stride..][..cache.layer_stride];
             let q = &qkv[t * QKV_ROWS + kvh * GROUP * HEAD_DIM..][..GROUP * HEAD_DIM];
             let keys = &keys[kvh * positions * HEAD_DIM..][..positions * HEAD_DIM];
-            attend_group(q, keys, values, kvh, start + t + 1, out);
+            attend_group(q, keys, values, kvh, pos + 1, out);
         },
     );
 }

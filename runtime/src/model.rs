@@ -53,10 +53,46 @@ pub fn prefill_chunk() -> usize {
 /// Which positions of a forward pass need logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogitsFor {
+    /// None (a prompt prefilled for later tokens, a chunk of a longer input).
+    None,
     /// Only the last position (generation: the lm_head runs once).
     Last,
-    /// Every position (scoring).
+    /// Every position (scoring, verifying drafted tokens).
     All,
+}
+
+/// One sequence's share of a multi-sequence forward pass ([`Model::forward_segments`]): its
+/// `tokens` run at positions `cache.len..` of its own `cache`.
+pub struct Segment<'a> {
+    pub cache: &'a mut KvCache,
+    pub tokens: &'a [u32],
+    pub logits_for: LogitsFor,
+}
+
+/// Whether `tokens` may run at positions `cache.len..`: every id inside a vocabulary of
+/// `vocab`, and the positions within the cache's capacity and `max_context`.
+pub fn check_tokens(
+    cache: &KvCache,
+    tokens: &[u32],
+    vocab: usize,
+    max_context: usize,
+) -> Result<(), ForwardError> {
+    let (start, n) = (cache.len, tokens.len());
+    let max = cache.capacity.min(max_context);
+    if start + n > max {
+        return Err(ForwardError::ContextOverflow {
+            needed: start + n,
+            max,
+        });
+    }
+    match tokens.iter().position(|&id| id as usize >= vocab) {
+        Some(i) => Err(ForwardError::TokenOutOfRange {
+            id: tokens[i],
+            pos: start + i,
+            vocab,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Why a forward pass was refused; the session is left unchanged.
@@ -137,6 +173,30 @@ pub trait Model: Sync {
         out: &mut Vec<f32>,
     ) -> Result<(), ForwardError> {
         *out = self.forward(cache, tokens, logits)?;
+        Ok(())
+    }
+    /// Several sequences at once: segment `i`'s tokens run on its own cache, and `logits[i]`
+    /// (replaced) receives its logits as its `logits_for` asks. Each segment's logits are
+    /// bit-identical to running it alone with [`Model::forward`]. When a segment is refused,
+    /// no cache changes. The compiled model runs every segment's rows in one pass over the
+    /// weights; this default (for models without one) runs them one after another.
+    fn forward_segments(
+        &self,
+        segments: &mut [Segment<'_>],
+        logits: &mut [Vec<f32>],
+    ) -> Result<(), ForwardError> {
+        assert_eq!(
+            segments.len(),
+            logits.len(),
+            "one logits buffer per segment"
+        );
+        let (vocab, max) = (self.info().vocab_size, self.info().max_context);
+        for s in segments.iter() {
+            check_tokens(s.cache, s.tokens, vocab, max)?;
+        }
+        for (s, out) in segments.iter_mut().zip(logits) {
+            self.forward_into(s.cache, s.tokens, s.logits_for, out)?;
+        }
         Ok(())
     }
 }

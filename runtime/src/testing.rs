@@ -261,6 +261,7 @@ impl Model for FakeModel {
         cache.len = needed;
         let seq = Self::cached_tokens(cache);
         let rows: Vec<usize> = match logits {
+            LogitsFor::None => vec![],
             LogitsFor::Last if tokens.is_empty() => vec![],
             LogitsFor::Last => vec![needed],
             LogitsFor::All => (start + 1..=needed).collect(),

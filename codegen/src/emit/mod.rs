@@ -302,7 +302,7 @@ pub fn generate(
 
     let file = quote! {
         use qwenc_runtime::kernel_support::{par_outputs, Q8Acts, Q8_BLOCK};
-        use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor};
+        use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor, Segment};
         use qwenc_runtime::weights::{bf16_to_f32, f16_to_f32, view};
 
         #consts
@@ -621,41 +621,85 @@ fn forward(plan: &Plan, backend: Backend) -> TokenStream {
         /// [`forward`] into `logits` (replacing its contents): decode keeps one buffer instead
         /// of allocating and zeroing `VOCAB` floats per token.
         pub fn forward_into(w: &[u8], cache: &mut KvCache, tokens: &[u32], logits_for: LogitsFor, logits: &mut Vec<f32>) -> Result<(), ForwardError> {
-            let start = cache.len;
-            let n = tokens.len();
-            if start + n > cache.capacity.min(MAX_CONTEXT) {
-                return Err(ForwardError::ContextOverflow { needed: start + n, max: cache.capacity.min(MAX_CONTEXT) });
-            }
-            if let Some((i, &id)) = tokens.iter().enumerate().find(|(_, &id)| id as usize >= VOCAB) {
-                return Err(ForwardError::TokenOutOfRange { id, pos: start + i, vocab: VOCAB });
-            }
-            __note!("Long inputs run in passes of at most `prefill_chunk()` tokens: the activations");
-            __note!("(~110 kB per token) then stay bounded, at the price of reading the weights once");
-            __note!("more per pass.");
-            logits.clear();
-            for chunk in tokens.chunks(qwenc_runtime::model::prefill_chunk()) {
-                __note!("[chunk, HIDDEN]");
-                let x = layers(w, cache, chunk);
-                let last_chunk = cache.len == start + n;
-                match logits_for {
-                    LogitsFor::All => head(w, &x, logits),
-                    LogitsFor::Last if last_chunk => head(w, &x[(chunk.len() - 1) * HIDDEN..], logits),
-                    LogitsFor::Last => {}
-                }
-            }
-            Ok(())
+            let mut segments = [Segment { cache, tokens, logits_for }];
+            forward_segments(w, &mut segments, std::slice::from_mut(logits))
         }
 
-        /// The decoder layers on `tokens` (at least one) at positions `cache.len..`: extends the
-        /// cache and returns the residual stream `[n, HIDDEN]`.
-        fn layers(w: &[u8], cache: &mut KvCache, tokens: &[u32]) -> Vec<f32> {
-            let start = cache.len;
-            let n = tokens.len();
+        /// Several sequences in one pass over the weights: segment `i`'s tokens run at positions
+        /// `cache.len..` of its own cache, and `logits[i]` (replaced) receives its logits as its
+        /// `logits_for` asks. The matrix products take the rows of every segment at once, so the
+        /// weights are read once per pass for all of them; attention reads each row's own cache.
+        /// No row's numbers depend on another row, so each segment's logits are bit-identical
+        /// to running it alone. When a segment is refused, no cache changes.
+        pub fn forward_segments(w: &[u8], segments: &mut [Segment<'_>], logits: &mut [Vec<f32>]) -> Result<(), ForwardError> {
+            assert_eq!(segments.len(), logits.len(), "one logits buffer per segment");
+            for s in segments.iter() {
+                qwenc_runtime::model::check_tokens(s.cache, s.tokens, VOCAB, MAX_CONTEXT)?;
+            }
+            for l in logits.iter_mut() {
+                l.clear();
+            }
+            let lens: Vec<usize> = segments.iter().map(|s| s.tokens.len()).collect();
+            let wants: Vec<LogitsFor> = segments.iter().map(|s| s.logits_for).collect();
+            __note!("Long inputs run in passes of at most `prefill_chunk()` tokens per segment: the");
+            __note!("activations (~110 kB per token) then stay bounded, at the price of reading the");
+            __note!("weights once more per pass.");
+            let chunk = qwenc_runtime::model::prefill_chunk();
+            let mut done = vec![0usize; segments.len()];
+            loop {
+                __note!("This pass: the next tokens of every segment that has some left.");
+                let mut runs: Vec<Run<'_>> = Vec::with_capacity(segments.len());
+                let mut owners: Vec<usize> = Vec::with_capacity(segments.len());
+                for (i, s) in segments.iter_mut().enumerate() {
+                    let take = (lens[i] - done[i]).min(chunk);
+                    if take > 0 {
+                        let tokens: &[u32] = s.tokens;
+                        runs.push(Run { cache: &mut *s.cache, tokens: &tokens[done[i]..done[i] + take] });
+                        owners.push(i);
+                        done[i] += take;
+                    }
+                }
+                if runs.is_empty() {
+                    return Ok(());
+                }
+                __note!("[rows, HIDDEN]: the runs' rows one after another.");
+                let x = layers(w, &mut runs);
+                let mut row = 0;
+                for (run, &i) in runs.iter().zip(&owners) {
+                    __note!("[m, HIDDEN]: this run's rows.");
+                    let m = run.tokens.len();
+                    let rows = &x[row * HIDDEN..(row + m) * HIDDEN];
+                    match wants[i] {
+                        LogitsFor::All => head(w, rows, &mut logits[i]),
+                        LogitsFor::Last if done[i] == lens[i] => head(w, &rows[(m - 1) * HIDDEN..], &mut logits[i]),
+                        LogitsFor::Last | LogitsFor::None => {}
+                    }
+                    row += m;
+                }
+            }
+        }
 
-            __note!("---- Embedding ----------------------------------------------------------------------");
+        /// One pass's share of a segment: `tokens` at positions `cache.len..` of `cache`.
+        struct Run<'a> {
+            cache: &'a mut KvCache,
+            tokens: &'a [u32],
+        }
+
+        /// The decoder layers on `runs` (each at least one token): extends each run's cache
+        /// and returns the residual stream `[rows, HIDDEN]`, the runs' rows one after another.
+        fn layers(w: &[u8], runs: &mut [Run<'_>]) -> Vec<f32> {
+            __note!("Each row's run and position.");
+            let rows: Vec<(usize, usize)> = runs
+                .iter()
+                .enumerate()
+                .flat_map(|(r, run)| (0..run.tokens.len()).map(move |t| (r, run.cache.len + t)))
+                .collect();
+            let n = rows.len();
+
+            // ---- Embedding ----------------------------------------------------------------------
             __note!("[n, HIDDEN] residual stream");
             let mut x = vec![0.0f32; n * HIDDEN];
-            for (t, &id) in tokens.iter().enumerate() {
+            for (t, &id) in runs.iter().flat_map(|run| run.tokens).enumerate() {
                 embed_row(w, &EMBED, id as usize, &mut x[t * HIDDEN..][..HIDDEN]);
             }
             __note!("[n, HIDDEN] normalized");
@@ -671,7 +715,7 @@ fn forward(plan: &Plan, backend: Backend) -> TokenStream {
             __note!("[n, FFN]");
             let mut act = vec![0.0f32; n * FFN];
             __note!("[n, HEAD_DIM / 2] each");
-            let (rope_cos, rope_sin) = rope_angles(start, n);
+            let (rope_cos, rope_sin) = rope_angles(&rows);
 
             for l in 0..LAYERS {
                 __note!("---- Attention block ------------------------------------------------------------");
@@ -686,17 +730,16 @@ fn forward(plan: &Plan, backend: Backend) -> TokenStream {
                     }
                 }
                 __note!("3. RoPE on q and k; k and v into the cache.");
-                for t in 0..n {
-                    let pos = start + t;
+                for (t, &(r, pos)) in rows.iter().enumerate() {
                     let row = &mut qkv[t * QKV_ROWS..][..QKV_ROWS];
                     let angles = t * HEAD_DIM / 2..(t + 1) * HEAD_DIM / 2;
                     for head in row[..Q_DIM + KV_DIM].chunks_exact_mut(HEAD_DIM) {
                         rope(head, &rope_cos[angles.clone()], &rope_sin[angles.clone()]);
                     }
-                    store_kv(cache, l, pos, &row[Q_DIM..Q_DIM + KV_DIM], &row[Q_DIM + KV_DIM..]);
+                    store_kv(runs[r].cache, l, pos, &row[Q_DIM..Q_DIM + KV_DIM], &row[Q_DIM + KV_DIM..]);
                 }
                 __note!("4. Causal attention over the cache.");
-                attention(&qkv, cache, l, start, &mut attn);
+                attention(&qkv, &rows, runs, l, &mut attn);
                 __note!("5. Output projection and residual.");
                 #o_call;
                 for (xi, p) in x.iter_mut().zip(&proj) {
@@ -715,7 +758,9 @@ fn forward(plan: &Plan, backend: Backend) -> TokenStream {
                     *xi += p;
                 }
             }
-            cache.len = start + n;
+            for run in runs.iter_mut() {
+                run.cache.len += run.tokens.len();
+            }
             x
         }
 

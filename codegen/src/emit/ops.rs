@@ -109,14 +109,15 @@ pub fn ops(backend: Backend, hidden: usize) -> TokenStream {
             }
         }
 
-        /// cos and sin of every rotation angle for positions `start..start + n`:
+        /// cos and sin of every rotation angle at the position of each row (`(run, position)`):
         /// `[n, HEAD_DIM / 2]` each, computed once per forward pass instead of once per head.
-        fn rope_angles(start: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        fn rope_angles(rows: &[(usize, usize)]) -> (Vec<f32>, Vec<f32>) {
+            let n = rows.len();
             let mut cos = vec![0.0f32; n * HEAD_DIM / 2];
             let mut sin = vec![0.0f32; n * HEAD_DIM / 2];
-            for t in 0..n {
+            for (t, &(_, pos)) in rows.iter().enumerate() {
                 for i in 0..HEAD_DIM / 2 {
-                    let (s, c) = ((start + t) as f32 * ROPE_INV_FREQ[i]).sin_cos();
+                    let (s, c) = (pos as f32 * ROPE_INV_FREQ[i]).sin_cos();
                     cos[t * HEAD_DIM / 2 + i] = c;
                     sin[t * HEAD_DIM / 2 + i] = s;
                 }
@@ -154,19 +155,22 @@ pub fn ops(backend: Backend, hidden: usize) -> TokenStream {
             }
         }
 
-        /// Causal grouped-query attention of `n` new queries (`qkv`: `[n, QKV_ROWS]`) over
-        /// the cache of `layer`, which already holds their keys and values; `out`: `[n, Q_DIM]`.
-        fn attention(qkv: &[f32], cache: &KvCache, layer: usize, start: usize, out: &mut [f32]) {
+        /// Causal grouped-query attention of `n` new queries (`qkv`: `[n, QKV_ROWS]`), row `t`
+        /// at position `rows[t].1` of run `rows[t].0`, over layer `layer` of that run's cache,
+        /// which already holds their keys and values; `out`: `[n, Q_DIM]`.
+        fn attention(qkv: &[f32], rows: &[(usize, usize)], runs: &[Run<'_>], layer: usize, out: &mut [f32]) {
             const GROUP: usize = N_HEADS / N_KV_HEADS;
-            let positions = cache.layer_stride / KV_DIM;
-            let keys = &cache.keys[layer * cache.layer_stride..][..cache.layer_stride];
-            let values = &cache.values[layer * cache.layer_stride..][..cache.layer_stride];
             __note!("Query heads of one KV head are adjacent, so item (t, kvh) owns one run of `out`.");
             qwenc_runtime::threads::for_each_chunk_mut(out, GROUP * HEAD_DIM, |item, out| {
                 let (t, kvh) = (item / N_KV_HEADS, item % N_KV_HEADS);
+                let (r, pos) = rows[t];
+                let cache: &KvCache = runs[r].cache;
+                let positions = cache.layer_stride / KV_DIM;
+                let keys = &cache.keys[layer * cache.layer_stride..][..cache.layer_stride];
+                let values = &cache.values[layer * cache.layer_stride..][..cache.layer_stride];
                 let q = &qkv[t * QKV_ROWS + kvh * GROUP * HEAD_DIM..][..GROUP * HEAD_DIM];
                 let keys = &keys[kvh * positions * HEAD_DIM..][..positions * HEAD_DIM];
-                attend_group(q, keys, values, kvh, start + t + 1, out);
+                attend_group(q, keys, values, kvh, pos + 1, out);
             });
         }
 
