@@ -3,19 +3,19 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::compress::format::CompressedModel;
+use crate::compress::format::{ClassSchemes, CompressedModel};
 use crate::emit::aarch64::ArmIsa;
 use crate::emit::x86::X86Isa;
 use crate::emit::{generate, Backend, ModelMeta};
 use crate::model_io::checkpoint::Checkpoint;
 use crate::model_io::error::{LoadError, Result};
 use crate::pack::{pack, weights_hash, Packed, QuantizeOnTheFly};
-use crate::plan::{Plan, Schemes};
+use crate::plan::Plan;
 use crate::quant::Scheme;
 
 /// The default scheme: 4-bit groups of 32 in the layers, 8-bit embedding and lm_head.
-pub fn default_schemes() -> Schemes {
-    Schemes {
+pub fn default_schemes() -> ClassSchemes {
+    ClassSchemes {
         attn: Scheme::W4 {
             group: 32,
             asymmetric: false,
@@ -31,7 +31,7 @@ pub fn default_schemes() -> Schemes {
 
 /// Parse `QWENC_SCHEME`-style text: one scheme for the layers (`w4g32`), optionally followed
 /// by `,embed=S,lm_head=S,attn=S,mlp=S` overrides. `f32`/`bf16`/`w8` alone apply everywhere.
-pub fn parse_schemes(text: &str) -> std::result::Result<Schemes, String> {
+pub fn parse_schemes(text: &str) -> std::result::Result<ClassSchemes, String> {
     let mut parts = text.split(',');
     let base: Scheme = parts
         .next()
@@ -40,12 +40,12 @@ pub fn parse_schemes(text: &str) -> std::result::Result<Schemes, String> {
         .parse()
         .map_err(|e| format!("{e}"))?;
     let mut s = match base {
-        Scheme::W4 { .. } => Schemes {
+        Scheme::W4 { .. } => ClassSchemes {
             attn: base,
             mlp: base,
             ..default_schemes()
         },
-        _ => Schemes {
+        _ => ClassSchemes {
             attn: base,
             mlp: base,
             embed: base,
@@ -86,7 +86,7 @@ pub struct Compiled {
 /// fly with round-to-nearest `schemes` (default [`default_schemes`]).
 pub fn compile_model(
     path: &Path,
-    schemes: Option<Schemes>,
+    schemes: Option<ClassSchemes>,
     backend: Backend,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<Compiled> {
@@ -99,13 +99,7 @@ pub fn compile_model(
         );
     }
     let model = CompressedModel::open(path)?;
-    let s = &model.manifest.schemes;
-    let stored = Schemes {
-        attn: s.attn,
-        mlp: s.mlp,
-        embed: s.embed,
-        lm_head: s.lm_head,
-    };
+    let stored = model.manifest.schemes;
     if let Some(wanted) = schemes.filter(|w| *w != stored) {
         return Err(LoadError::config(
             path,
@@ -144,7 +138,7 @@ pub fn compile_model(
 /// Compile the checkpoint at `model` (HF directory or GGUF) with round-to-nearest schemes.
 pub fn compile_checkpoint(
     model: &Path,
-    schemes: Schemes,
+    schemes: ClassSchemes,
     backend: Backend,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<Compiled> {
@@ -245,7 +239,7 @@ pub fn review_files(config_json: &Path) -> Result<std::collections::BTreeMap<Str
 /// `w4g32`, `w8+tied` (the tiny model with a tied embedding), `w4g32@x86-avx2`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VariantSpec {
-    pub schemes: Schemes,
+    pub schemes: ClassSchemes,
     pub tied: bool,
     /// `None`: the build's own backend.
     pub backend: Option<String>,

@@ -137,10 +137,7 @@ pub fn layout(plan: &Plan, tile_rows: Option<usize>) -> Packed {
         }
     }
     for (name, parts) in plan.vectors() {
-        place(
-            name,
-            parts.iter().map(|p| vector_len(plan, p)).sum::<usize>() * 4,
-        );
+        place(name, parts.iter().map(|p| p.rows).sum::<usize>() * 4);
     }
     Packed {
         bytes: Vec::new(),
@@ -210,7 +207,7 @@ pub fn pack(
         let parts = m
             .parts
             .iter()
-            .map(|name| source.matrix(name, part_rows(plan, name), m.shape.cols, m.shape.scheme))
+            .map(|p| source.matrix(&p.name, p.rows, m.shape.cols, m.shape.scheme))
             .collect::<Result<Vec<_>>>()?;
         let q = stack(parts);
         debug_assert_eq!(q.rows, m.shape.rows);
@@ -245,7 +242,7 @@ pub fn pack(
     for (name, parts) in plan.vectors() {
         let mut values = Vec::new();
         for part in &parts {
-            values.extend(source.vector(part, vector_len(plan, part))?);
+            values.extend(source.vector(&part.name, part.rows)?);
         }
         packed.write(&name, &le_bytes(&values, f32::to_le_bytes));
     }
@@ -256,38 +253,10 @@ pub fn pack(
 /// Rows per tile of `m` under `backend`, or None for the scalar layout. An untied embedding
 /// is only gathered from, never multiplied: it keeps the scalar layout.
 pub fn matrix_tile_rows(plan: &Plan, m: &FusedMatrix, tile_rows: Option<usize>) -> Option<usize> {
-    let gathered_only = std::ptr::eq(m, &plan.embed) && plan.lm_head.is_some();
-    if gathered_only {
+    if plan.gathered_only(m) {
         None
     } else {
         tile_rows
-    }
-}
-
-/// Rows of one Hugging Face matrix that goes into a fused matrix.
-fn part_rows(plan: &Plan, name: &str) -> usize {
-    let c = &plan.config;
-    if name.contains(".q_proj.") {
-        c.q_dim()
-    } else if name.contains(".k_proj.") || name.contains(".v_proj.") {
-        c.kv_dim()
-    } else if name.contains(".gate_proj.") || name.contains(".up_proj.") {
-        c.intermediate_size
-    } else if name.contains(".o_proj.") || name.contains(".down_proj.") {
-        c.hidden_size
-    } else {
-        c.vocab_size // embedding, lm_head
-    }
-}
-
-fn vector_len(plan: &Plan, name: &str) -> usize {
-    let c = &plan.config;
-    if name.contains(".q_proj.") {
-        c.q_dim()
-    } else if name.contains(".k_proj.") || name.contains(".v_proj.") {
-        c.kv_dim()
-    } else {
-        c.hidden_size
     }
 }
 

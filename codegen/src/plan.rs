@@ -16,47 +16,10 @@
 
 use std::collections::BTreeSet;
 
+use crate::compress::format::{ClassSchemes, TensorClass};
+use crate::model_io::checkpoint::{LayerTensor, EMBED, FINAL_NORM, LM_HEAD};
 use crate::model_io::config::QwenConfig;
 use crate::quant::Scheme;
-
-/// Which class of matrices a scheme applies to (users choose per class).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum MatrixClass {
-    Attn,
-    Mlp,
-    Embed,
-    LmHead,
-}
-
-/// Schemes chosen per class.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Schemes {
-    pub attn: Scheme,
-    pub mlp: Scheme,
-    pub embed: Scheme,
-    pub lm_head: Scheme,
-}
-
-impl Schemes {
-    pub fn of(&self, class: MatrixClass) -> Scheme {
-        match class {
-            MatrixClass::Attn => self.attn,
-            MatrixClass::Mlp => self.mlp,
-            MatrixClass::Embed => self.embed,
-            MatrixClass::LmHead => self.lm_head,
-        }
-    }
-}
-
-impl std::fmt::Display for Schemes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "attn={} mlp={} embed={} lm_head={}",
-            self.attn, self.mlp, self.embed, self.lm_head
-        )
-    }
-}
 
 /// A matrix product `y[n, rows] = x[n, cols] · Wᵀ` with constant shape: one emitted kernel each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -66,23 +29,101 @@ pub struct MatmulShape {
     pub scheme: Scheme,
 }
 
-/// The matrices of one layer after fusion, and the HF tensors each is stacked from.
+/// The fused matrices of a decoder layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LayerMatrix {
+    /// `[q; k; v]` stacked.
+    Qkv,
+    OProj,
+    /// `[gate; up]` stacked.
+    GateUp,
+    Down,
+}
+
+impl LayerMatrix {
+    pub const ALL: [LayerMatrix; 4] = [
+        LayerMatrix::Qkv,
+        LayerMatrix::OProj,
+        LayerMatrix::GateUp,
+        LayerMatrix::Down,
+    ];
+
+    /// Its name in packed weights (`layers.{l}.{name}`) and summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerMatrix::Qkv => "qkv",
+            LayerMatrix::OProj => "o_proj",
+            LayerMatrix::GateUp => "gate_up",
+            LayerMatrix::Down => "down",
+        }
+    }
+
+    pub fn class(self) -> TensorClass {
+        match self {
+            LayerMatrix::Qkv | LayerMatrix::OProj => TensorClass::Attn,
+            LayerMatrix::GateUp | LayerMatrix::Down => TensorClass::Mlp,
+        }
+    }
+}
+
+/// What a fused matrix is in the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MatrixKind {
+    Layer(LayerMatrix),
+    /// The token embedding (the lm_head too when tied).
+    Embed,
+    LmHead,
+}
+
+/// One Hugging Face tensor stacked into a fused matrix, with its rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub name: String,
+    pub rows: usize,
+}
+
+/// One matrix after fusion, and the Hugging Face tensors it is stacked from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FusedMatrix {
     /// Name of the fused matrix in the packed weights: `layers.{l}.qkv`, ...
     pub name: String,
-    pub class: MatrixClass,
+    pub kind: MatrixKind,
+    pub class: TensorClass,
     pub shape: MatmulShape,
     /// Hugging Face tensors stacked along rows, in order.
-    pub parts: Vec<String>,
+    pub parts: Vec<Part>,
+}
+
+/// A decoder layer's fused matrices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerMatrices {
+    pub qkv: FusedMatrix,
+    pub o_proj: FusedMatrix,
+    pub gate_up: FusedMatrix,
+    pub down: FusedMatrix,
+}
+
+impl LayerMatrices {
+    pub fn get(&self, m: LayerMatrix) -> &FusedMatrix {
+        match m {
+            LayerMatrix::Qkv => &self.qkv,
+            LayerMatrix::OProj => &self.o_proj,
+            LayerMatrix::GateUp => &self.gate_up,
+            LayerMatrix::Down => &self.down,
+        }
+    }
+
+    /// In packing order: qkv, o_proj, gate_up, down.
+    pub fn iter(&self) -> impl Iterator<Item = &FusedMatrix> {
+        LayerMatrix::ALL.into_iter().map(|m| self.get(m))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     pub config: QwenConfig,
-    pub schemes: Schemes,
-    /// Per layer: qkv, o_proj, gate_up, down.
-    pub layers: Vec<[FusedMatrix; 4]>,
+    pub schemes: ClassSchemes,
+    pub layers: Vec<LayerMatrices>,
     pub embed: FusedMatrix,
     /// `None` when tied: the lm_head reads the embedding.
     pub lm_head: Option<FusedMatrix>,
@@ -90,19 +131,21 @@ pub struct Plan {
 
 impl Plan {
     /// One scheme per class.
-    pub fn new(config: &QwenConfig, schemes: Schemes, tied: bool) -> Result<Plan, String> {
-        Plan::per_matrix(config, schemes, tied, &|_, class| Ok(schemes.of(class)))
+    pub fn new(config: &QwenConfig, schemes: ClassSchemes, tied: bool) -> Result<Plan, String> {
+        Plan::per_matrix(config, schemes, tied, &|_, class| {
+            Ok(schemes.for_class(class))
+        })
     }
 
     /// A scheme per fused matrix (mixed precision, `qwenc compress --budget-mb`):
-    /// `scheme_of(hf_parts, class)` is asked once per fused matrix with the Hugging Face tensors
+    /// `scheme_of(hf_names, class)` is asked once per fused matrix with the Hugging Face tensors
     /// it stacks (fused parts share one scheme). `schemes` is what the class summary says (the
     /// generated header and `SCHEMES` name every scheme a class uses when it is mixed).
     pub fn per_matrix(
         config: &QwenConfig,
-        schemes: Schemes,
+        schemes: ClassSchemes,
         tied: bool,
-        scheme_of: &dyn Fn(&[String], MatrixClass) -> Result<Scheme, String>,
+        scheme_of: &dyn Fn(&[String], TensorClass) -> Result<Scheme, String>,
     ) -> Result<Plan, String> {
         let c = config;
         let (h, q, kv, f, v) = (
@@ -113,79 +156,66 @@ impl Plan {
             c.vocab_size,
         );
         let matrix = |name: String,
-                      class: MatrixClass,
-                      rows: usize,
+                      kind: MatrixKind,
+                      class: TensorClass,
                       cols: usize,
-                      parts: Vec<String>|
+                      parts: Vec<Part>|
          -> Result<FusedMatrix, String> {
-            let scheme = scheme_of(&parts, class).map_err(|e| format!("{name}: {e}"))?;
+            let names: Vec<String> = parts.iter().map(|p| p.name.clone()).collect();
+            let scheme = scheme_of(&names, class).map_err(|e| format!("{name}: {e}"))?;
             scheme
                 .check_cols(cols)
                 .map_err(|e| format!("{name} with {scheme}: {e}"))?;
+            let rows = parts.iter().map(|p| p.rows).sum();
             Ok(FusedMatrix {
                 name,
+                kind,
                 class,
                 shape: MatmulShape { rows, cols, scheme },
                 parts,
             })
         };
+        let part = |name: String, rows: usize| Part { name, rows };
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for l in 0..c.num_hidden_layers {
-            let p = format!("model.layers.{l}");
-            let attn = |m: &str| format!("{p}.self_attn.{m}.weight");
-            let mlp = |m: &str| format!("{p}.mlp.{m}.weight");
-            layers.push([
-                matrix(
-                    format!("layers.{l}.qkv"),
-                    MatrixClass::Attn,
-                    q + 2 * kv,
+            let hf = |t: LayerTensor, rows: usize| part(t.name(l), rows);
+            let layer = |m: LayerMatrix, cols: usize, parts: Vec<Part>| {
+                let name = format!("layers.{l}.{}", m.name());
+                matrix(name, MatrixKind::Layer(m), m.class(), cols, parts)
+            };
+            use LayerTensor::*;
+            layers.push(LayerMatrices {
+                qkv: layer(
+                    LayerMatrix::Qkv,
                     h,
-                    vec![attn("q_proj"), attn("k_proj"), attn("v_proj")],
+                    vec![hf(QProj, q), hf(KProj, kv), hf(VProj, kv)],
                 )?,
-                matrix(
-                    format!("layers.{l}.o_proj"),
-                    MatrixClass::Attn,
-                    h,
-                    q,
-                    vec![attn("o_proj")],
-                )?,
-                matrix(
-                    format!("layers.{l}.gate_up"),
-                    MatrixClass::Mlp,
-                    2 * f,
-                    h,
-                    vec![mlp("gate_proj"), mlp("up_proj")],
-                )?,
-                matrix(
-                    format!("layers.{l}.down"),
-                    MatrixClass::Mlp,
-                    h,
-                    f,
-                    vec![mlp("down_proj")],
-                )?,
-            ]);
+                o_proj: layer(LayerMatrix::OProj, q, vec![hf(OProj, h)])?,
+                gate_up: layer(LayerMatrix::GateUp, h, vec![hf(GateProj, f), hf(UpProj, f)])?,
+                down: layer(LayerMatrix::Down, f, vec![hf(DownProj, h)])?,
+            });
         }
         let embed_class = if tied {
-            MatrixClass::LmHead
+            TensorClass::LmHead
         } else {
-            MatrixClass::Embed
+            TensorClass::Embed
         };
         let embed = matrix(
             "embed".into(),
+            MatrixKind::Embed,
             embed_class,
-            v,
             h,
-            vec![crate::model_io::checkpoint::EMBED.into()],
+            vec![part(EMBED.into(), v)],
         )?;
         let lm_head = if tied {
             None
         } else {
             Some(matrix(
                 "lm_head".into(),
-                MatrixClass::LmHead,
-                v,
+                MatrixKind::LmHead,
+                TensorClass::LmHead,
                 h,
-                vec![crate::model_io::checkpoint::LM_HEAD.into()],
+                vec![part(LM_HEAD.into(), v)],
             )?)
         };
         Ok(Plan {
@@ -199,28 +229,51 @@ impl Plan {
 
     /// Whether some class uses more than one scheme (a per-tensor, mixed-precision plan).
     pub fn is_mixed(&self) -> bool {
-        (0..4).any(|i| {
-            self.layers
-                .iter()
-                .any(|l| l[i].shape != self.layers[0][i].shape)
-        })
+        LayerMatrix::ALL
+            .into_iter()
+            .any(|m| self.layer_shapes(m).len() > 1)
     }
 
-    /// The schemes for humans: [`Schemes`]' text for a uniform plan; for a mixed one, every
+    /// The distinct shapes (with schemes) of the layers' matrix `m`, in first-use order, and
+    /// each layer's index into them.
+    pub fn layer_shapes(&self, m: LayerMatrix) -> Vec<MatmulShape> {
+        self.layer_kernels(m).0
+    }
+
+    /// [`Plan::layer_shapes`] and, per layer, the index of its shape.
+    pub fn layer_kernels(&self, m: LayerMatrix) -> (Vec<MatmulShape>, Vec<usize>) {
+        let mut shapes: Vec<MatmulShape> = Vec::new();
+        let index = self
+            .layers
+            .iter()
+            .map(|l| {
+                let shape = l.get(m).shape;
+                match shapes.iter().position(|s| *s == shape) {
+                    Some(k) => k,
+                    None => {
+                        shapes.push(shape);
+                        shapes.len() - 1
+                    }
+                }
+            })
+            .collect();
+        (shapes, index)
+    }
+
+    /// The schemes for humans: [`ClassSchemes`]' text for a uniform plan; for a mixed one, every
     /// scheme each kind of matrix uses, with its count (`qkv=w4g32×20+w8×4 ...`).
     pub fn schemes_label(&self) -> String {
         if !self.is_mixed() {
             return self.schemes.to_string();
         }
-        let kinds = ["qkv", "o_proj", "gate_up", "down"];
         let mut parts = Vec::new();
-        for (i, kind) in kinds.iter().enumerate() {
+        for m in LayerMatrix::ALL {
             let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
             for l in &self.layers {
-                *counts.entry(l[i].shape.scheme.to_string()).or_default() += 1;
+                *counts.entry(l.get(m).shape.scheme.to_string()).or_default() += 1;
             }
             let list: Vec<String> = counts.iter().map(|(s, n)| format!("{s}×{n}")).collect();
-            parts.push(format!("{kind}={}", list.join("+")));
+            parts.push(format!("{}={}", m.name(), list.join("+")));
         }
         let head = self.lm_head.as_ref().unwrap_or(&self.embed).shape.scheme;
         parts.push(format!("embed={} lm_head={head}", self.embed.shape.scheme));
@@ -229,43 +282,61 @@ impl Plan {
 
     /// Every distinct matmul the forward pass runs (the embedding is only gathered from).
     pub fn matmul_shapes(&self) -> BTreeSet<MatmulShape> {
-        let mut shapes: BTreeSet<MatmulShape> =
-            self.layers.iter().flatten().map(|m| m.shape).collect();
+        let mut shapes: BTreeSet<MatmulShape> = self
+            .layers
+            .iter()
+            .flat_map(|l| l.iter())
+            .map(|m| m.shape)
+            .collect();
         shapes.insert(self.lm_head.as_ref().unwrap_or(&self.embed).shape);
         shapes
+    }
+
+    /// Whether `m` is only gathered from, never multiplied: the embedding of an untied model
+    /// (it keeps the scalar layout; a tied one is the lm_head's tiled matrix).
+    pub fn gathered_only(&self, m: &FusedMatrix) -> bool {
+        m.kind == MatrixKind::Embed && self.lm_head.is_some()
     }
 
     /// Every fused matrix in packing order.
     pub fn matrices(&self) -> impl Iterator<Item = &FusedMatrix> {
         std::iter::once(&self.embed)
-            .chain(self.layers.iter().flatten())
+            .chain(self.layers.iter().flat_map(|l| l.iter()))
             .chain(self.lm_head.iter())
     }
 
-    /// The f32 vectors (norm weights, biases) in packing order: (packed name, HF names stacked).
-    pub fn vectors(&self) -> Vec<(String, Vec<String>)> {
+    /// The f32 vectors (norm weights, biases) in packing order: (packed name, the Hugging Face
+    /// vectors stacked, each with its length as `rows`).
+    pub fn vectors(&self) -> Vec<(String, Vec<Part>)> {
+        let c = &self.config;
+        let part = |name: String, rows: usize| Part { name, rows };
         let mut out = Vec::new();
-        for l in 0..self.config.num_hidden_layers {
+        for l in 0..c.num_hidden_layers {
             let p = format!("model.layers.{l}");
+            let bias = |m: &str, rows: usize| part(format!("{p}.self_attn.{m}.bias"), rows);
             out.push((
                 format!("layers.{l}.attn_norm"),
-                vec![format!("{p}.input_layernorm.weight")],
+                vec![part(format!("{p}.input_layernorm.weight"), c.hidden_size)],
             ));
             out.push((
                 format!("layers.{l}.qkv_bias"),
-                ["q_proj", "k_proj", "v_proj"]
-                    .iter()
-                    .map(|m| format!("{p}.self_attn.{m}.bias"))
-                    .collect(),
+                vec![
+                    bias("q_proj", c.q_dim()),
+                    bias("k_proj", c.kv_dim()),
+                    bias("v_proj", c.kv_dim()),
+                ],
             ));
             out.push((
                 format!("layers.{l}.mlp_norm"),
-                vec![format!("{p}.post_attention_layernorm.weight")],
+                vec![part(
+                    format!("{p}.post_attention_layernorm.weight"),
+                    c.hidden_size,
+                )],
             ));
         }
         out.push((
             "final_norm".into(),
-            vec![crate::model_io::checkpoint::FINAL_NORM.into()],
+            vec![part(FINAL_NORM.into(), c.hidden_size)],
         ));
         out
     }

@@ -13,6 +13,7 @@ use qwenc_codegen::compress::pipeline::{
     self, Budget, CalibrationInput, CalibrationText, Event, Step, TIE_DISTANCE_WARNING,
 };
 use qwenc_codegen::compress::{CompressOptions, CompressPlan, SchemeArgs};
+use qwenc_codegen::model_io::checkpoint::LayerTensor;
 use qwenc_codegen::quant::awq::AwqOptions;
 use qwenc_codegen::quant::gptq::GptqOptions;
 use qwenc_codegen::quant::Scheme;
@@ -740,21 +741,16 @@ fn print_manifest(m: &Manifest) {
             "layer", "q/k/v", "o_proj", "gate/up", "down"
         );
         for l in 0.. {
-            let p = format!("model.layers.{l}");
-            if !m
-                .tensors
-                .contains_key(&format!("{p}.self_attn.o_proj.weight"))
-            {
+            use LayerTensor::*;
+            if !m.tensors.contains_key(&OProj.name(l)) {
                 break;
             }
-            let a = |x: &str| format!("{p}.self_attn.{x}.weight");
-            let f = |x: &str| format!("{p}.mlp.{x}.weight");
             println!(
                 "{l:<6} {:<18} {:<18} {:<18} {:<18}",
-                group(&[a("q_proj"), a("k_proj"), a("v_proj")]),
-                entry(&a("o_proj")),
-                group(&[f("gate_proj"), f("up_proj")]),
-                entry(&f("down_proj"))
+                group(&[QProj.name(l), KProj.name(l), VProj.name(l)]),
+                entry(&OProj.name(l)),
+                group(&[GateProj.name(l), UpProj.name(l)]),
+                entry(&DownProj.name(l))
             );
         }
         println!("embed  {}", entry("model.embed_tokens.weight"));

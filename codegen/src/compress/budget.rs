@@ -35,7 +35,7 @@ use rayon::prelude::*;
 
 use crate::compress::calibrate::{Calibration, LayerActivations};
 use crate::compress::format::matrix_parts;
-use crate::model_io::checkpoint::{EMBED, LM_HEAD};
+use crate::model_io::checkpoint::{LayerTensor, EMBED, LM_HEAD};
 use crate::quant::{dequantize, quantize_rtn, Scheme};
 use crate::reference::{ReferenceWeights, Tap};
 
@@ -259,15 +259,13 @@ pub fn measure(
                 second_moments(x, cols)
             }
         };
-        let p = format!("model.layers.{l}");
-        let a = |m: &str| format!("{p}.self_attn.{m}.weight");
-        let ml = |m: &str| format!("{p}.mlp.{m}.weight");
+        use LayerTensor::*;
         specs.push((
             format!("layers.{l}.qkv"),
             vec![
-                (a("q_proj"), &lw.q_proj[..], q),
-                (a("k_proj"), &lw.k_proj[..], kv),
-                (a("v_proj"), &lw.v_proj[..], kv),
+                (QProj.name(l), &lw.q_proj[..], q),
+                (KProj.name(l), &lw.k_proj[..], kv),
+                (VProj.name(l), &lw.v_proj[..], kv),
             ],
             h,
             moments(Tap::Attn, h),
@@ -275,7 +273,7 @@ pub fn measure(
         ));
         specs.push((
             format!("layers.{l}.o_proj"),
-            vec![(a("o_proj"), &lw.o_proj[..], h)],
+            vec![(OProj.name(l), &lw.o_proj[..], h)],
             q,
             moments(Tap::OProj, q),
             1.0,
@@ -283,8 +281,8 @@ pub fn measure(
         specs.push((
             format!("layers.{l}.gate_up"),
             vec![
-                (ml("gate_proj"), &lw.gate_proj[..], f),
-                (ml("up_proj"), &lw.up_proj[..], f),
+                (GateProj.name(l), &lw.gate_proj[..], f),
+                (UpProj.name(l), &lw.up_proj[..], f),
             ],
             h,
             moments(Tap::Mlp, h),
@@ -292,7 +290,7 @@ pub fn measure(
         ));
         specs.push((
             format!("layers.{l}.down"),
-            vec![(ml("down_proj"), &lw.down_proj[..], h)],
+            vec![(DownProj.name(l), &lw.down_proj[..], h)],
             f,
             moments(Tap::Down, f),
             1.0,

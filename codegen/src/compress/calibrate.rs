@@ -11,7 +11,7 @@
 //! (attention, MLP) RTN, AWQ ([`crate::quant::awq`]) or GPTQ ([`crate::quant::gptq`]).
 
 use crate::compress::format::ClassSchemes;
-use crate::model_io::checkpoint::LM_HEAD;
+use crate::model_io::checkpoint::{LayerTensor, LM_HEAD};
 use crate::quant::awq::{self, AwqOptions, AwqSearch};
 use crate::quant::gptq::{hessian, quantize_gptq, GptqOptions};
 use crate::quant::{quantize_rtn, QuantizedMatrix, Quantizer, Scheme};
@@ -85,19 +85,29 @@ impl Calibration {
 
 /// The layer and tap whose activations feed the matrix `name`.
 pub fn tap_of(name: &str) -> Option<(usize, Tap)> {
-    let rest = name.strip_prefix("model.layers.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let tap = match rest {
-        "self_attn.q_proj.weight" | "self_attn.k_proj.weight" | "self_attn.v_proj.weight" => {
-            Tap::Attn
-        }
-        "self_attn.o_proj.weight" => Tap::OProj,
-        "mlp.gate_proj.weight" | "mlp.up_proj.weight" => Tap::Mlp,
-        "mlp.down_proj.weight" => Tap::Down,
-        _ => return None,
-    };
-    Some((layer, tap))
+    let (layer, t) = LayerTensor::parse(name)?;
+    Some((layer, tap(t)))
+}
+
+/// The tap whose activations feed a layer's matrix `t`.
+pub fn tap(t: LayerTensor) -> Tap {
+    match t {
+        LayerTensor::QProj | LayerTensor::KProj | LayerTensor::VProj => Tap::Attn,
+        LayerTensor::OProj => Tap::OProj,
+        LayerTensor::GateProj | LayerTensor::UpProj => Tap::Mlp,
+        LayerTensor::DownProj => Tap::Down,
+    }
+}
+
+/// The first of the matrices that a layer tap feeds (they share one scheme and input).
+pub fn first_fed_by(tap: Tap) -> Option<LayerTensor> {
+    match tap {
+        Tap::Attn => Some(LayerTensor::QProj),
+        Tap::OProj => Some(LayerTensor::OProj),
+        Tap::Mlp => Some(LayerTensor::GateProj),
+        Tap::Down => Some(LayerTensor::DownProj),
+        Tap::Head => None,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

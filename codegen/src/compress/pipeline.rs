@@ -13,7 +13,8 @@ use qwenc_runtime::tokenizer::Tokenizer;
 
 use crate::compress::budget::{self, BudgetError};
 use crate::compress::calibrate::{
-    capture, search_awq_per_layer, CalibratedQuantizer, Calibration, LayerScales, Method, Methods,
+    self, capture, search_awq_per_layer, CalibratedQuantizer, Calibration, LayerScales, Method,
+    Methods,
 };
 use crate::compress::error::CompressError;
 use crate::compress::plan::{BudgetChoice, CompressOptions, CompressPlan, SchemeArgs};
@@ -367,14 +368,8 @@ fn search_awq(
         .map(|t| (t.name.as_str(), t.scheme))
         .collect();
     let scheme_of = |l: usize, tap: Tap| {
-        let name = match tap {
-            Tap::Attn => format!("model.layers.{l}.self_attn.q_proj.weight"),
-            Tap::OProj => format!("model.layers.{l}.self_attn.o_proj.weight"),
-            Tap::Mlp => format!("model.layers.{l}.mlp.gate_proj.weight"),
-            Tap::Down => format!("model.layers.{l}.mlp.down_proj.weight"),
-            Tap::Head => unreachable!("AWQ searches the layers only"),
-        };
-        schemes[name.as_str()]
+        let first = calibrate::first_fed_by(tap).expect("AWQ searches the layers only");
+        schemes[first.name(l).as_str()]
     };
     progress(Event::Progress {
         step: Step::AwqSearch,

@@ -20,7 +20,7 @@ use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use crate::pack::Packed;
-use crate::plan::{FusedMatrix, MatmulShape, Plan};
+use crate::plan::{FusedMatrix, LayerMatrix, MatmulShape, Plan};
 use crate::quant::Scheme;
 use aarch64::ArmIsa;
 use x86::X86Isa;
@@ -435,13 +435,18 @@ fn matrix_at(packed: &Packed, m: &FusedMatrix) -> TokenStream {
 }
 
 fn offsets(plan: &Plan, packed: &Packed) -> TokenStream {
-    let per_layer = |i: usize| -> Vec<TokenStream> {
+    let per_layer = |m: LayerMatrix| -> Vec<TokenStream> {
         plan.layers
             .iter()
-            .map(|l| matrix_at(packed, &l[i]))
+            .map(|l| matrix_at(packed, l.get(m)))
             .collect()
     };
-    let (qkv, o, gate_up, down) = (per_layer(0), per_layer(1), per_layer(2), per_layer(3));
+    let (qkv, o, gate_up, down) = (
+        per_layer(LayerMatrix::Qkv),
+        per_layer(LayerMatrix::OProj),
+        per_layer(LayerMatrix::GateUp),
+        per_layer(LayerMatrix::Down),
+    );
     let vector = |suffix: &str| -> Vec<Literal> {
         (0..plan.config.num_hidden_layers)
             .map(|l| lit(packed.region(&format!("layers.{l}.{suffix}")).offset))
@@ -488,40 +493,19 @@ fn matmul_call(
     }
 }
 
-/// The distinct shapes (with schemes) of matrix kind `i` (0 qkv, 1 o_proj, 2 gate_up, 3 down)
-/// over the layers, in first-use order, and each layer's index into them.
-fn layer_kernels(plan: &Plan, i: usize) -> (Vec<MatmulShape>, Vec<usize>) {
-    let mut shapes: Vec<MatmulShape> = Vec::new();
-    let index = plan
-        .layers
-        .iter()
-        .map(|l| match shapes.iter().position(|s| *s == l[i].shape) {
-            Some(k) => k,
-            None => {
-                shapes.push(l[i].shape);
-                shapes.len() - 1
-            }
-        })
-        .collect();
-    (shapes, index)
+/// The per-layer kernel table of the layers' matrix `m`.
+fn kernel_table(m: LayerMatrix) -> Ident {
+    format_ident!("{}_KERNEL", m.name().to_uppercase())
 }
 
-/// The per-layer kernel table of each matrix kind (0 qkv, 1 o_proj, 2 gate_up, 3 down).
-const KERNEL_TABLES: [&str; 4] = [
-    "QKV_KERNEL",
-    "O_PROJ_KERNEL",
-    "GATE_UP_KERNEL",
-    "DOWN_KERNEL",
-];
-
-/// `KERNEL[l]`: which kernel each layer's matrix of kind `i` calls, for kinds whose layers
-/// use more than one scheme (mixed precision); nothing for a uniform kind.
+/// `KERNEL[l]`: which kernel each layer's matrix `m` calls, for the matrices whose layers
+/// use more than one scheme (mixed precision); nothing for a uniform one.
 fn kernel_tables(plan: &Plan) -> TokenStream {
     let mut out = TokenStream::new();
-    for (i, name) in KERNEL_TABLES.iter().enumerate() {
-        let (shapes, index) = layer_kernels(plan, i);
+    for m in LayerMatrix::ALL {
+        let (shapes, index) = plan.layer_kernels(m);
         if shapes.len() > 1 {
-            let ident = format_ident!("{name}");
+            let ident = kernel_table(m);
             let index = index.into_iter().map(|k| Literal::u8_unsuffixed(k as u8));
             let doc = format!(
                 " Per layer, the kernel of its matrix: {}.",
@@ -541,21 +525,21 @@ fn kernel_tables(plan: &Plan) -> TokenStream {
     out
 }
 
-/// The call of layer `l`'s matrix of kind `i`: one kernel when every layer shares its scheme,
-/// else a `match` on the kind's kernel table.
+/// The call of layer `l`'s matrix `m`: one kernel when every layer shares its scheme, else a
+/// `match` on its kernel table.
 fn layer_call(
     plan: &Plan,
     backend: Backend,
-    i: usize,
+    m: LayerMatrix,
     at: TokenStream,
     x: TokenStream,
     y: TokenStream,
 ) -> TokenStream {
-    let (shapes, _) = layer_kernels(plan, i);
+    let shapes = plan.layer_shapes(m);
     if shapes.len() == 1 {
         return matmul_call(backend, &shapes[0], at, x, y);
     }
-    let table = format_ident!("{}", KERNEL_TABLES[i]);
+    let table = kernel_table(m);
     let arms = shapes.iter().enumerate().map(|(k, s)| {
         let k = Literal::u8_unsuffixed(k as u8);
         let call = matmul_call(backend, s, at.clone(), x.clone(), y.clone());
@@ -574,7 +558,7 @@ fn forward(plan: &Plan, backend: Backend) -> TokenStream {
     let qkv_call = layer_call(
         plan,
         backend,
-        0,
+        LayerMatrix::Qkv,
         quote!(QKV[l]),
         quote!(&h),
         quote!(&mut qkv),
@@ -582,7 +566,7 @@ fn forward(plan: &Plan, backend: Backend) -> TokenStream {
     let o_call = layer_call(
         plan,
         backend,
-        1,
+        LayerMatrix::OProj,
         quote!(O_PROJ[l]),
         quote!(&attn),
         quote!(&mut proj),
@@ -590,7 +574,7 @@ fn forward(plan: &Plan, backend: Backend) -> TokenStream {
     let gate_up_call = layer_call(
         plan,
         backend,
-        2,
+        LayerMatrix::GateUp,
         quote!(GATE_UP[l]),
         quote!(&h),
         quote!(&mut gate_up),
@@ -598,7 +582,7 @@ fn forward(plan: &Plan, backend: Backend) -> TokenStream {
     let down_call = layer_call(
         plan,
         backend,
-        3,
+        LayerMatrix::Down,
         quote!(DOWN[l]),
         quote!(&act),
         quote!(&mut proj),

@@ -126,6 +126,57 @@ pub const EMBED: &str = "model.embed_tokens.weight";
 pub const LM_HEAD: &str = "lm_head.weight";
 pub const FINAL_NORM: &str = "model.norm.weight";
 
+/// The weight matrices of a decoder layer: the one place their Hugging Face names
+/// (`model.layers.{l}.self_attn.q_proj.weight`, ...) are built and parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LayerTensor {
+    QProj,
+    KProj,
+    VProj,
+    OProj,
+    GateProj,
+    UpProj,
+    DownProj,
+}
+
+impl LayerTensor {
+    pub const ALL: [LayerTensor; 7] = [
+        LayerTensor::QProj,
+        LayerTensor::KProj,
+        LayerTensor::VProj,
+        LayerTensor::OProj,
+        LayerTensor::GateProj,
+        LayerTensor::UpProj,
+        LayerTensor::DownProj,
+    ];
+
+    /// The name inside `model.layers.{l}.`.
+    fn suffix(self) -> &'static str {
+        match self {
+            LayerTensor::QProj => "self_attn.q_proj.weight",
+            LayerTensor::KProj => "self_attn.k_proj.weight",
+            LayerTensor::VProj => "self_attn.v_proj.weight",
+            LayerTensor::OProj => "self_attn.o_proj.weight",
+            LayerTensor::GateProj => "mlp.gate_proj.weight",
+            LayerTensor::UpProj => "mlp.up_proj.weight",
+            LayerTensor::DownProj => "mlp.down_proj.weight",
+        }
+    }
+
+    /// Its Hugging Face name in layer `layer`.
+    pub fn name(self, layer: usize) -> String {
+        format!("model.layers.{layer}.{}", self.suffix())
+    }
+
+    /// The layer and matrix a Hugging Face name stands for, if it is a layer's matrix.
+    pub fn parse(name: &str) -> Option<(usize, LayerTensor)> {
+        let (layer, rest) = name.strip_prefix("model.layers.")?.split_once('.')?;
+        let layer = layer.parse().ok()?;
+        let t = LayerTensor::ALL.into_iter().find(|t| t.suffix() == rest)?;
+        Some((layer, t))
+    }
+}
+
 /// ‖a − b‖ / ‖b‖ (Frobenius), summed in f64.
 pub fn relative_distance(a: &[f32], b: &[f32]) -> f64 {
     let (mut diff, mut norm) = (0.0f64, 0.0f64);
@@ -173,5 +224,30 @@ impl TensorSource for LmHeadAsEmbedding {
             )),
             _ => self.inner.load_f32(name),
         }
+    }
+}
+
+#[cfg(test)]
+mod layer_tensor_tests {
+    use super::LayerTensor;
+
+    #[test]
+    fn names_round_trip() {
+        for t in LayerTensor::ALL {
+            assert_eq!(LayerTensor::parse(&t.name(17)), Some((17, t)));
+        }
+        assert_eq!(
+            LayerTensor::QProj.name(0),
+            "model.layers.0.self_attn.q_proj.weight"
+        );
+        assert_eq!(
+            LayerTensor::parse("model.layers.0.self_attn.q_proj.bias"),
+            None
+        );
+        assert_eq!(
+            LayerTensor::parse("model.layers.x.mlp.up_proj.weight"),
+            None
+        );
+        assert_eq!(LayerTensor::parse("model.embed_tokens.weight"), None);
     }
 }

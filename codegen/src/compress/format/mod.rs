@@ -31,7 +31,7 @@ mod writer;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model_io::checkpoint::{EMBED, LM_HEAD};
+use crate::model_io::checkpoint::{LayerTensor, EMBED, LM_HEAD};
 use crate::quant::{QuantizedData, QuantizedMatrix, Scheme};
 
 pub use manifest::{BudgetInfo, ClassTotals, Manifest, SourceInfo, TensorEntry, Totals};
@@ -192,12 +192,14 @@ impl TensorClass {
             TensorClass::Embed
         } else if name == LM_HEAD {
             TensorClass::LmHead
-        } else if name.ends_with("_proj.weight") && name.contains(".self_attn.") {
-            TensorClass::Attn
-        } else if name.ends_with("_proj.weight") && name.contains(".mlp.") {
-            TensorClass::Mlp
         } else {
-            TensorClass::Vector
+            match LayerTensor::parse(name) {
+                Some((_, LayerTensor::GateProj | LayerTensor::UpProj | LayerTensor::DownProj)) => {
+                    TensorClass::Mlp
+                }
+                Some(_) => TensorClass::Attn,
+                None => TensorClass::Vector,
+            }
         }
     }
 
@@ -244,6 +246,16 @@ impl ClassSchemes {
             TensorClass::LmHead => self.lm_head,
             TensorClass::Vector => Scheme::F32,
         }
+    }
+}
+
+impl std::fmt::Display for ClassSchemes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "attn={} mlp={} embed={} lm_head={}",
+            self.attn, self.mlp, self.embed, self.lm_head
+        )
     }
 }
 
