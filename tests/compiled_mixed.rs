@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use qwenc_codegen::compress::format::CompressedModel;
 use qwenc_codegen::model_io::synthetic::{write_tiny_model, SyntheticOptions};
 use qwenc_codegen::quant::dequantize;
-use qwenc_codegen::reference::{argmax, KvCache as RefCache, Logits, ReferenceWeights};
+use qwenc_codegen::reference::{argmax, KvCache as RefCache, ReferenceWeights};
 use qwenc_codegen::Checkpoint;
 use qwenc_runtime::model::{KvCache, LogitsFor};
 
@@ -66,7 +66,7 @@ fn the_mixed_build_matches_the_reference_on_its_own_weights() {
     let reference = reference_for(Path::new(qwenc::variants::MIXED_DIR));
     let layers = reference.config.num_hidden_layers;
     let want = reference
-        .forward(&PROMPT, &mut RefCache::new(layers), Logits::All)
+        .forward(&PROMPT, &mut RefCache::new(layers), LogitsFor::All)
         .unwrap();
     let mut ran = 0;
     for v in qwenc::variants::MIXED {

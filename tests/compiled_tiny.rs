@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use qwenc_codegen::build_model::parse_variant;
 use qwenc_codegen::model_io::synthetic::{write_tiny_model, SyntheticOptions};
 use qwenc_codegen::quant::{dequantize, quantize_rtn, Scheme};
-use qwenc_codegen::reference::{argmax, KvCache as RefCache, Logits, ReferenceWeights};
+use qwenc_codegen::reference::{argmax, KvCache as RefCache, ReferenceWeights};
 use qwenc_codegen::Checkpoint;
 use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor};
 use qwenc_runtime::weights::Weights;
@@ -125,7 +125,7 @@ fn every_scheme_matches_the_reference_on_its_own_weights() {
     for v in variants() {
         let reference = reference_for(v.schemes);
         let want = reference
-            .forward(&PROMPT, &mut RefCache::new(v.layers), Logits::All)
+            .forward(&PROMPT, &mut RefCache::new(v.layers), LogitsFor::All)
             .unwrap();
         let mut cache = KvCache::new(v.layers, 64, v.kv_dim);
         let got = (v.forward)(v.weights.bytes(), &mut cache, &PROMPT, LogitsFor::All).unwrap();
@@ -253,7 +253,7 @@ fn kl_divergence_is_zero_for_f32_and_positive_for_w4() {
             .forward(
                 chunk,
                 &mut RefCache::new(reference.config.num_hidden_layers),
-                Logits::All,
+                LogitsFor::All,
             )
             .unwrap();
         for pos in plan.first..context - 1 {

@@ -18,8 +18,9 @@ use std::path::Path;
 
 use qwenc_codegen::compress::format::CompressedModel;
 use qwenc_codegen::quant::{dequantize, quantize_rtn, Scheme};
-use qwenc_codegen::reference::{argmax, Eos, KvCache, Logits, ReferenceWeights};
+use qwenc_codegen::reference::{argmax, Eos, KvCache, ReferenceWeights};
 use qwenc_codegen::Checkpoint;
+use qwenc_runtime::model::LogitsFor;
 use serde::Deserialize;
 
 const MODEL: &str = "models/qwen2.5-coder-0.5b-instruct.gguf";
@@ -104,7 +105,7 @@ fn main() -> Result<(), String> {
         for case in &fixture.cases {
             let mut cache = KvCache::new(w.config.num_hidden_layers);
             let logits = w
-                .forward(&case.ids, &mut cache, Logits::All)
+                .forward(&case.ids, &mut cache, LogitsFor::All)
                 .map_err(|e| e.to_string())?;
             for (row, want) in logits.iter().zip(&case.positions) {
                 same += (argmax(row) == want.top_ids[0]) as usize;

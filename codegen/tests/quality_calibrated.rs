@@ -11,8 +11,9 @@ use qwenc_codegen::model_io::synthetic::{write_tiny_model, SyntheticOptions};
 use qwenc_codegen::quant::awq::AwqOptions;
 use qwenc_codegen::quant::gptq::GptqOptions;
 use qwenc_codegen::quant::{Quantizer, Scheme};
-use qwenc_codegen::reference::{KvCache, Logits, ReferenceWeights};
+use qwenc_codegen::reference::{KvCache, ReferenceWeights};
 use qwenc_codegen::Checkpoint;
+use qwenc_runtime::model::LogitsFor;
 
 fn tokens() -> Vec<u32> {
     (0..96u32).map(|i| (i * 53 + 7) % 300).collect()
@@ -76,10 +77,10 @@ fn awq_fold_is_exact_and_the_search_never_loses_to_rtn() {
         "the fold changed the weights"
     );
     let a = w
-        .forward(&tokens()[..20], &mut KvCache::new(3), Logits::All)
+        .forward(&tokens()[..20], &mut KvCache::new(3), LogitsFor::All)
         .unwrap();
     let b = t
-        .forward(&tokens()[..20], &mut KvCache::new(3), Logits::All)
+        .forward(&tokens()[..20], &mut KvCache::new(3), LogitsFor::All)
         .unwrap();
     let scale = a.iter().flatten().fold(0.0f32, |m, x| m.max(x.abs()));
     let worst = a

@@ -6,8 +6,9 @@ mod common;
 
 use std::sync::OnceLock;
 
-use qwenc_codegen::reference::{argmax, logsumexp, Eos, KvCache, Logits, ReferenceWeights};
+use qwenc_codegen::reference::{argmax, logsumexp, Eos, KvCache, ReferenceWeights};
 use qwenc_codegen::Checkpoint;
+use qwenc_runtime::model::LogitsFor;
 use qwenc_runtime::tokenizer::{Tokenizer, TokenizerSpec};
 use serde::Deserialize;
 
@@ -63,7 +64,7 @@ fn logits_match_transformers_at_every_position() {
             .forward(
                 &case.ids,
                 &mut KvCache::new(w.config.num_hidden_layers),
-                Logits::All,
+                LogitsFor::All,
             )
             .unwrap();
         for (t, (row, want)) in logits.iter().zip(&case.positions).enumerate() {

@@ -2,8 +2,9 @@
 //! agree, tied and untied heads work, bad input is refused with a named error.
 
 use qwenc_codegen::model_io::synthetic::{write_tiny_model, SyntheticOptions};
-use qwenc_codegen::reference::{argmax, Eos, ForwardError, KvCache, Logits, ReferenceWeights};
+use qwenc_codegen::reference::{argmax, Eos, KvCache, ReferenceWeights};
 use qwenc_codegen::Checkpoint;
+use qwenc_runtime::model::{ForwardError, LogitsFor};
 
 fn tiny_weights(tied: bool) -> ReferenceWeights {
     let dir = tempfile::tempdir().unwrap();
@@ -26,12 +27,12 @@ fn one_batch_equals_token_by_token() {
     for tied in [false, true] {
         let w = tiny_weights(tied);
         let mut cache = KvCache::new(w.config.num_hidden_layers);
-        let batched = w.forward(&PROMPT, &mut cache, Logits::All).unwrap();
+        let batched = w.forward(&PROMPT, &mut cache, LogitsFor::All).unwrap();
         assert_eq!(cache.len(), PROMPT.len());
 
         let mut cache = KvCache::new(w.config.num_hidden_layers);
         for (t, &id) in PROMPT.iter().enumerate() {
-            let step = w.forward(&[id], &mut cache, Logits::Last).unwrap();
+            let step = w.forward(&[id], &mut cache, LogitsFor::Last).unwrap();
             for (a, b) in step[0].iter().zip(&batched[t]) {
                 assert!(
                     (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
@@ -48,13 +49,13 @@ fn logits_depend_on_context_and_position() {
     let w = tiny_weights(false);
     let mut a = KvCache::new(3);
     let mut b = KvCache::new(3);
-    let la = w.forward(&[5, 9, 42], &mut a, Logits::Last).unwrap();
-    let lb = w.forward(&[9, 5, 42], &mut b, Logits::Last).unwrap();
+    let la = w.forward(&[5, 9, 42], &mut a, LogitsFor::Last).unwrap();
+    let lb = w.forward(&[9, 5, 42], &mut b, LogitsFor::Last).unwrap();
     let diff: f32 = la[0].iter().zip(&lb[0]).map(|(x, y)| (x - y).abs()).sum();
     assert!(diff > 1e-3, "order of context changed nothing: {diff}");
     let mut c = KvCache::new(3);
     // (Two equal tokens alone would attend to equal values: a third token makes them differ.)
-    let lc = w.forward(&[42, 7, 42], &mut c, Logits::All).unwrap();
+    let lc = w.forward(&[42, 7, 42], &mut c, LogitsFor::All).unwrap();
     let diff: f32 = lc[0].iter().zip(&lc[2]).map(|(x, y)| (x - y).abs()).sum();
     assert!(
         diff > 1e-3,
@@ -77,12 +78,15 @@ fn tied_head_reads_the_embedding() {
 fn cache_truncation_rescoring_matches_a_fresh_pass() {
     let w = tiny_weights(false);
     let mut cache = KvCache::new(3);
-    w.forward(&PROMPT[..5], &mut cache, Logits::Last).unwrap();
-    w.forward(&[1, 2, 3], &mut cache, Logits::Last).unwrap();
+    w.forward(&PROMPT[..5], &mut cache, LogitsFor::Last)
+        .unwrap();
+    w.forward(&[1, 2, 3], &mut cache, LogitsFor::Last).unwrap();
     cache.truncate(5, w.config.kv_dim());
-    let reused = w.forward(&PROMPT[5..], &mut cache, Logits::Last).unwrap();
+    let reused = w
+        .forward(&PROMPT[5..], &mut cache, LogitsFor::Last)
+        .unwrap();
     let fresh = w
-        .forward(&PROMPT, &mut KvCache::new(3), Logits::Last)
+        .forward(&PROMPT, &mut KvCache::new(3), LogitsFor::Last)
         .unwrap();
     for (a, b) in reused[0].iter().zip(&fresh[0]) {
         assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()));
@@ -94,7 +98,8 @@ fn bad_input_is_refused() {
     let w = tiny_weights(false);
     let mut cache = KvCache::new(3);
     assert_eq!(
-        w.forward(&[1, 320], &mut cache, Logits::Last).unwrap_err(),
+        w.forward(&[1, 320], &mut cache, LogitsFor::Last)
+            .unwrap_err(),
         ForwardError::TokenOutOfRange {
             id: 320,
             pos: 1,
@@ -103,7 +108,7 @@ fn bad_input_is_refused() {
     );
     let long = vec![1u32; 257];
     assert_eq!(
-        w.forward(&long, &mut cache, Logits::Last).unwrap_err(),
+        w.forward(&long, &mut cache, LogitsFor::Last).unwrap_err(),
         ForwardError::ContextOverflow {
             needed: 257,
             max: 256
@@ -143,7 +148,7 @@ fn greedy_generation_is_deterministic_and_stops() {
     assert_eq!(b.len(), 12);
     assert!(!b.contains(&first));
     let logits = w
-        .forward(&PROMPT, &mut KvCache::new(3), Logits::Last)
+        .forward(&PROMPT, &mut KvCache::new(3), LogitsFor::Last)
         .unwrap();
     assert_eq!(argmax(&logits[0]), first);
 }

@@ -411,8 +411,9 @@ fn reference_logits(
     context: usize,
     top_k: usize,
 ) -> AnyResult {
-    use qwenc_codegen::reference::{KvCache, Logits};
+    use qwenc_codegen::reference::KvCache;
     use qwenc_runtime::eval::kl::{write_reference, ReferenceHeader, ReferenceRecord};
+    use qwenc_runtime::model::LogitsFor;
     let start = Instant::now();
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let ckpt = Checkpoint::open(path)?;
@@ -455,12 +456,12 @@ fn reference_logits(
     for c in 0..plan.chunks {
         let chunk = &header.tokens[c * context..][..context];
         let mut cache = KvCache::new(weights.config.num_hidden_layers);
-        weights.forward(&chunk[..plan.first], &mut cache, Logits::Last)?;
+        weights.forward(&chunk[..plan.first], &mut cache, LogitsFor::Last)?;
         // Positions first .. context-1, in pieces to bound the logits' memory.
         let mut pos = plan.first;
         while pos < context - 1 {
             let upto = (pos + 64).min(context - 1);
-            let rows = weights.forward(&chunk[pos..upto], &mut cache, Logits::All)?;
+            let rows = weights.forward(&chunk[pos..upto], &mut cache, LogitsFor::All)?;
             for (i, row) in rows.iter().enumerate() {
                 records.push(ReferenceRecord::from_logits(
                     row,

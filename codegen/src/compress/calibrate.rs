@@ -15,7 +15,8 @@ use crate::model_io::checkpoint::{LayerTensor, LM_HEAD};
 use crate::quant::awq::{self, AwqOptions, AwqSearch};
 use crate::quant::gptq::{hessian, quantize_gptq, GptqOptions};
 use crate::quant::{quantize_rtn, QuantizedMatrix, Quantizer, Scheme};
-use crate::reference::{KvCache, Logits, ReferenceWeights, Tap};
+use crate::reference::{KvCache, ReferenceWeights, Tap};
+use qwenc_runtime::model::LogitsFor;
 
 /// The inputs of one layer's linear projections over all calibration tokens.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -119,7 +120,7 @@ pub enum CalibrateError {
     #[error("calibration needs at least 1 token and a sequence length of at least 1")]
     Empty,
     #[error(transparent)]
-    Forward(#[from] crate::reference::ForwardError),
+    Forward(#[from] qwenc_runtime::model::ForwardError),
 }
 
 /// Run the reference over the first `n_tokens` of `tokens` in sequences of `seq_len` and
@@ -146,10 +147,15 @@ pub fn capture(
     let sequences: Vec<&[u32]> = tokens[..n_tokens].chunks(seq_len).collect();
     for (i, seq) in sequences.iter().enumerate() {
         let mut cache = KvCache::new(layers);
-        weights.forward_observed(seq, &mut cache, Logits::Last, &mut |l, tap, x| match tap {
-            Tap::Head => head.extend_from_slice(x),
-            _ => acts[l].get_mut(tap).extend_from_slice(x),
-        })?;
+        weights.forward_observed(
+            seq,
+            &mut cache,
+            LogitsFor::Last,
+            &mut |l, tap, x| match tap {
+                Tap::Head => head.extend_from_slice(x),
+                _ => acts[l].get_mut(tap).extend_from_slice(x),
+            },
+        )?;
         progress(i + 1, sequences.len());
     }
     Ok(Calibration {

@@ -5,6 +5,7 @@
 //! Follows transformers' `modeling_qwen2.py` (RMSNorm in f32, RoPE on the two halves of each
 //! head, grouped-query attention with a causal mask, SwiGLU MLP).
 
+use qwenc_runtime::model::{ForwardError, LogitsFor};
 use rayon::prelude::*;
 
 use super::weights::{LayerWeights, ReferenceWeights};
@@ -41,15 +42,6 @@ impl KvCache {
     }
 }
 
-/// Why a forward pass was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ForwardError {
-    #[error("token id {id} at position {pos} is outside the vocabulary (size {vocab})")]
-    TokenOutOfRange { id: u32, pos: usize, vocab: usize },
-    #[error("{needed} positions exceed the model's context of {max}")]
-    ContextOverflow { needed: usize, max: usize },
-}
-
 /// The inputs of the linear layers, as an observer of [`ReferenceWeights::forward_observed`]
 /// sees them (calibration for AWQ and GPTQ).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,15 +62,6 @@ pub enum Tap {
 /// Sees `(layer, tap, activations [n, dim])` during a forward pass.
 pub type Observer<'a> = dyn FnMut(usize, Tap, &[f32]) + 'a;
 
-/// Which positions of a batch need logits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Logits {
-    /// Every position (scoring, fixtures).
-    All,
-    /// Only the last one (generation).
-    Last,
-}
-
 impl ReferenceWeights {
     /// Run `tokens` (positions `cache.len()..`) through the model, extending the cache.
     /// Returns logits `[n, vocab]` for the requested positions.
@@ -86,7 +69,7 @@ impl ReferenceWeights {
         &self,
         tokens: &[u32],
         cache: &mut KvCache,
-        logits: Logits,
+        logits: LogitsFor,
     ) -> Result<Vec<Vec<f32>>, ForwardError> {
         self.forward_observed(tokens, cache, logits, &mut |_, _, _| {})
     }
@@ -96,7 +79,7 @@ impl ReferenceWeights {
         &self,
         tokens: &[u32],
         cache: &mut KvCache,
-        logits: Logits,
+        logits: LogitsFor,
         observer: &mut Observer<'_>,
     ) -> Result<Vec<Vec<f32>>, ForwardError> {
         let c = &self.config;
@@ -151,8 +134,9 @@ impl ReferenceWeights {
         let normed_all = rms_norm(&x, &self.final_norm, c.rms_norm_eps); // [n, hidden]
         observer(c.num_hidden_layers, Tap::Head, &normed_all);
         let normed = match logits {
-            Logits::All => normed_all,
-            Logits::Last => normed_all[(n - 1) * hidden..].to_vec(), // [1, hidden]
+            LogitsFor::All => normed_all,
+            LogitsFor::Last => normed_all[(n - 1) * hidden..].to_vec(), // [1, hidden]
+            LogitsFor::None => return Ok(Vec::new()),
         };
         let out = linear(&normed, self.lm_head(), None, hidden, vocab); // [rows, vocab]
         Ok(out.chunks(vocab).map(<[f32]>::to_vec).collect())

@@ -3,10 +3,10 @@
 mod forward;
 mod weights;
 
-pub use forward::{
-    dot, linear, rms_norm, rope, silu, softmax, ForwardError, KvCache, Logits, Observer, Tap,
-};
+pub use forward::{dot, linear, rms_norm, rope, silu, softmax, KvCache, Observer, Tap};
 pub use weights::{LayerWeights, ReferenceWeights};
+
+use qwenc_runtime::model::{ForwardError, LogitsFor};
 
 /// Index of the largest value (the first one on ties, as `torch.argmax`).
 pub fn argmax(x: &[f32]) -> u32 {
@@ -50,7 +50,7 @@ impl ReferenceWeights {
         if max_new == 0 {
             return Ok(out);
         }
-        let mut logits = self.forward(prompt, &mut cache, Logits::Last)?;
+        let mut logits = self.forward(prompt, &mut cache, LogitsFor::Last)?;
         loop {
             if let Eos::Suppress(ids) = eos {
                 for &id in ids {
@@ -66,7 +66,7 @@ impl ReferenceWeights {
             if out.len() >= max_new || stop {
                 return Ok(out);
             }
-            logits = self.forward(&[next], &mut cache, Logits::Last)?;
+            logits = self.forward(&[next], &mut cache, LogitsFor::Last)?;
         }
     }
 }
