@@ -127,21 +127,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let compiled =
             compile_checkpoint(&source, spec.schemes, variant_backend, &mut |_, _, _| {})?;
         let ident = variant_ident(variant);
-        let file = format!("model_{ident}.rs");
-        write_if_changed(&out_dir.join(&file), compiled.files["model.rs"].as_bytes())?;
-        write_if_changed(
-            &artifact_dir(&out_dir).join(format!("qwen-{ident}.weights")),
-            &compiled.packed.bytes,
-        )?;
-        modules += &format!(
-            "/// The model with schemes `{variant}`.\npub mod {ident} {{\n    include!(concat!(env!(\"OUT_DIR\"), \"/{file}\"));\n}}\n"
-        );
-        registry += &format!(
-            "    Variant {{ schemes: {variant:?}, weights_file: \"qwen-{ident}.weights\", model_name: {ident}::MODEL_NAME, \
-             weights_len: {ident}::WEIGHTS_LEN, weights_hash: {ident}::WEIGHTS_HASH, layers: {ident}::LAYERS, \
-             kv_dim: {ident}::KV_DIM, vocab: {ident}::VOCAB, backend: {ident}::BACKEND, \
-             check_cpu: {ident}::check_cpu, forward: {ident}::forward, forward_segments: {ident}::forward_segments }},\n"
-        );
+        let doc = format!("The model with schemes `{variant}`.");
+        modules += &write_variant(&out_dir, &ident, &doc, &compiled)?;
+        registry += &registry_entry(&ident, &format!("{variant:?}"));
     }
     modules += &format!("\n/// Every variant compiled into this build.\npub const ALL: &[Variant] = &[\n{registry}];\n");
 
@@ -171,21 +159,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|e| format!("tiny --budget-mb: {e}"))?;
         for (ident, b) in [("mixed", backend), ("mixed_scalar", Backend::Scalar)] {
             let compiled = compile_model(&dir, None, b, &mut |_, _, _| {})?;
-            let file = format!("model_{ident}.rs");
-            write_if_changed(&out_dir.join(&file), compiled.files["model.rs"].as_bytes())?;
-            write_if_changed(
-                &artifact_dir(&out_dir).join(format!("qwen-{ident}.weights")),
-                &compiled.packed.bytes,
-            )?;
-            modules += &format!(
-                "/// The tiny model compressed under a budget (mixed schemes).\npub mod {ident} {{\n    include!(concat!(env!(\"OUT_DIR\"), \"/{file}\"));\n}}\n"
-            );
-            mixed += &format!(
-                "    Variant {{ schemes: {ident}::SCHEMES, weights_file: \"qwen-{ident}.weights\", model_name: {ident}::MODEL_NAME, \
-                 weights_len: {ident}::WEIGHTS_LEN, weights_hash: {ident}::WEIGHTS_HASH, layers: {ident}::LAYERS, \
-                 kv_dim: {ident}::KV_DIM, vocab: {ident}::VOCAB, backend: {ident}::BACKEND, \
-                 check_cpu: {ident}::check_cpu, forward: {ident}::forward, forward_segments: {ident}::forward_segments }},\n"
-            );
+            let doc = "The tiny model compressed under a budget (mixed schemes).";
+            modules += &write_variant(&out_dir, ident, doc, &compiled)?;
+            mixed += &registry_entry(ident, &format!("{ident}::SCHEMES"));
         }
         modules += &format!("\n/// The compressed directory the mixed variants were built from.\npub const MIXED_DIR: &str = {:?};\n", dir.display().to_string());
     } else {
@@ -195,6 +171,34 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     modules += &format!("\n/// The tiny model under a memory budget (mixed schemes), per backend.\npub const MIXED: &[Variant] = &[\n{mixed}];\n");
     write_if_changed(&out_dir.join("variants.rs"), modules.as_bytes())?;
     Ok(())
+}
+
+/// Write variant `ident`'s generated code and weights file; returns its module declaration.
+fn write_variant(
+    out_dir: &std::path::Path,
+    ident: &str,
+    doc: &str,
+    compiled: &qwenc_codegen::build_model::Compiled,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let file = format!("model_{ident}.rs");
+    write_if_changed(&out_dir.join(&file), compiled.files["model.rs"].as_bytes())?;
+    write_if_changed(
+        &artifact_dir(out_dir).join(format!("qwen-{ident}.weights")),
+        &compiled.packed.bytes,
+    )?;
+    Ok(format!(
+        "/// {doc}\npub mod {ident} {{\n    include!(concat!(env!(\"OUT_DIR\"), \"/{file}\"));\n}}\n"
+    ))
+}
+
+/// The `Variant` of module `ident` (src/lib.rs), its schemes given by the expression `schemes`.
+fn registry_entry(ident: &str, schemes: &str) -> String {
+    format!(
+        "    Variant {{ schemes: {schemes}, weights_file: \"qwen-{ident}.weights\", model_name: {ident}::MODEL_NAME, \
+         weights_len: {ident}::WEIGHTS_LEN, weights_hash: {ident}::WEIGHTS_HASH, layers: {ident}::LAYERS, \
+         kv_dim: {ident}::KV_DIM, vocab: {ident}::VOCAB, backend: {ident}::BACKEND, \
+         check_cpu: {ident}::check_cpu, forward: {ident}::forward, forward_segments: {ident}::forward_segments }},\n"
+    )
 }
 
 /// Variants the tiny model is compiled with for tests: every scheme on the native backend,
