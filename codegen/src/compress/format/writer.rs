@@ -94,8 +94,10 @@ pub struct SafetensorsWriter {
     slots: BTreeMap<String, Slot>,
 }
 
-/// The size of the file [`SafetensorsWriter::create`] lays out for `parts`: header and data.
-pub fn file_len(parts: &[PartSpec], metadata: &BTreeMap<String, String>) -> u64 {
+/// Where each part goes in the data section (largest dtype first, then by name), and the
+/// section's length: the one layout that [`file_len`] measures and
+/// [`SafetensorsWriter::create`] writes.
+fn layout(parts: &[PartSpec]) -> io::Result<(BTreeMap<String, Slot>, u64)> {
     let mut sorted: Vec<&PartSpec> = parts.iter().collect();
     sorted.sort_by(|a, b| {
         b.dtype
@@ -115,9 +117,20 @@ pub fn file_len(parts: &[PartSpec], metadata: &BTreeMap<String, String>) -> u64 
             written: false,
         };
         offset += n_bytes;
-        slots.insert(part.name.clone(), slot);
+        if slots.insert(part.name.clone(), slot).is_some() {
+            return Err(io::Error::other(format!(
+                "tensor `{}` is laid out twice",
+                part.name
+            )));
+        }
     }
-    8 + header_json(parts, &slots, metadata).len() as u64 + offset
+    Ok((slots, offset))
+}
+
+/// The size of the file [`SafetensorsWriter::create`] lays out for `parts`: header and data.
+pub fn file_len(parts: &[PartSpec], metadata: &BTreeMap<String, String>) -> u64 {
+    let (slots, data_len) = layout(parts).expect("parts with distinct names");
+    8 + header_json(parts, &slots, metadata).len() as u64 + data_len
 }
 
 impl SafetensorsWriter {
@@ -128,32 +141,7 @@ impl SafetensorsWriter {
         parts: &[PartSpec],
         metadata: &BTreeMap<String, String>,
     ) -> io::Result<Self> {
-        let mut sorted: Vec<&PartSpec> = parts.iter().collect();
-        sorted.sort_by(|a, b| {
-            b.dtype
-                .size()
-                .cmp(&a.dtype.size())
-                .then_with(|| a.name.cmp(&b.name))
-        });
-        let mut slots = BTreeMap::new();
-        let mut offset = 0u64;
-        for part in sorted {
-            let n_bytes = part.n_bytes() as u64;
-            let slot = Slot {
-                dtype: part.dtype,
-                n_elements: part.n_elements(),
-                start: offset,
-                end: offset + n_bytes,
-                written: false,
-            };
-            offset += n_bytes;
-            if slots.insert(part.name.clone(), slot).is_some() {
-                return Err(io::Error::other(format!(
-                    "tensor `{}` is laid out twice",
-                    part.name
-                )));
-            }
-        }
+        let (slots, offset) = layout(parts)?;
         let header = header_json(parts, &slots, metadata);
         let data_start = 8 + header.len() as u64;
         let mut file = File::create(path)?;
