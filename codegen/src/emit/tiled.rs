@@ -148,25 +148,6 @@ pub trait TilePrims: Sync {
     fn matrix_unit(&self) -> Option<MatrixUnit> {
         None
     }
-    /// Matrix unit: the statements at the top of a pass (its scratch).
-    fn matrix_setup(&self, kind: DotKind, asymmetric: bool) -> TokenStream {
-        let _ = (kind, asymmetric);
-        unreachable!("an ISA without a matrix unit")
-    }
-    /// Matrix unit: stage the block's codes (at `c`) and activations (at `xb`, token `j` at
-    /// `xb + j·COLS`) and start their product in `slot` (0 or 1). The dots it leaves are
-    /// Σ q·x with q the signed code (w4 symmetric: code − 8; w8: q), or Σ code·x for
-    /// asymmetric w4: the register passes' dots after their offset correction.
-    fn matrix_start(&self, kind: DotKind, asymmetric: bool, slot: usize) -> TokenStream {
-        let _ = (kind, asymmetric, slot);
-        unreachable!("an ISA without a matrix unit")
-    }
-    /// Matrix unit: wait for `slot`'s product and leave token `j`'s i32 dots of the tile's rows
-    /// at `ct + 64·j`.
-    fn matrix_finish(&self, slot: usize) -> TokenStream {
-        let _ = slot;
-        unreachable!("an ISA without a matrix unit")
-    }
     /// A pass of `m` tokens written by the ISA itself (`unsafe fn tokens_{m}(codes, PARAMS
     /// xq, xs, xsum, out)` as [`matmul_with`] calls it), or `None` for the generic body. Arm
     /// i8mm uses it for its matrix-matrix passes.
@@ -174,6 +155,20 @@ pub trait TilePrims: Sync {
         let _ = (scheme, m, params);
         None
     }
+}
+
+/// The statements of a matrix unit's pass (AMX), which [`unit_pass`] strings together.
+pub trait UnitPrims: Sync {
+    /// The statements at the top of a pass (its scratch).
+    fn setup(&self, kind: DotKind, asymmetric: bool) -> TokenStream;
+    /// Stage the block's codes (at `c`) and activations (at `xb`, token `j` at
+    /// `xb + j·COLS`) and start their product in `slot` (0 or 1). The dots it leaves are
+    /// Σ q·x with q the signed code (w4 symmetric: code − 8; w8: q), or Σ code·x for
+    /// asymmetric w4: the register passes' dots after their offset correction.
+    fn start(&self, kind: DotKind, asymmetric: bool, slot: usize) -> TokenStream;
+    /// Wait for `slot`'s product and leave token `j`'s i32 dots of the tile's rows at
+    /// `ct + 64·j`.
+    fn finish(&self, slot: usize) -> TokenStream;
 }
 
 /// A matrix unit's pass: its size and the expressions the tile loop wraps around it.
@@ -187,6 +182,8 @@ pub struct MatrixUnit {
     pub leave: TokenStream,
     /// A `&'static str` expression for `info` and `bench`: whether the unit is used here.
     pub status: TokenStream,
+    /// The statements of its passes.
+    pub prims: &'static dyn UnitPrims,
 }
 
 /// What the tile loop (the kernel's outer part) needs of a backend; from a [`TilePrims`] by
@@ -937,10 +934,10 @@ fn unit_pass(
     let fname = format_ident!("tokens_{m}");
     let fvec = p.fvec();
     let f: Vec<Ident> = (0..m).map(|j| format_ident!("f{j}")).collect();
-    let setup = p.matrix_setup(info.kind, info.asymmetric);
-    let start = |slot: usize| p.matrix_start(info.kind, info.asymmetric, slot);
+    let setup = unit.prims.setup(info.kind, info.asymmetric);
+    let start = |slot: usize| unit.prims.start(info.kind, info.asymmetric, slot);
     let (start0, start1) = (start(0), start(1));
-    let (finish0, finish1) = (p.matrix_finish(0), p.matrix_finish(1));
+    let (finish0, finish1) = (unit.prims.finish(0), unit.prims.finish(1));
     let updates: Vec<TokenStream> = f
         .iter()
         .enumerate()

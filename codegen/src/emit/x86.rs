@@ -23,7 +23,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::lit;
-use super::tiled::{self, DotKind, MatrixUnit, TilePrims};
+use super::tiled::{self, DotKind, MatrixUnit, TilePrims, UnitPrims};
 use crate::plan::MatmulShape;
 use crate::quant::Scheme;
 
@@ -428,9 +428,40 @@ impl TilePrims for Avx512Vnni {
             enter: quote! { qwenc_runtime::amx::configure() },
             leave: quote! { qwenc_runtime::amx::release() },
             status: quote! { qwenc_runtime::amx::status() },
+            prims: &Amx,
         })
     }
-    fn matrix_setup(&self, kind: DotKind, asymmetric: bool) -> TokenStream {
+    fn zero_f(&self) -> TokenStream {
+        quote! { _mm512_setzero_ps() }
+    }
+    fn splat_f32(&self, e: TokenStream) -> TokenStream {
+        quote! { _mm512_set1_ps(#e) }
+    }
+    fn cvt_f32(&self, a: TokenStream) -> TokenStream {
+        quote! { _mm512_cvtepi32_ps(#a) }
+    }
+    fn mul_f(&self, a: TokenStream, b: TokenStream) -> TokenStream {
+        quote! { _mm512_mul_ps(#a, #b) }
+    }
+    fn fma_f(&self, a: TokenStream, b: TokenStream, c: TokenStream) -> TokenStream {
+        quote! { _mm512_fmadd_ps(#a, #b, #c) }
+    }
+    fn load_f32(&self, ptr: TokenStream) -> TokenStream {
+        quote! { _mm512_loadu_ps(#ptr) }
+    }
+    fn load_f16(&self, ptr: TokenStream) -> TokenStream {
+        quote! { _mm512_cvtph_ps(_mm256_loadu_si256(#ptr as *const __m256i)) }
+    }
+    fn store_f32(&self, ptr: TokenStream, v: TokenStream) -> TokenStream {
+        quote! { _mm512_storeu_ps(#ptr, #v) }
+    }
+}
+
+/// AMX int8 tiles: the matrix unit of the AVX-512 backend (`qwenc_runtime::amx`).
+pub struct Amx;
+
+impl UnitPrims for Amx {
+    fn setup(&self, kind: DotKind, asymmetric: bool) -> TokenStream {
         let consts = match kind {
             DotKind::U4 if asymmetric => quote! { let nibble = _mm512_set1_epi8(0x0f); },
             DotKind::U4 => quote! {
@@ -446,7 +477,7 @@ impl TilePrims for Avx512Vnni {
             let mut ct = qwenc_runtime::amx::TileBuf::<1024>::new();
         }
     }
-    fn matrix_start(&self, kind: DotKind, asymmetric: bool, slot: usize) -> TokenStream {
+    fn start(&self, kind: DotKind, asymmetric: bool, slot: usize) -> TokenStream {
         let stage = match kind {
             // Step vector k's low nibbles are columns 8k..8k+4 of the 16 rows, 4 per i32
             // lane: B tile row 2k; the high nibbles are row 2k + 1. Symmetric codes become
@@ -487,32 +518,8 @@ impl TilePrims for Avx512Vnni {
             qwenc_runtime::amx::start::<#slot, #signed>(xb, COLS, bp);
         }
     }
-    fn matrix_finish(&self, slot: usize) -> TokenStream {
+    fn finish(&self, slot: usize) -> TokenStream {
         let slot = lit(slot);
         quote! { qwenc_runtime::amx::finish::<#slot>(ct.0.as_mut_ptr()); }
-    }
-    fn zero_f(&self) -> TokenStream {
-        quote! { _mm512_setzero_ps() }
-    }
-    fn splat_f32(&self, e: TokenStream) -> TokenStream {
-        quote! { _mm512_set1_ps(#e) }
-    }
-    fn cvt_f32(&self, a: TokenStream) -> TokenStream {
-        quote! { _mm512_cvtepi32_ps(#a) }
-    }
-    fn mul_f(&self, a: TokenStream, b: TokenStream) -> TokenStream {
-        quote! { _mm512_mul_ps(#a, #b) }
-    }
-    fn fma_f(&self, a: TokenStream, b: TokenStream, c: TokenStream) -> TokenStream {
-        quote! { _mm512_fmadd_ps(#a, #b, #c) }
-    }
-    fn load_f32(&self, ptr: TokenStream) -> TokenStream {
-        quote! { _mm512_loadu_ps(#ptr) }
-    }
-    fn load_f16(&self, ptr: TokenStream) -> TokenStream {
-        quote! { _mm512_cvtph_ps(_mm256_loadu_si256(#ptr as *const __m256i)) }
-    }
-    fn store_f32(&self, ptr: TokenStream, v: TokenStream) -> TokenStream {
-        quote! { _mm512_storeu_ps(#ptr, #v) }
     }
 }
