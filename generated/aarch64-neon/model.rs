@@ -4,6 +4,7 @@
 use qwenc_runtime::kernel_support::{par_outputs, Q8Acts, Q8_BLOCK};
 use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor, Segment};
 use qwenc_runtime::weights::{bf16_to_f32, f16_to_f32, view};
+
 pub const MODEL_NAME: &str = "Qwen2.5-0.5B (review copy)";
 pub const SCHEMES: &str = "attn=w4g32 mlp=w4g32 embed=w8 lm_head=w8";
 pub const BACKEND: &str = "aarch64-neon";
@@ -36,6 +37,7 @@ const _: () = assert!(
     N_HEADS % N_KV_HEADS == 0 && HIDDEN % Q8_BLOCK == 0 && FFN % Q8_BLOCK == 0
 );
 
+/// RoPE's inverse frequencies `1 / θ^(2i / HEAD_DIM)`, in f32 as transformers computes them.
 const ROPE_INV_FREQ: [f32; 32] = [
     1f32,
     0.64938164f32,

@@ -38,9 +38,11 @@ fn spaced(code: &str) -> String {
         "macro_rules!",
         "use ",
     ];
-    let one_liner = |t: &str| {
-        (t.starts_with("const ") || t.starts_with("pub const ") || t.starts_with("use "))
-            && t.ends_with(';')
+    // One-line constants stay together, and so do `use`s; the two groups are apart.
+    let one_liner = |t: &str| match t.ends_with(';') {
+        true if t.starts_with("use ") => Some("use"),
+        true if t.starts_with("const ") || t.starts_with("pub const ") => Some("const"),
+        _ => None,
     };
     let mut out = String::with_capacity(code.len() + code.len() / 20);
     let mut prev = "";
@@ -51,7 +53,7 @@ fn spaced(code: &str) -> String {
         let starts_item = ITEM.iter().any(|k| t.starts_with(k));
         let indent = line.len() - t.len();
         let prev_indent = prev.len() - p.len();
-        if ended && starts_item && indent <= prev_indent && !(one_liner(t) && one_liner(p)) {
+        if ended && starts_item && indent <= prev_indent && !(one_liner(t).is_some() && one_liner(t) == one_liner(p)) {
             out.push('\n');
         }
         out.push_str(line);

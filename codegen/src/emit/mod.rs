@@ -419,6 +419,7 @@ fn rope_table(head_dim: usize, theta: f32) -> TokenStream {
         .collect();
     let half = lit(head_dim / 2);
     quote! {
+        /// RoPE's inverse frequencies `1 / θ^(2i / HEAD_DIM)`, in f32 as transformers computes them.
         const ROPE_INV_FREQ: [f32; #half] = [#(#values),*];
     }
 }
