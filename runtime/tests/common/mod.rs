@@ -1,13 +1,16 @@
 //! Scaffolding shared by runtime's integration tests (each takes it with `mod common;`): the
 //! `qwen` command line run in-process with captured streams, scratch directories and files
-//! removed on drop, and an independent log-softmax.
+//! removed on drop, an independent log-softmax, and the fake model with a hook on each forward
+//! pass.
 #![allow(dead_code)]
 
 use std::io::Cursor;
 use std::path::PathBuf;
 
 use qwenc_runtime::cli::{run, Io};
-use qwenc_runtime::model::Model;
+use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor, Model, ModelInfo};
+use qwenc_runtime::testing::FakeModel;
+use qwenc_runtime::tokenizer::Tokenizer;
 
 /// What a `qwen` command returned and wrote.
 pub struct Output {
@@ -104,4 +107,32 @@ pub fn log_softmax_at(logits: &[f32], t: u32) -> f64 {
         .sum::<f64>()
         .ln();
     logits[t as usize] as f64 - lse
+}
+
+/// The fake model with `before(tokens)` called before each forward pass: a clock that
+/// advances, a pause.
+pub struct Hooked<F> {
+    pub inner: FakeModel,
+    pub before: F,
+}
+
+impl<F: Fn(usize) + Sync> Model for Hooked<F> {
+    fn info(&self) -> &ModelInfo {
+        self.inner.info()
+    }
+    fn tokenizer(&self) -> &Tokenizer {
+        self.inner.tokenizer()
+    }
+    fn new_cache(&self, capacity: usize) -> KvCache {
+        self.inner.new_cache(capacity)
+    }
+    fn forward(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: LogitsFor,
+    ) -> Result<Vec<f32>, ForwardError> {
+        (self.before)(tokens.len());
+        self.inner.forward(cache, tokens, logits)
+    }
 }
