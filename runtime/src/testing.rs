@@ -1,7 +1,7 @@
 //! A fake [`Model`] for tests of the generation loop, the sampler and the CLI, without a
 //! compiled model; and what the workspace's tests share besides: the byte-level ChatML
 //! tokenizer builder ([`byte_level_chatml`], also that of codegen's tiny synthetic
-//! checkpoint).
+//! checkpoint) and deterministic noise ([`lcg_noise`]).
 //!
 //! The tokenizer is real: a byte-level vocabulary (256 byte tokens, a few merges) and the
 //! three ChatML special tokens. The "model" has one layer with `kv_dim = 1`, and it stores
@@ -88,6 +88,25 @@ pub fn byte_level_chatml(merges: &[(&str, &str)], endoftext: u32) -> TokenizerSp
         pre_tokenizer: PreTokenizer::Qwen2,
         nfc: true,
     }
+}
+
+/// One step of the 64-bit linear congruential generator behind [`lcg_noise`] (Knuth's MMIX
+/// constants).
+pub fn lcg_step(s: u64) -> u64 {
+    s.wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+}
+
+/// `n` deterministic pseudo-random values uniform in `[-1, 1)`: the top 24 bits of the
+/// successive [`lcg_step`] states after `seed`. Test data for the quantizers and the KL tests.
+pub fn lcg_noise(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = lcg_step(s);
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
 }
 
 fn mix(mut z: u64) -> u64 {

@@ -9,21 +9,12 @@ use qwenc_runtime::eval::kl::{
     write_reference, ChunkPlan, ReferenceHeader, ReferenceLogits, ReferenceRecord, MAGIC,
 };
 use qwenc_runtime::model::Model;
-use qwenc_runtime::testing::{FakeModel, VOCAB_SIZE};
+use qwenc_runtime::testing::{lcg_noise, lcg_step, FakeModel, VOCAB_SIZE};
 
 /// Deterministic pseudo-random logits in [-scale, scale).
 fn noise(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
+    let values = lcg_noise(lcg_step(seed), n);
+    values.into_iter().map(|v| v * scale).collect()
 }
 
 fn full_kl(p: &[f32], q: &[f32]) -> f64 {
