@@ -6,24 +6,20 @@
 
 #![cfg(qwenc_tiny)]
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use common::{runnable, tiny_reference, PROMPT};
 use qwenc_codegen::compress::format::CompressedModel;
-use qwenc_codegen::model_io::synthetic::{write_tiny_model, SyntheticOptions};
 use qwenc_codegen::quant::dequantize;
 use qwenc_codegen::reference::{argmax, KvCache as RefCache, ReferenceWeights};
-use qwenc_codegen::Checkpoint;
 use qwenc_runtime::model::{KvCache, LogitsFor};
-
-const PROMPT: [u32; 12] = [72, 101, 108, 108, 111, 256, 300, 7, 311, 44, 44, 2];
 
 /// The reference with every matrix replaced by the compressed directory's dequantized one.
 fn reference_for(dir: &Path) -> ReferenceWeights {
-    let src = tempfile::tempdir().unwrap();
-    write_tiny_model(src.path(), &SyntheticOptions::default()).unwrap();
-    let mut w =
-        ReferenceWeights::load(&Checkpoint::open(src.path()).unwrap(), &mut |_, _, _| {}).unwrap();
+    let mut w = tiny_reference(false);
     let model = CompressedModel::open(dir).unwrap();
     let get = |name: String| dequantize(&model.matrix(&name).unwrap());
     for (l, layer) in w.layers.iter_mut().enumerate() {
@@ -62,19 +58,13 @@ fn the_mixed_build_uses_several_schemes_per_kind() {
 
 #[test]
 fn the_mixed_build_matches_the_reference_on_its_own_weights() {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_qwen"));
     let reference = reference_for(Path::new(qwenc::variants::MIXED_DIR));
     let layers = reference.config.num_hidden_layers;
     let want = reference
         .forward(&PROMPT, &mut RefCache::new(layers), LogitsFor::All)
         .unwrap();
     let mut ran = 0;
-    for v in qwenc::variants::MIXED {
-        if let Err(why) = (v.check_cpu)() {
-            eprintln!("SKIPPED mixed variant ({}): {why}", v.backend);
-            continue;
-        }
-        let weights = v.open_weights(&exe).unwrap();
+    for (v, weights) in runnable(qwenc::variants::MIXED) {
         let mut cache = KvCache::new(v.layers, 64, v.kv_dim);
         let got = (v.forward)(weights.bytes(), &mut cache, &PROMPT, LogitsFor::All).unwrap();
         let vocab = v.vocab;

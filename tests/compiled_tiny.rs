@@ -3,13 +3,14 @@
 //! only difference is summation order; the integer schemes also quantize activations to int8
 //! in blocks of 32, which the tolerance below accounts for.
 
+mod common;
+
 use std::path::PathBuf;
 
+use common::{runnable, tiny_reference, PROMPT};
 use qwenc_codegen::build_model::parse_variant;
-use qwenc_codegen::model_io::synthetic::{write_tiny_model, SyntheticOptions};
 use qwenc_codegen::quant::{dequantize, quantize_rtn, Scheme};
 use qwenc_codegen::reference::{argmax, KvCache as RefCache, ReferenceWeights};
-use qwenc_codegen::Checkpoint;
 use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor};
 use qwenc_runtime::weights::Weights;
 
@@ -23,7 +24,6 @@ struct Variant {
 }
 
 fn variants() -> Vec<Variant> {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_qwen"));
     let all = qwenc::variants::ALL;
     // build.rs: TINY_VARIANTS plus the target arch's other backends.
     let expected = if cfg!(target_arch = "x86_64") {
@@ -38,19 +38,13 @@ fn variants() -> Vec<Variant> {
         expected,
         "the tiny build compiles {expected} variants (build.rs tiny_variants)"
     );
-    all.iter()
-        .filter(|v| match (v.check_cpu)() {
-            Ok(()) => true,
-            Err(why) => {
-                eprintln!("SKIPPED variant {} ({}): {why}", v.schemes, v.backend);
-                false
-            }
-        })
-        .map(|v| Variant {
+    runnable(all)
+        .into_iter()
+        .map(|(v, weights)| Variant {
             schemes: v.schemes,
             backend: v.backend,
             forward: v.forward,
-            weights: v.open_weights(&exe).unwrap(),
+            weights,
             layers: v.layers,
             kv_dim: v.kv_dim,
         })
@@ -60,17 +54,7 @@ fn variants() -> Vec<Variant> {
 /// The reference model with every matrix replaced by its quantized-then-dequantized value.
 fn reference_for(variant: &str) -> ReferenceWeights {
     let spec = parse_variant(variant).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_tiny_model(
-        dir.path(),
-        &SyntheticOptions {
-            tie_word_embeddings: spec.tied,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let ckpt = Checkpoint::open(dir.path()).unwrap();
-    let mut w = ReferenceWeights::load(&ckpt, &mut |_, _, _| {}).unwrap();
+    let mut w = tiny_reference(spec.tied);
     let s = spec.schemes;
     let c = w.config.clone();
     let round = |m: &mut Vec<f32>, rows: usize, cols: usize, scheme: Scheme| {
@@ -110,8 +94,6 @@ fn reference_for(variant: &str) -> ReferenceWeights {
     }
     w
 }
-
-const PROMPT: [u32; 12] = [72, 101, 108, 108, 111, 256, 300, 7, 311, 44, 44, 2];
 
 fn integer_scheme(variant: &str) -> bool {
     let s = parse_variant(variant).unwrap().schemes;

@@ -9,27 +9,14 @@
 
 #![cfg(qwenc_tiny)]
 
-use std::path::PathBuf;
+mod common;
 
+use common::{runnable, PROMPT};
 use qwenc::Variant;
 use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor, Segment};
 
-const PROMPT: [u32; 12] = [72, 101, 108, 108, 111, 256, 300, 7, 311, 44, 44, 2];
-
 fn variants() -> Vec<(&'static Variant, qwenc_runtime::weights::Weights)> {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_qwen"));
-    qwenc::variants::ALL
-        .iter()
-        .chain(qwenc::variants::MIXED)
-        .filter(|v| match (v.check_cpu)() {
-            Ok(()) => true,
-            Err(why) => {
-                eprintln!("SKIPPED {} ({}): {why}", v.schemes, v.backend);
-                false
-            }
-        })
-        .map(|v| (v, v.open_weights(&exe).unwrap()))
-        .collect()
+    runnable(qwenc::variants::ALL.iter().chain(qwenc::variants::MIXED))
 }
 
 /// 20 tokens that are not the prompt.

@@ -134,35 +134,28 @@ fn simd_matches_twin(isa: &str, nr: usize, twin: &str, has_features: bool, amx: 
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn avx2_kernels_match_their_twin_bit_for_bit() {
-    let has = ["avx2", "fma", "f16c"].iter().all(|f| feature(f));
+    let has = runs_here(X86Isa::Avx2);
     simd_matches_twin("avx2", k::AVX2_NR, k::AVX2_TWIN, has, false);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn avx512_kernels_match_their_twin_bit_for_bit() {
-    simd_matches_twin("avx512", k::AVX512_NR, k::AVX512_TWIN, has_avx512(), false);
+    let has = runs_here(X86Isa::Avx512Vnni);
+    simd_matches_twin("avx512", k::AVX512_NR, k::AVX512_TWIN, has, false);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn avx512_amx_passes_match_the_twin_bit_for_bit() {
-    simd_matches_twin("avx512", k::AVX512_NR, k::AVX512_TWIN, has_avx512(), true);
+    let has = runs_here(X86Isa::Avx512Vnni);
+    simd_matches_twin("avx512", k::AVX512_NR, k::AVX512_TWIN, has, true);
 }
 
+/// Whether this CPU has every target feature that `isa`'s kernels enable.
 #[cfg(target_arch = "x86_64")]
-fn has_avx512() -> bool {
-    [
-        "avx512f",
-        "avx512bw",
-        "avx512vl",
-        "avx512vnni",
-        "avx2",
-        "fma",
-        "f16c",
-    ]
-    .iter()
-    .all(|f| feature(f))
+fn runs_here(isa: X86Isa) -> bool {
+    isa.target_features().iter().all(|f| feature(f))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -186,8 +179,8 @@ fn feature(name: &str) -> bool {
 #[test]
 fn f32_kernels_match_the_scalar_kernel() {
     for (isa, has) in [
-        ("avx2", ["avx2", "fma", "f16c"].iter().all(|f| feature(f))),
-        ("avx512", has_avx512()),
+        ("avx2", runs_here(X86Isa::Avx2)),
+        ("avx512", runs_here(X86Isa::Avx512Vnni)),
     ] {
         if !has {
             eprintln!("SKIPPED: the {isa} f32 kernel tests: this CPU lacks a required feature");

@@ -14,13 +14,14 @@
 
 #![cfg(qwenc_tiny)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use common::{runnable, PROMPT};
 use qwenc::Variant;
 use qwenc_runtime::model::{KvCache, LogitsFor};
-
-const SHORT: [u32; 12] = [72, 101, 108, 108, 111, 256, 300, 7, 311, 44, 44, 2];
 
 /// FNV-1a over the little-endian bits of every float.
 fn hash(values: &[f32]) -> u64 {
@@ -37,10 +38,10 @@ fn logits_of(v: &Variant, w: &[u8]) -> Vec<f32> {
     let mut all = Vec::new();
     // One prefill with every position's logits.
     let mut cache = KvCache::new(v.layers, 64, v.kv_dim);
-    all.extend((v.forward)(w, &mut cache, &SHORT, LogitsFor::All).unwrap());
+    all.extend((v.forward)(w, &mut cache, &PROMPT, LogitsFor::All).unwrap());
     // The same tokens one at a time.
     let mut cache = KvCache::new(v.layers, 64, v.kv_dim);
-    for &t in &SHORT {
+    for &t in &PROMPT {
         all.extend((v.forward)(w, &mut cache, &[t], LogitsFor::Last).unwrap());
     }
     // A longer prefill (the 16-token passes and their remainder), then two decode steps.
@@ -72,16 +73,10 @@ fn read_recorded() -> BTreeMap<(String, String), String> {
 
 #[test]
 fn logits_are_bit_identical_to_the_recorded_ones() {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_qwen"));
     let mut recorded = read_recorded();
     let bless = std::env::var_os("QWENC_BLESS").is_some_and(|v| v == "1");
     let (mut checked, mut differ, mut unrecorded) = (0, Vec::new(), Vec::new());
-    for v in qwenc::variants::ALL.iter().chain(qwenc::variants::MIXED) {
-        if let Err(why) = (v.check_cpu)() {
-            eprintln!("SKIPPED {} ({}): {why}", v.schemes, v.backend);
-            continue;
-        }
-        let weights = v.open_weights(&exe).unwrap();
+    for (v, weights) in runnable(qwenc::variants::ALL.iter().chain(qwenc::variants::MIXED)) {
         let got = format!("{:016x}", hash(&logits_of(v, weights.bytes())));
         let key = (v.backend.to_string(), v.schemes.to_string());
         eprintln!("{}\t{}\t{got}", key.0, key.1);

@@ -3,25 +3,18 @@
 //! tokens one at a time, for every compiled variant, and `Last` the last row of `All`. Its
 //! own test binary: the chunk size is read once per process.
 
-use std::path::PathBuf;
+mod common;
 
+use common::{runnable, PROMPT};
 use qwenc_runtime::model::{prefill_chunk, KvCache, LogitsFor};
-
-const PROMPT: [u32; 12] = [72, 101, 108, 108, 111, 256, 300, 7, 311, 44, 44, 2];
 
 #[test]
 fn chunked_passes_equal_token_by_token() {
     // Before any forward pass reads it; the only test of this binary.
     std::env::set_var("QWENC_PREFILL_CHUNK", "5");
     assert_eq!(prefill_chunk(), 5);
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_qwen"));
     let mut checked = 0;
-    for v in qwenc::variants::ALL {
-        if let Err(why) = (v.check_cpu)() {
-            eprintln!("SKIPPED variant {} ({}): {why}", v.schemes, v.backend);
-            continue;
-        }
-        let weights = v.open_weights(&exe).unwrap();
+    for (v, weights) in runnable(qwenc::variants::ALL) {
         let w = weights.bytes();
         let mut cache = KvCache::new(v.layers, 64, v.kv_dim);
         let all = (v.forward)(w, &mut cache, &PROMPT, LogitsFor::All).unwrap();

@@ -13,15 +13,13 @@ use qwenc_codegen::compress::format::{MANIFEST_FILE, SAFETENSORS_FILE};
 use qwenc_codegen::compress::pipeline::{self, Budget, CalibrationInput};
 use qwenc_codegen::compress::{CompressError, CompressOptions, CompressReport};
 use qwenc_codegen::emit::Backend;
-use qwenc_codegen::model_io::synthetic::{write_tiny_model, SyntheticOptions};
-
-/// Deterministic calibration ids for the tiny vocabulary (300 byte-level tokens and merges).
-pub fn calibration_ids() -> Vec<u32> {
-    (0..96u32).map(|i| (i * 37 + 11) % 300).collect()
-}
+use qwenc_codegen::model_io::synthetic::{
+    synthetic_calibration_ids, write_tiny_model, SyntheticOptions,
+};
 
 /// `qwenc compress SRC -o OUT --budget-mb` (in bytes) with round-to-nearest, calibrated on
-/// [`calibration_ids`] in sequences of 32.
+/// 96 [`synthetic_calibration_ids`] of the tiny vocabulary (300 byte-level tokens and
+/// merges) in sequences of 32.
 fn run(src: &Path, out: &Path, budget: u64) -> Result<CompressReport, CompressError> {
     let options = pipeline::Options {
         plan: CompressOptions {
@@ -29,7 +27,7 @@ fn run(src: &Path, out: &Path, budget: u64) -> Result<CompressReport, CompressEr
             ..Default::default()
         },
         budget: Some(Budget::Bytes(budget)),
-        calibration: CalibrationInput::ids(calibration_ids(), 32),
+        calibration: CalibrationInput::ids(synthetic_calibration_ids(96, 300), 32),
         ..Default::default()
     };
     pipeline::run(src, out, &options, &mut |_| {})

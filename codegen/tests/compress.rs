@@ -2,11 +2,14 @@
 //! untied, f32 and bf16 sources, every scheme): exact round trips, error bounds, determinism,
 //! class overrides, named errors on broken directories; and one ignored test on the dev GGUF.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use common::dev_gguf;
 use qwenc_codegen::compress::format::{
     CompressedModel, TensorClass, FORMAT, MANIFEST_FILE, SAFETENSORS_FILE,
 };
@@ -891,23 +894,6 @@ fn peak_rss_kb() -> u64 {
         })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
-}
-
-const IGNORE: &str = "needs the dev checkpoint: scripts/fetch-dev-model.sh";
-
-fn dev_gguf() -> PathBuf {
-    let path = std::env::var_os("QWENC_DEV_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../models/qwen2.5-coder-0.5b-instruct.gguf")
-        });
-    assert!(
-        path.is_file(),
-        "dev checkpoint not found at {} ({IGNORE}, or set QWENC_DEV_GGUF)",
-        path.display()
-    );
-    path
 }
 
 #[test]

@@ -2,21 +2,11 @@
 //! host's): a change to a primitive set, the i8mm pass or the SVE asm shows up as a
 //! reviewable diff (`cargo insta review`). Generation runs twice to show it is deterministic.
 
+mod common;
+
+use common::{pretty, shape};
 use qwenc_codegen::emit::aarch64::ArmIsa;
 use qwenc_codegen::emit::{kernel_name, Backend};
-use qwenc_codegen::plan::MatmulShape;
-
-fn pretty(tokens: proc_macro2::TokenStream) -> String {
-    qwenc_codegen::emit::format::format_file(tokens)
-}
-
-fn shape(scheme: &str) -> MatmulShape {
-    MatmulShape {
-        rows: 8,
-        cols: 64,
-        scheme: scheme.parse().unwrap(),
-    }
-}
 
 fn kernel(isa: ArmIsa, scheme: &str) -> String {
     let code = pretty(isa.matmul(&shape(scheme)));

@@ -1,21 +1,11 @@
 //! Snapshots of the tiled x86 kernels and their twin on a small shape: a change to the body,
 //! a primitive set or the layout shows up as a reviewable diff (`cargo insta review`).
 
+mod common;
+
+use common::{pretty, shape};
 use qwenc_codegen::emit::tiled;
 use qwenc_codegen::emit::x86::X86Isa;
-use qwenc_codegen::plan::MatmulShape;
-
-fn pretty(tokens: proc_macro2::TokenStream) -> String {
-    qwenc_codegen::emit::format::format_file(tokens)
-}
-
-fn shape(scheme: &str) -> MatmulShape {
-    MatmulShape {
-        rows: 8,
-        cols: 64,
-        scheme: scheme.parse().unwrap(),
-    }
-}
 
 #[test]
 fn x86_kernels() {

@@ -7,46 +7,18 @@
 //! Without the checkpoint they fail (they never pass vacuously).
 //! `QWENC_DEV_GGUF` overrides the checkpoint path, `QWENC_SHARED` the shared directory.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::{dev_gguf, fixture};
 use qwenc_codegen::model_io::gguf::{GgmlType, GgufFile};
 use qwenc_codegen::{QwenConfig, TensorSource};
 use serde_json::Value;
 
-const IGNORE: &str = "needs the dev checkpoint: scripts/fetch-dev-model.sh";
-
-fn dev_gguf_path() -> PathBuf {
-    let path = match std::env::var_os("QWENC_DEV_GGUF") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../models/qwen2.5-coder-0.5b-instruct.gguf"),
-    };
-    assert!(
-        path.is_file(),
-        "dev checkpoint not found at {} ({IGNORE}, or set QWENC_DEV_GGUF)",
-        path.display()
-    );
-    path
-}
-
 fn open_dev() -> GgufFile {
-    let path = dev_gguf_path();
+    let path = dev_gguf();
     GgufFile::open(&path).unwrap_or_else(|e| panic!("opening the dev checkpoint: {e}"))
-}
-
-fn fixture(name: &str) -> PathBuf {
-    let shared = match std::env::var_os("QWENC_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
-    };
-    let path = shared.join("fixtures").join(name);
-    assert!(
-        path.is_file(),
-        "fixture not found at {} (set QWENC_SHARED to the shared/ directory)",
-        path.display()
-    );
-    path
 }
 
 fn read_json(name: &str) -> Value {

@@ -1,5 +1,7 @@
 //! A fake [`Model`] for tests of the generation loop, the sampler and the CLI, without a
-//! compiled model.
+//! compiled model; and what the workspace's tests share besides: the byte-level ChatML
+//! tokenizer builder ([`byte_level_chatml`], also that of codegen's tiny synthetic
+//! checkpoint) and deterministic noise ([`lcg_noise`]).
 //!
 //! The tokenizer is real: a byte-level vocabulary (256 byte tokens, a few merges) and the
 //! three ChatML special tokens. The "model" has one layer with `kv_dim = 1`, and it stores
@@ -49,20 +51,28 @@ pub const VOCAB_SIZE: usize = IM_END as usize + 1;
 
 /// The fake model's tokenizer: bytes, a few merges, and the three ChatML special tokens.
 pub fn tokenizer_spec() -> TokenizerSpec {
+    byte_level_chatml(&MERGES, ENDOFTEXT)
+}
+
+/// A byte-level BPE vocabulary: the 256 byte symbols (ids 0..256), `merges` (ids 256.. in
+/// this order), and the ChatML special tokens `<|endoftext|>`, `<|im_start|>` and
+/// `<|im_end|>` at `endoftext`, `endoftext + 1` and `endoftext + 2`. The fake model's
+/// tokenizer, and that of codegen's tiny synthetic checkpoint (with its own merges and ids).
+pub fn byte_level_chatml(merges: &[(&str, &str)], endoftext: u32) -> TokenizerSpec {
     let mut vocab: Vec<(String, u32)> = byte_level_alphabet()
         .iter()
         .enumerate()
         .map(|(b, c)| (c.to_string(), b as u32))
         .collect();
-    let mut merges = Vec::new();
-    for (a, b) in MERGES {
+    let mut merge_list = Vec::new();
+    for &(a, b) in merges {
         vocab.push((format!("{a}{b}"), vocab.len() as u32));
-        merges.push((a.to_string(), b.to_string()));
+        merge_list.push((a.to_string(), b.to_string()));
     }
     let added = [
-        (ENDOFTEXT, "<|endoftext|>"),
-        (IM_START, "<|im_start|>"),
-        (IM_END, "<|im_end|>"),
+        (endoftext, "<|endoftext|>"),
+        (endoftext + 1, "<|im_start|>"),
+        (endoftext + 2, "<|im_end|>"),
     ]
     .into_iter()
     .map(|(id, content)| AddedToken {
@@ -73,11 +83,30 @@ pub fn tokenizer_spec() -> TokenizerSpec {
     .collect();
     TokenizerSpec {
         vocab,
-        merges,
+        merges: merge_list,
         added,
         pre_tokenizer: PreTokenizer::Qwen2,
         nfc: true,
     }
+}
+
+/// One step of the 64-bit linear congruential generator behind [`lcg_noise`] (Knuth's MMIX
+/// constants).
+pub fn lcg_step(s: u64) -> u64 {
+    s.wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+}
+
+/// `n` deterministic pseudo-random values uniform in `[-1, 1)`: the top 24 bits of the
+/// successive [`lcg_step`] states after `seed`. Test data for the quantizers and the KL tests.
+pub fn lcg_noise(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = lcg_step(s);
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
 }
 
 fn mix(mut z: u64) -> u64 {

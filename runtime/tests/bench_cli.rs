@@ -1,63 +1,11 @@
 //! `qwen bench` on the fake model, through `cli::run` with captured streams (real clock:
 //! only shapes and counts are checked here; bench_formulas.rs checks the arithmetic).
 
-use std::io::Cursor;
-use std::path::PathBuf;
+mod common;
 
-use qwenc_runtime::cli::{run, Io};
+use common::{qwen, TempFile};
 use qwenc_runtime::model::Model;
 use qwenc_runtime::testing::FakeModel;
-
-struct Output {
-    code: u8,
-    stdout: String,
-    stderr: String,
-}
-
-fn qwen(model: &FakeModel, args: &[&str]) -> Output {
-    let mut input = Cursor::new(Vec::new());
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    let argv = std::iter::once("qwen").chain(args.iter().copied());
-    let code = run(
-        argv,
-        model,
-        &mut Io {
-            stdin: &mut input,
-            stdout: &mut stdout,
-            stderr: &mut stderr,
-            interactive: false,
-        },
-    );
-    Output {
-        code,
-        stdout: String::from_utf8(stdout).unwrap(),
-        stderr: String::from_utf8(stderr).unwrap(),
-    }
-}
-
-/// A file in a fresh temporary directory, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, contents: &str) -> TempFile {
-        let dir =
-            std::env::temp_dir().join(format!("qwen-bench-test-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        std::fs::write(&path, contents).unwrap();
-        TempFile(path)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
-    }
-}
 
 /// Literal backslash-n, as in the challenge prompt: kept as it is.
 const PROMPT: &str = "the world\\nin the\\nweather ";
@@ -172,7 +120,7 @@ fn optimum_json_file_and_summary() {
         "{line}"
     );
     let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json.0).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(json.path()).unwrap()).unwrap();
     assert_eq!(v["config"]["profile"], "optimum");
     assert_eq!(
         v["config"]["prompt"],

@@ -1,8 +1,11 @@
 //! The benchmark profiles on the fake model with a hand-driven clock: every forward pass
 //! advances the clock by a known amount, so each figure can be checked exactly.
 
+mod common;
+
 use std::time::Duration;
 
+use common::Hooked;
 use qwenc_runtime::bench::memory::parse_vm_hwm;
 use qwenc_runtime::bench::report::{Latency, Throughput};
 use qwenc_runtime::bench::{
@@ -10,49 +13,18 @@ use qwenc_runtime::bench::{
     GenerationTiming, Instruments, ManualClock, OptimumOptions,
 };
 use qwenc_runtime::generate::GenerateError;
-use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor, Model, ModelInfo};
+use qwenc_runtime::model::Model;
 use qwenc_runtime::testing::FakeModel;
-use qwenc_runtime::tokenizer::Tokenizer;
-
-/// The fake model, with each forward pass taking `per_call + per_token × tokens` on `clock`.
-struct TickingModel<'c> {
-    inner: FakeModel,
-    clock: &'c ManualClock,
-    per_call: Duration,
-    per_token: Duration,
-}
-
-impl Model for TickingModel<'_> {
-    fn info(&self) -> &ModelInfo {
-        self.inner.info()
-    }
-    fn tokenizer(&self) -> &Tokenizer {
-        self.inner.tokenizer()
-    }
-    fn new_cache(&self, capacity: usize) -> KvCache {
-        self.inner.new_cache(capacity)
-    }
-    fn forward(
-        &self,
-        cache: &mut KvCache,
-        tokens: &[u32],
-        logits: LogitsFor,
-    ) -> Result<Vec<f32>, ForwardError> {
-        self.clock
-            .advance(self.per_call + self.per_token * tokens.len() as u32);
-        self.inner.forward(cache, tokens, logits)
-    }
-}
 
 const A: f64 = 0.002; // per call
 const B: f64 = 0.001; // per token
 
-fn ticking(clock: &ManualClock) -> TickingModel<'_> {
-    TickingModel {
+/// The fake model, with each forward pass taking `A + B × tokens` on `clock`.
+fn ticking(clock: &ManualClock) -> Hooked<impl Fn(usize) + Sync + '_> {
+    let (per_call, per_token) = (Duration::from_secs_f64(A), Duration::from_secs_f64(B));
+    Hooked {
         inner: FakeModel::new(),
-        clock,
-        per_call: Duration::from_secs_f64(A),
-        per_token: Duration::from_secs_f64(B),
+        before: move |tokens| clock.advance(per_call + per_token * tokens as u32),
     }
 }
 

@@ -1,43 +1,11 @@
 //! The `qwen` command line on the fake model, through `cli::run` with captured streams.
 
-use std::io::Cursor;
+mod common;
 
+use common::{qwen, qwen_with_stdin, Output};
 use qwenc_runtime::chat::{render, ChatMessage};
-use qwenc_runtime::cli::{run, Io};
 use qwenc_runtime::model::Model;
 use qwenc_runtime::testing::{FakeModel, IM_END};
-
-struct Output {
-    code: u8,
-    stdout: String,
-    stderr: String,
-}
-
-fn qwen_with_stdin(model: &FakeModel, args: &[&str], stdin: &str) -> Output {
-    let mut input = Cursor::new(stdin.as_bytes().to_vec());
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    let argv = std::iter::once("qwen").chain(args.iter().copied());
-    let code = run(
-        argv,
-        model,
-        &mut Io {
-            stdin: &mut input,
-            stdout: &mut stdout,
-            stderr: &mut stderr,
-            interactive: false,
-        },
-    );
-    Output {
-        code,
-        stdout: String::from_utf8(stdout).unwrap(),
-        stderr: String::from_utf8(stderr).unwrap(),
-    }
-}
-
-fn qwen(model: &FakeModel, args: &[&str]) -> Output {
-    qwen_with_stdin(model, args, "")
-}
 
 fn json(out: &Output) -> serde_json::Value {
     assert_eq!(out.code, 0, "stderr: {}", out.stderr);

@@ -1,67 +1,14 @@
 //! `qwen eval` and `qwen perplexity` on the fake model, through `cli::run`, with data
 //! files written to a temporary directory.
 
-use std::io::Cursor;
-use std::path::{Path, PathBuf};
+mod common;
 
-use qwenc_runtime::cli::{run, Io};
+use std::path::Path;
+
+use common::{log_softmax_at, qwen, TempDir};
 use qwenc_runtime::eval::perplexity::perplexity;
 use qwenc_runtime::model::Model;
 use qwenc_runtime::testing::FakeModel;
-
-struct Output {
-    code: u8,
-    stdout: String,
-    stderr: String,
-}
-
-fn qwen(model: &FakeModel, args: &[&str]) -> Output {
-    let mut input = Cursor::new(Vec::new());
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    let argv = std::iter::once("qwen").chain(args.iter().copied());
-    let code = run(
-        argv,
-        model,
-        &mut Io {
-            stdin: &mut input,
-            stdout: &mut stdout,
-            stderr: &mut stderr,
-            interactive: false,
-        },
-    );
-    Output {
-        code,
-        stdout: String::from_utf8(stdout).unwrap(),
-        stderr: String::from_utf8(stderr).unwrap(),
-    }
-}
-
-/// A fresh directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("qwenc-eval-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn write(&self, file: &str, text: &str) -> PathBuf {
-        let p = self.0.join(file);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const ARC: &str = r#"{"id": "a1", "question": "What is in the world?", "choices": ["the sea", "in", "a whole lot of other things"], "label": 0}
 {"id": "a2", "question": "Where?", "choices": ["here", "there", "on the other hand", "nowhere"], "label": 2}
@@ -81,19 +28,6 @@ fn data_dir(name: &str) -> TempDir {
     d.write("piqa_val.jsonl", PIQA);
     d.write("hellaswag_val.jsonl", HELLASWAG);
     d
-}
-
-/// log_softmax(logits)[t] in f64.
-fn log_softmax_at(logits: &[f32], t: u32) -> f64 {
-    let m = logits
-        .iter()
-        .fold(f64::NEG_INFINITY, |a, &x| a.max(x as f64));
-    let lse = m + logits
-        .iter()
-        .map(|&x| (x as f64 - m).exp())
-        .sum::<f64>()
-        .ln();
-    logits[t as usize] as f64 - lse
 }
 
 /// lm-eval's log-likelihood of `" " + choice` after `context`, from scratch.
@@ -152,7 +86,7 @@ fn read_json(path: &Path) -> serde_json::Value {
 fn eval_writes_lm_eval_json_and_a_table() {
     let model = FakeModel::new();
     let dir = data_dir("full");
-    let out_path = dir.0.join("results.json");
+    let out_path = dir.join("results.json");
     let out = qwen(
         &model,
         &[
@@ -234,7 +168,7 @@ fn eval_writes_lm_eval_json_and_a_table() {
 fn eval_limit_and_hellaswag_exact() {
     let model = FakeModel::new();
     let dir = data_dir("limit");
-    let out_path = dir.0.join("r.json");
+    let out_path = dir.join("r.json");
     let out = qwen(
         &model,
         &[

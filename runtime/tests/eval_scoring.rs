@@ -3,8 +3,11 @@
 //! results JSON, perplexity windows and data errors. Expected values are computed here
 //! from `FakeModel::logits_after` (the fake model's logits as a plain function).
 
+mod common;
+
 use std::path::Path;
 
+use common::log_softmax_at;
 use qwenc_runtime::eval::harness::{
     argmax, argmax_normalized, doc_requests, encode_pair, evaluate_doc, mean_stderr, results_json,
     split_trailing_whitespace, summary_table, DocResult, TaskReport,
@@ -14,19 +17,6 @@ use qwenc_runtime::eval::scoring::{score_continuations, ScoreError};
 use qwenc_runtime::eval::tasks::{parse_docs, DataError, Doc, Task};
 use qwenc_runtime::model::{LogitsFor, Model};
 use qwenc_runtime::testing::FakeModel;
-
-/// log_softmax(logits)[t] in f64, written independently of the library.
-fn log_softmax_at(logits: &[f32], t: u32) -> f64 {
-    let m = logits
-        .iter()
-        .fold(f64::NEG_INFINITY, |a, &x| a.max(x as f64));
-    let lse = m + logits
-        .iter()
-        .map(|&x| (x as f64 - m).exp())
-        .sum::<f64>()
-        .ln();
-    logits[t as usize] as f64 - lse
-}
 
 /// Per-token log-probabilities of `cont` after `ctx`, from the fake model's logit function.
 fn expected_token_lls(model: &FakeModel, ctx: &[u32], cont: &[u32]) -> Vec<f64> {

@@ -1,29 +1,20 @@
 //! KL divergence from top-K reference logits (`qwen kl`): the per-position formula against
 //! the full KL, the file format and its checks, and a run on the fake model.
 
-use std::io::Cursor;
+mod common;
 
-use qwenc_runtime::cli::{run, Io};
+use common::{qwen, TempDir};
 use qwenc_runtime::eval::kl::{
     compare, compare_all, model_chunk_logits, parse_reference, read_reference, run_kl,
     write_reference, ChunkPlan, ReferenceHeader, ReferenceLogits, ReferenceRecord, MAGIC,
 };
 use qwenc_runtime::model::Model;
-use qwenc_runtime::testing::{FakeModel, VOCAB_SIZE};
+use qwenc_runtime::testing::{lcg_noise, lcg_step, FakeModel, VOCAB_SIZE};
 
 /// Deterministic pseudo-random logits in [-scale, scale).
 fn noise(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
+    let values = lcg_noise(lcg_step(seed), n);
+    values.into_iter().map(|v| v * scale).collect()
 }
 
 fn full_kl(p: &[f32], q: &[f32]) -> f64 {
@@ -169,7 +160,8 @@ fn the_model_against_itself_has_zero_kl_and_a_perturbed_model_does_not() {
 fn the_file_round_trips_and_bad_files_are_named() {
     let model = FakeModel::new();
     let reference = fake_reference(&model, 130, 64, 8);
-    let path = std::env::temp_dir().join(format!("qwen-kl-test-{}.bin", std::process::id()));
+    let dir = TempDir::new("kl");
+    let path = dir.join("reference.bin");
     write_reference(&path, &reference.header, &reference.records).unwrap();
     assert_eq!(read_reference(&path).unwrap(), reference);
     let bytes = std::fs::read(&path).unwrap();
@@ -195,33 +187,13 @@ fn the_file_round_trips_and_bad_files_are_named() {
     assert_eq!(&bytes[..8], MAGIC);
 
     // Through the command line.
-    let (mut out, mut errs) = (Vec::new(), Vec::new());
-    let code = run(
-        ["qwen", "kl", path.to_str().unwrap(), "--json"],
-        &model,
-        &mut Io {
-            stdin: &mut Cursor::new(Vec::new()),
-            stdout: &mut out,
-            stderr: &mut errs,
-            interactive: false,
-        },
-    );
-    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&errs));
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let out = qwen(&model, &["kl", path.to_str().unwrap(), "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["positions"], 2 * 31);
     assert!(v["mean_kl"].as_f64().unwrap() < 1e-9);
     std::fs::remove_file(&path).unwrap();
-    let (mut out, mut errs) = (Vec::new(), Vec::new());
-    let code = run(
-        ["qwen", "kl", path.to_str().unwrap()],
-        &model,
-        &mut Io {
-            stdin: &mut Cursor::new(Vec::new()),
-            stdout: &mut out,
-            stderr: &mut errs,
-            interactive: false,
-        },
-    );
-    assert_eq!(code, 1);
-    assert!(String::from_utf8_lossy(&errs).contains(path.to_str().unwrap()));
+    let out = qwen(&model, &["kl", path.to_str().unwrap()]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains(path.to_str().unwrap()));
 }

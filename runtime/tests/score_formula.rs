@@ -1,8 +1,8 @@
 //! `qwen score`: the challenge formula (GUIDE.md §3) on a worked example, and its errors.
 
-use std::io::Cursor;
+mod common;
 
-use qwenc_runtime::cli::{run, Io};
+use common::{qwen, TempDir};
 use qwenc_runtime::score::{measured_from_reports, score, Baseline, Best, ScoreError};
 use qwenc_runtime::testing::FakeModel;
 use serde_json::{json, Value};
@@ -140,34 +140,12 @@ fn bad_inputs_are_named() {
     assert!(score(&m, &baseline(), &best).is_err());
 }
 
-fn qwen(args: &[&str]) -> (u8, String, String) {
-    let model = FakeModel::new();
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = run(
-        std::iter::once("qwen").chain(args.iter().copied()),
-        &model,
-        &mut Io {
-            stdin: &mut Cursor::new(Vec::new()),
-            stdout: &mut out,
-            stderr: &mut err,
-            interactive: false,
-        },
-    );
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
-}
-
 #[test]
 fn the_command_prints_the_total() {
-    let dir = tempfile_dir();
-    let eval = dir.join("eval.json");
-    let bench = dir.join("bench.json");
-    std::fs::write(&eval, eval_json().to_string()).unwrap();
-    std::fs::write(&bench, bench_json().to_string()).unwrap();
-    let common = [
+    let dir = TempDir::new("score");
+    let eval = dir.write("eval.json", &eval_json().to_string());
+    let bench = dir.write("bench.json", &bench_json().to_string());
+    let base = [
         "score",
         "--eval",
         eval.to_str().unwrap(),
@@ -184,26 +162,23 @@ fn the_command_prints_the_total() {
         "--decode-ori",
         "12.5",
     ];
-    let (code, out, err) = qwen(&common);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("total    0.7000"), "{out}");
-    let mut args = common.to_vec();
+    let out = qwen(&FakeModel::new(), &base);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("total    0.7000"), "{}", out.stdout);
+    let mut args = base.to_vec();
     args.push("--json");
-    let (code, out, _) = qwen(&args);
-    assert_eq!(code, 0);
-    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let out = qwen(&FakeModel::new(), &args);
+    assert_eq!(out.code, 0);
+    let v: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     close(v["score"]["total"].as_f64().unwrap(), 0.7);
     // A missing file is named.
-    let mut args = common.to_vec();
+    let mut args = base.to_vec();
     args[2] = "/nonexistent/eval.json";
-    let (code, _, err) = qwen(&args);
-    assert_eq!(code, 1);
-    assert!(err.contains("/nonexistent/eval.json"), "{err}");
-}
-
-/// A fresh directory under the target's tmp (runtime has no tempfile dependency).
-fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("qwen-score-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    let out = qwen(&FakeModel::new(), &args);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("/nonexistent/eval.json"),
+        "{}",
+        out.stderr
+    );
 }

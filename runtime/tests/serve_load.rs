@@ -5,43 +5,29 @@
 //! `QWEN_SERVE_ADDR=127.0.0.1:PORT cargo test --release -p qwenc-runtime --test serve_load
 //! -- --ignored --nocapture` (scripts/load-test.sh does it).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::Hooked;
 use qwenc_runtime::generate::{generate, GenerateOptions};
-use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor, Model, ModelInfo};
+use qwenc_runtime::model::Model;
 use qwenc_runtime::serve::client::{self, request_bytes, Streaming};
 use qwenc_runtime::serve::{RunningServer, ServeConfig};
 use qwenc_runtime::testing::FakeModel;
-use qwenc_runtime::tokenizer::Tokenizer;
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(60);
 
 /// The fake model with a pause in every forward pass, so requests last long enough to be
 /// interrupted.
-struct Slow(FakeModel, Duration);
-
-impl Model for Slow {
-    fn info(&self) -> &ModelInfo {
-        self.0.info()
-    }
-    fn tokenizer(&self) -> &Tokenizer {
-        self.0.tokenizer()
-    }
-    fn new_cache(&self, capacity: usize) -> KvCache {
-        self.0.new_cache(capacity)
-    }
-    fn forward(
-        &self,
-        cache: &mut KvCache,
-        tokens: &[u32],
-        logits: LogitsFor,
-    ) -> Result<Vec<f32>, ForwardError> {
-        std::thread::sleep(self.1);
-        self.0.forward(cache, tokens, logits)
+fn slow(pause: Duration) -> Hooked<impl Fn(usize) + Send + Sync> {
+    Hooked {
+        inner: FakeModel::new(),
+        before: move |_| std::thread::sleep(pause),
     }
 }
 
@@ -147,7 +133,7 @@ fn concurrent_streaming_clients_get_their_own_outputs() {
 #[test]
 fn disconnected_clients_free_their_slots() {
     // One slot and no queue: a stuck slot would refuse every later request with 503.
-    let model = Arc::new(Slow(FakeModel::new(), Duration::from_millis(10)));
+    let model = Arc::new(slow(Duration::from_millis(10)));
     let config = ServeConfig {
         parallel: 1,
         queue_depth: 0,
@@ -175,7 +161,7 @@ fn disconnected_clients_free_their_slots() {
         );
     }
     // Not streamed: hang up while the answer is computed.
-    let calls_before = model.0.forward_calls();
+    let calls_before = model.inner.forward_calls();
     let plain = json!({"prompt": "the", "max_tokens": 200, "temperature": 0}).to_string();
     let conn = {
         use std::io::Write;
@@ -190,7 +176,7 @@ fn disconnected_clients_free_their_slots() {
     };
     // Wait until the request runs, then hang up.
     for _ in 0..500 {
-        if model.0.forward_calls() > calls_before + 2 {
+        if model.inner.forward_calls() > calls_before + 2 {
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -200,7 +186,7 @@ fn disconnected_clients_free_their_slots() {
         wait_idle(addr),
         "the slot of a disconnected plain request stays taken"
     );
-    let run = model.0.forward_calls() - calls_before;
+    let run = model.inner.forward_calls() - calls_before;
     assert!(
         run < 200,
         "the abandoned request ran to the end ({run} forward passes)"
@@ -211,13 +197,13 @@ fn disconnected_clients_free_their_slots() {
         &json!({"prompt": "in", "max_tokens": 5, "temperature": 0, "stream": true}),
     )
     .unwrap();
-    assert_eq!(text, greedy_text(&model.0, "in", 5));
+    assert_eq!(text, greedy_text(&model.inner, "in", 5));
     server.stop().unwrap();
 }
 
 #[test]
 fn full_queue_refuses_with_503_then_recovers() {
-    let model = Arc::new(Slow(FakeModel::new(), Duration::from_millis(10)));
+    let model = Arc::new(slow(Duration::from_millis(10)));
     let config = ServeConfig {
         parallel: 1,
         queue_depth: 1,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use qwenc_runtime::tokenizer::{AddedToken, PreTokenizer, TokenizerSpec};
+use qwenc_runtime::tokenizer::TokenizerSpec;
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::model_io::config::QwenConfig;
@@ -61,18 +61,12 @@ pub fn tiny_config(tie_word_embeddings: bool) -> QwenConfig {
 
 /// Special token ids of the tiny tokenizer (after the 256 bytes and the merges).
 pub const ENDOFTEXT: u32 = 300;
-pub const IM_START: u32 = 301;
-pub const IM_END: u32 = 302;
+pub const IM_START: u32 = ENDOFTEXT + 1;
+pub const IM_END: u32 = ENDOFTEXT + 2;
 
 /// A byte-level BPE vocabulary: the 256 byte symbols, a few English merges, ChatML specials.
 pub fn tiny_tokenizer() -> TokenizerSpec {
-    let byte_symbols = qwenc_runtime::tokenizer::byte_level_alphabet();
-    let mut vocab: Vec<(String, u32)> = byte_symbols
-        .iter()
-        .enumerate()
-        .map(|(b, c)| (c.to_string(), b as u32))
-        .collect();
-    let merges_text = [
+    const MERGES: [(&str, &str); 12] = [
         ("Ġ", "t"),
         ("h", "e"),
         ("Ġt", "he"),
@@ -86,30 +80,7 @@ pub fn tiny_tokenizer() -> TokenizerSpec {
         ("Ġ", "w"),
         ("o", "r"),
     ];
-    let mut merges = Vec::new();
-    for (a, b) in merges_text {
-        vocab.push((format!("{a}{b}"), vocab.len() as u32));
-        merges.push((a.to_string(), b.to_string()));
-    }
-    let added = [
-        (ENDOFTEXT, "<|endoftext|>"),
-        (IM_START, "<|im_start|>"),
-        (IM_END, "<|im_end|>"),
-    ]
-    .into_iter()
-    .map(|(id, content)| AddedToken {
-        id,
-        content: content.to_string(),
-        special: true,
-    })
-    .collect();
-    TokenizerSpec {
-        vocab,
-        merges,
-        added,
-        pre_tokenizer: PreTokenizer::Qwen2,
-        nfc: true,
-    }
+    qwenc_runtime::testing::byte_level_chatml(&MERGES, ENDOFTEXT)
 }
 
 /// xorshift64*: deterministic, dependency-free random numbers for weights.

@@ -176,18 +176,7 @@ pub fn unscale_rows(w: &mut [f32], s: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn noise(seed: u64, n: usize) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use qwenc_runtime::testing::lcg_noise as noise;
 
     #[test]
     fn the_search_never_loses_to_rtn_and_wins_with_outlier_channels() {
