@@ -238,8 +238,9 @@ fn a_foreign_weights_file_is_refused() {
 /// the compiled f32 variant (KL ≈ 0: summation order only) and a quantized one (KL > 0).
 #[test]
 fn kl_divergence_is_zero_for_f32_and_positive_for_w4() {
-    use qwenc_runtime::eval::kl::{
-        compare_all, ChunkPlan, ReferenceHeader, ReferenceLogits, ReferenceRecord,
+    use qwenc_runtime::eval::kl::compare_all;
+    use qwenc_runtime::reference_logits::{
+        ChunkPlan, ReferenceHeader, ReferenceLogits, ReferenceRecord,
     };
     let reference = reference_for("f32");
     let context = 32;

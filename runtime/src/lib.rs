@@ -9,6 +9,7 @@ pub mod generate;
 pub mod kernel_support;
 pub mod model;
 pub mod narrow_codes;
+pub mod reference_logits;
 pub mod sampler;
 pub mod score;
 pub mod serve;

@@ -411,7 +411,7 @@ fn reference_logits(
     top_k: usize,
 ) -> AnyResult {
     use qwenc_codegen::reference::{KvCache, Logits};
-    use qwenc_runtime::eval::kl::{write_reference, ReferenceHeader, ReferenceRecord};
+    use qwenc_runtime::reference_logits::{write_reference, ReferenceHeader, ReferenceRecord};
     let start = Instant::now();
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let ckpt = Checkpoint::open(path)?;
