@@ -1,6 +1,8 @@
-//! The f32 reference model: weights loaded by name, a readable forward pass, greedy decoding.
+//! The f32 reference model: weights loaded by name, a readable forward pass, greedy decoding,
+//! and the logits `qwen kl` compares a compiled model with ([`kl`]).
 
 mod forward;
+pub mod kl;
 mod weights;
 
 pub use forward::{
