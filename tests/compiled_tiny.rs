@@ -220,28 +220,14 @@ fn a_foreign_weights_file_is_refused() {
 /// the compiled f32 variant (KL ≈ 0: summation order only) and a quantized one (KL > 0).
 #[test]
 fn kl_divergence_is_zero_for_f32_and_positive_for_w4() {
-    use qwenc_runtime::eval::kl::{
-        compare_all, ChunkPlan, ReferenceHeader, ReferenceLogits, ReferenceRecord,
-    };
+    use qwenc_codegen::reference::kl::reference_records;
+    use qwenc_runtime::eval::kl::compare_all;
+    use qwenc_runtime::reference_logits::{ReferenceHeader, ReferenceLogits};
     let reference = reference_for("f32");
     let context = 32;
     let tokens: Vec<u32> = (0..3 * context as u32)
         .map(|i| (i * 37 + 11) % 300)
         .collect();
-    let plan = ChunkPlan::new(tokens.len(), context).unwrap();
-    let mut records = Vec::new();
-    for chunk in tokens.chunks(context) {
-        let rows = reference
-            .forward(
-                chunk,
-                &mut RefCache::new(reference.config.num_hidden_layers),
-                LogitsFor::All,
-            )
-            .unwrap();
-        for pos in plan.first..context - 1 {
-            records.push(ReferenceRecord::from_logits(&rows[pos], chunk[pos + 1], 16));
-        }
-    }
     let vocab = reference.config.vocab_size;
     let header = ReferenceHeader {
         model: "tiny".into(),
@@ -251,6 +237,11 @@ fn kl_divergence_is_zero_for_f32_and_positive_for_w4() {
         top_k: 16,
         tokens,
     };
+    let plan = header.plan().unwrap();
+    let mut chunks_done = 0;
+    let records =
+        reference_records(&reference, &header, &mut |done, _| chunks_done = done).unwrap();
+    assert_eq!((chunks_done, records.len()), (3, plan.positions()));
     let file = ReferenceLogits {
         header,
         plan,

@@ -20,7 +20,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::model::{ForwardError, KvCache, LogitsFor, Model, ModelInfo};
-use crate::tokenizer::{byte_level_alphabet, AddedToken, PreTokenizer, Tokenizer, TokenizerSpec};
+use crate::tokenizer::{Tokenizer, TokenizerSpec};
 
 /// Merges of the fake vocabulary (ids 256.. in this order).
 const MERGES: [(&str, &str); 14] = [
@@ -51,43 +51,7 @@ pub const VOCAB_SIZE: usize = IM_END as usize + 1;
 
 /// The fake model's tokenizer: bytes, a few merges, and the three ChatML special tokens.
 pub fn tokenizer_spec() -> TokenizerSpec {
-    byte_level_chatml(&MERGES, ENDOFTEXT)
-}
-
-/// A byte-level BPE vocabulary: the 256 byte symbols (ids 0..256), `merges` (ids 256.. in
-/// this order), and the ChatML special tokens `<|endoftext|>`, `<|im_start|>` and
-/// `<|im_end|>` at `endoftext`, `endoftext + 1` and `endoftext + 2`. The fake model's
-/// tokenizer, and that of codegen's tiny synthetic checkpoint (with its own merges and ids).
-pub fn byte_level_chatml(merges: &[(&str, &str)], endoftext: u32) -> TokenizerSpec {
-    let mut vocab: Vec<(String, u32)> = byte_level_alphabet()
-        .iter()
-        .enumerate()
-        .map(|(b, c)| (c.to_string(), b as u32))
-        .collect();
-    let mut merge_list = Vec::new();
-    for &(a, b) in merges {
-        vocab.push((format!("{a}{b}"), vocab.len() as u32));
-        merge_list.push((a.to_string(), b.to_string()));
-    }
-    let added = [
-        (endoftext, "<|endoftext|>"),
-        (endoftext + 1, "<|im_start|>"),
-        (endoftext + 2, "<|im_end|>"),
-    ]
-    .into_iter()
-    .map(|(id, content)| AddedToken {
-        id,
-        content: content.to_string(),
-        special: true,
-    })
-    .collect();
-    TokenizerSpec {
-        vocab,
-        merges: merge_list,
-        added,
-        pre_tokenizer: PreTokenizer::Qwen2,
-        nfc: true,
-    }
+    TokenizerSpec::byte_level_chatml(&MERGES, ENDOFTEXT)
 }
 
 /// One step of the 64-bit linear congruential generator behind [`lcg_noise`] (Knuth's MMIX

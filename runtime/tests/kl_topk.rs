@@ -4,11 +4,12 @@
 mod common;
 
 use common::{qwen, TempDir};
-use qwenc_runtime::eval::kl::{
-    compare, compare_all, model_chunk_logits, parse_reference, read_reference, run_kl,
-    write_reference, ChunkPlan, ReferenceHeader, ReferenceLogits, ReferenceRecord, MAGIC,
-};
+use qwenc_runtime::eval::kl::{compare, compare_all, model_chunk_logits, run_kl};
 use qwenc_runtime::model::Model;
+use qwenc_runtime::reference_logits::{
+    parse_reference, read_reference, write_reference, ChunkPlan, ReferenceHeader, ReferenceLogits,
+    ReferenceRecord, MAGIC,
+};
 use qwenc_runtime::testing::{lcg_noise, lcg_step, FakeModel, VOCAB_SIZE};
 
 /// Deterministic pseudo-random logits in [-scale, scale).

@@ -411,9 +411,8 @@ fn reference_logits(
     context: usize,
     top_k: usize,
 ) -> AnyResult {
-    use qwenc_codegen::reference::KvCache;
-    use qwenc_runtime::eval::kl::{write_reference, ReferenceHeader, ReferenceRecord};
-    use qwenc_runtime::model::LogitsFor;
+    use qwenc_codegen::reference::kl::reference_records;
+    use qwenc_runtime::reference_logits::{write_reference, ReferenceHeader};
     let start = Instant::now();
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let ckpt = Checkpoint::open(path)?;
@@ -438,42 +437,19 @@ fn reference_logits(
         top_k: top_k.min(vocab),
         tokens,
     };
-    let plan = header.plan()?;
-    if context > weights.config.max_position_embeddings {
-        return Err(format!(
-            "--context {context} exceeds the model's {}",
-            weights.config.max_position_embeddings
-        )
-        .into());
-    }
-    let bar = ProgressBar::new(plan.chunks as u64).with_style(
+    let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template(
             "reference logits {bar:40} {pos}/{len} chunks {elapsed}/{duration}",
         )
         .expect("static template"),
     );
-    let mut records = Vec::with_capacity(plan.positions());
-    for c in 0..plan.chunks {
-        let chunk = &header.tokens[c * context..][..context];
-        let mut cache = KvCache::new(weights.config.num_hidden_layers);
-        weights.forward(&chunk[..plan.first], &mut cache, LogitsFor::Last)?;
-        // Positions first .. context-1, in pieces to bound the logits' memory.
-        let mut pos = plan.first;
-        while pos < context - 1 {
-            let upto = (pos + 64).min(context - 1);
-            let rows = weights.forward(&chunk[pos..upto], &mut cache, LogitsFor::All)?;
-            for (i, row) in rows.iter().enumerate() {
-                records.push(ReferenceRecord::from_logits(
-                    row,
-                    chunk[pos + i + 1],
-                    header.top_k,
-                ));
-            }
-            pos = upto;
-        }
-        bar.inc(1);
-    }
+    let result = reference_records(&weights, &header, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
     bar.finish_and_clear();
+    let records = result?;
+    let plan = header.plan()?;
     write_reference(output, &header, &records)?;
     eprintln!(
         "wrote {}: {} positions ({} chunks of {}, top-{}) in {:.1} s",

@@ -53,7 +53,11 @@ fn spaced(code: &str) -> String {
         let starts_item = ITEM.iter().any(|k| t.starts_with(k));
         let indent = line.len() - t.len();
         let prev_indent = prev.len() - p.len();
-        if ended && starts_item && indent <= prev_indent && !(one_liner(t).is_some() && one_liner(t) == one_liner(p)) {
+        if ended
+            && starts_item
+            && indent <= prev_indent
+            && !(one_liner(t).is_some() && one_liner(t) == one_liner(p))
+        {
             out.push('\n');
         }
         out.push_str(line);

@@ -80,7 +80,7 @@ pub fn tiny_tokenizer() -> TokenizerSpec {
         ("Ġ", "w"),
         ("o", "r"),
     ];
-    qwenc_runtime::testing::byte_level_chatml(&MERGES, ENDOFTEXT)
+    TokenizerSpec::byte_level_chatml(&MERGES, ENDOFTEXT)
 }
 
 /// xorshift64*: deterministic, dependency-free random numbers for weights.

@@ -1,6 +1,8 @@
-//! The f32 reference model: weights loaded by name, a readable forward pass, greedy decoding.
+//! The f32 reference model: weights loaded by name, a readable forward pass, greedy decoding,
+//! and the logits `qwen kl` compares a compiled model with ([`kl`]).
 
 mod forward;
+pub mod kl;
 mod weights;
 
 pub use forward::{dot, linear, rms_norm, rope, silu, softmax, KvCache, Observer, Tap};
@@ -19,11 +21,8 @@ pub fn argmax(x: &[f32]) -> u32 {
     best as u32
 }
 
-/// log Σ exp(x), in f64 for accuracy.
-pub fn logsumexp(x: &[f32]) -> f64 {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    max + x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln()
-}
+/// log Σ exp(x), in f64 for accuracy (the runtime's, which the reference-logits files use).
+pub use qwenc_runtime::reference_logits::logsumexp;
 
 /// What greedy decoding does with end-of-sequence tokens.
 #[derive(Clone, Debug, PartialEq, Eq)]

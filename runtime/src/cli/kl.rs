@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{CliError, Io};
-use crate::eval::kl::{read_reference, run_kl};
+use crate::eval::kl::run_kl;
 use crate::eval::progress::Progress;
 use crate::model::Model;
+use crate::reference_logits::read_reference;
 
 #[derive(Debug, Clone, Args)]
 pub struct KlArgs {

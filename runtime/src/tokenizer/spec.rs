@@ -54,6 +54,43 @@ pub fn byte_level_alphabet() -> [char; 256] {
 }
 
 impl TokenizerSpec {
+    /// A byte-level BPE vocabulary: the 256 byte symbols (ids 0..256), `merges` (ids 256.. in
+    /// this order), and the ChatML special tokens `<|endoftext|>`, `<|im_start|>` and
+    /// `<|im_end|>` at `endoftext`, `endoftext + 1` and `endoftext + 2`. The fake model's
+    /// tokenizer (`testing`), and that of codegen's tiny synthetic checkpoint (with its own
+    /// merges and ids).
+    pub fn byte_level_chatml(merges: &[(&str, &str)], endoftext: u32) -> TokenizerSpec {
+        let mut vocab: Vec<(String, u32)> = byte_level_alphabet()
+            .iter()
+            .enumerate()
+            .map(|(b, c)| (c.to_string(), b as u32))
+            .collect();
+        let mut merge_list = Vec::new();
+        for &(a, b) in merges {
+            vocab.push((format!("{a}{b}"), vocab.len() as u32));
+            merge_list.push((a.to_string(), b.to_string()));
+        }
+        let added = [
+            (endoftext, "<|endoftext|>"),
+            (endoftext + 1, "<|im_start|>"),
+            (endoftext + 2, "<|im_end|>"),
+        ]
+        .into_iter()
+        .map(|(id, content)| AddedToken {
+            id,
+            content: content.to_string(),
+            special: true,
+        })
+        .collect();
+        TokenizerSpec {
+            vocab,
+            merges: merge_list,
+            added,
+            pre_tokenizer: PreTokenizer::Qwen2,
+            nfc: true,
+        }
+    }
+
     /// A Hugging Face `tokenizer.json` for this spec (Qwen2 layout), so that a compressed model
     /// directory built from a GGUF file is a regular Hugging Face directory.
     pub fn to_tokenizer_json(&self) -> String {
