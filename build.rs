@@ -10,11 +10,11 @@
 
 use std::path::PathBuf;
 
-use qwenc_codegen::build_model::{
+use qwenc_codegen::compile::build_model::{
     artifact_dir, compile_checkpoint, compile_model, parse_schemes, parse_variant, variant_ident,
     write_if_changed,
 };
-use qwenc_codegen::emit::Backend;
+use qwenc_codegen::compile::emit::Backend;
 use qwenc_codegen::model_io::synthetic::{write_tiny_model, SyntheticOptions};
 
 fn main() {
@@ -82,7 +82,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rustc-cfg=qwenc_tiny");
         // x86 kernel tests (tests/kernels_x86.rs): the tiled AVX2 / AVX-512 kernels, their
         // plain-Rust twins and the scalar kernels on a few shapes, included by that test alone.
-        let kernels = qwenc_codegen::emit::kernel_tests::kernel_test_module();
+        let kernels = qwenc_codegen::compile::emit::kernel_tests::kernel_test_module();
         write_if_changed(&out_dir.join("kernel_tests.rs"), kernels.as_bytes())?;
     }
     let variants: Vec<String> = match std::env::var("QWENC_VARIANTS") {
@@ -178,7 +178,7 @@ fn write_variant(
     out_dir: &std::path::Path,
     ident: &str,
     doc: &str,
-    compiled: &qwenc_codegen::build_model::Compiled,
+    compiled: &qwenc_codegen::compile::build_model::Compiled,
 ) -> Result<String, Box<dyn std::error::Error>> {
     let file = format!("model_{ident}.rs");
     write_if_changed(&out_dir.join(&file), compiled.files["model.rs"].as_bytes())?;

@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::{runnable, tiny_reference, PROMPT};
-use qwenc_codegen::build_model::parse_variant;
+use qwenc_codegen::compile::build_model::parse_variant;
 use qwenc_codegen::quant::{dequantize, quantize_rtn, Scheme};
 use qwenc_codegen::reference::{argmax, KvCache as RefCache, ReferenceWeights};
 use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor};

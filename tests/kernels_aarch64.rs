@@ -14,8 +14,8 @@ mod k {
     include!(concat!(env!("OUT_DIR"), "/kernel_tests.rs"));
 }
 #[cfg(target_arch = "aarch64")]
-use qwenc_codegen::emit::tiled::token_block_for;
-use qwenc_codegen::layout::{pack_parts, part_sizes};
+use qwenc_codegen::compile::emit::tiled::token_block_for;
+use qwenc_codegen::compile::layout::{pack_parts, part_sizes};
 use qwenc_codegen::quant::{quantize_rtn, QuantizedData, QuantizedMatrix};
 use qwenc_runtime::kernel_support::Q8Acts;
 

@@ -19,9 +19,9 @@
 mod k {
     include!(concat!(env!("OUT_DIR"), "/kernel_tests.rs"));
 }
-use qwenc_codegen::emit::tiled::token_block;
-use qwenc_codegen::emit::x86::X86Isa;
-use qwenc_codegen::layout::{pack_parts, part_sizes};
+use qwenc_codegen::compile::emit::tiled::token_block;
+use qwenc_codegen::compile::emit::x86::X86Isa;
+use qwenc_codegen::compile::layout::{pack_parts, part_sizes};
 use qwenc_codegen::quant::{quantize_rtn, QuantizedData, QuantizedMatrix};
 use qwenc_runtime::kernel_support::Q8Acts;
 

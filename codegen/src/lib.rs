@@ -9,16 +9,12 @@
 //! 4. [`compress`]: `qwenc compress` ([`compress::pipeline::run`]): calibrate, choose schemes
 //!    (under a budget), quantize, and write the compressed model directory
 //!    ([`compress::format`]), the compiler's input;
-//! 5. compile: plan the kernels ([`plan`]), lay out ([`layout`]) and pack the weights
-//!    ([`pack`]), generate the code ([`emit`]), all driven by [`build_model`] from `build.rs`.
+//! 5. [`compile`]: plan the kernels, lay out and pack the weights, generate the code, all
+//!    driven by [`compile::build_model`] from `build.rs`.
 
-pub mod build_model;
+pub mod compile;
 pub mod compress;
-pub mod emit;
-pub mod layout;
 pub mod model_io;
-pub mod pack;
-pub mod plan;
 pub mod quant;
 pub mod reference;
 

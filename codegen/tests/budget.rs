@@ -7,12 +7,12 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use qwenc_codegen::build_model::compile_model;
+use qwenc_codegen::compile::build_model::compile_model;
+use qwenc_codegen::compile::emit::Backend;
 use qwenc_codegen::compress::budget::BudgetError;
 use qwenc_codegen::compress::format::{MANIFEST_FILE, SAFETENSORS_FILE};
 use qwenc_codegen::compress::pipeline::{self, Budget, CalibrationInput};
 use qwenc_codegen::compress::{CompressError, CompressOptions, CompressReport};
-use qwenc_codegen::emit::Backend;
 use qwenc_codegen::model_io::synthetic::{
     synthetic_calibration_ids, write_tiny_model, SyntheticOptions,
 };

@@ -412,7 +412,7 @@ fn tied_models_store_the_embedding_once_in_the_lm_head_scheme() {
     assert_eq!(model.scheme(LM_HEAD), Some(s("bf16")));
 
     // What the packer sees: the stored matrix in the stored scheme, or a named error.
-    use qwenc_codegen::pack::WeightSource;
+    use qwenc_codegen::compile::pack::WeightSource;
     let source: &dyn WeightSource = &model;
     let head = source.matrix(LM_HEAD, 320, 64, s("bf16")).unwrap();
     assert_eq!(head, model.matrix(EMBED).unwrap());

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{pretty, shape};
-use qwenc_codegen::emit::aarch64::ArmIsa;
-use qwenc_codegen::emit::{kernel_name, Backend};
+use qwenc_codegen::compile::emit::aarch64::ArmIsa;
+use qwenc_codegen::compile::emit::{kernel_name, Backend};
 
 fn kernel(isa: ArmIsa, scheme: &str) -> String {
     let code = pretty(isa.matmul(&shape(scheme)));

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{pretty, shape};
-use qwenc_codegen::emit::scalar;
+use qwenc_codegen::compile::emit::scalar;
 
 #[test]
 fn scalar_kernels() {

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{pretty, shape};
-use qwenc_codegen::emit::tiled;
-use qwenc_codegen::emit::x86::X86Isa;
+use qwenc_codegen::compile::emit::tiled;
+use qwenc_codegen::compile::emit::x86::X86Isa;
 
 #[test]
 fn x86_kernels() {
@@ -31,7 +31,7 @@ fn x86_kernels() {
     );
     insta::assert_snapshot!(
         "avx2_f32",
-        pretty(qwenc_codegen::emit::x86_float::matmul_f32(
+        pretty(qwenc_codegen::compile::emit::x86_float::matmul_f32(
             X86Isa::Avx2,
             &shape("f32")
         ))
@@ -44,7 +44,8 @@ fn backend_names_and_features() {
     assert_eq!(X86Isa::Avx512Vnni.name(), "x86-avx512");
     assert_eq!((X86Isa::Avx2.nr(), X86Isa::Avx512Vnni.nr()), (8, 16));
     assert!(X86Isa::Avx512Vnni.target_features().contains(&"avx512vnni"));
-    let name = qwenc_codegen::emit::kernel_name(X86Isa::Avx512Vnni.name(), &shape("w4g32"));
+    let name =
+        qwenc_codegen::compile::emit::kernel_name(X86Isa::Avx512Vnni.name(), &shape("w4g32"));
     assert_eq!(name.to_string(), "x86_avx512_matmul_w4g32_8x64");
     assert!(pretty(X86Isa::Avx2.matmul(&shape("w8"))).contains("pub fn x86_avx2_matmul_w8_8x64("));
 }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use qwenc_codegen::build_model::review_files;
+use qwenc_codegen::compile::build_model::review_files;
 
 #[test]
 fn generated_dir_is_up_to_date_and_deterministic() {

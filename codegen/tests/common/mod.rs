@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use qwenc_codegen::plan::MatmulShape;
+use qwenc_codegen::compile::plan::MatmulShape;
 
 /// `../shared` beside the checkout, or `QWENC_SHARED`.
 pub fn shared_dir() -> PathBuf {
@@ -51,5 +51,5 @@ pub fn shape(scheme: &str) -> MatmulShape {
 
 /// Generated tokens as the formatted file a snapshot holds.
 pub fn pretty(tokens: proc_macro2::TokenStream) -> String {
-    qwenc_codegen::emit::format::format_file(tokens)
+    qwenc_codegen::compile::emit::format::format_file(tokens)
 }

@@ -246,7 +246,7 @@ impl CompressedModel {
 
 /// The compiler's view: the plan asks for a matrix in a scheme and shape, and gets exactly the
 /// stored one, or a named error when the directory was compressed differently.
-impl crate::pack::WeightSource for CompressedModel {
+impl crate::compile::pack::WeightSource for CompressedModel {
     fn matrix(
         &self,
         name: &str,

@@ -18,7 +18,7 @@ use quote::{format_ident, quote};
 
 use super::x86::X86Isa;
 use super::{kernel_name, lit};
-use crate::plan::MatmulShape;
+use crate::compile::plan::MatmulShape;
 use crate::quant::Scheme;
 
 /// Rows per register block.

@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 
-use crate::pack::Packed;
-use crate::plan::{FusedMatrix, LayerMatrix, MatmulShape, Plan};
+use crate::compile::pack::Packed;
+use crate::compile::plan::{FusedMatrix, LayerMatrix, MatmulShape, Plan};
 use crate::quant::Scheme;
 use aarch64::ArmIsa;
 use x86::X86Isa;
@@ -284,7 +284,7 @@ pub fn generate(
     let shapes: Vec<MatmulShape> = plan.matmul_shapes().into_iter().collect();
     let kernels = backend.matmuls(&shapes);
     // A tied embedding is the lm_head matrix, in the lm_head kernel's layout.
-    let embed_row = match crate::pack::matrix_tile_rows(
+    let embed_row = match crate::compile::pack::matrix_tile_rows(
         plan,
         &plan.embed,
         backend.kernel_backend(plan.embed.shape.scheme).tile_rows(),

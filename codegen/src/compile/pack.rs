@@ -2,7 +2,7 @@
 //! exactly the layout the emitted kernels read (no repacking at run time). Each region starts
 //! on a 64-byte boundary so kernels can use aligned loads.
 //!
-//! Scalar layout (the reference layout; tiled backends use `crate::layout`'s, same part names):
+//! Scalar layout (the reference layout; tiled backends use `crate::compile::layout`'s, same part names):
 //! - `f32`:  `{m}.w` f32 `[rows, cols]`
 //! - `bf16`: `{m}.w` bf16 bits `[rows, cols]`
 //! - `w8`:   `{m}.q` i8 `[rows, cols]`, `{m}.scale` f32 `[rows]`
@@ -14,10 +14,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::layout;
+use crate::compile::layout;
+use crate::compile::plan::{FusedMatrix, Plan};
 use crate::model_io::checkpoint::Checkpoint;
 use crate::model_io::error::Result;
-use crate::plan::{FusedMatrix, Plan};
 use crate::quant::{quantize_rtn, QuantizedData, QuantizedMatrix, Scheme};
 
 pub const ALIGN: usize = 64;

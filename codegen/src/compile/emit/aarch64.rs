@@ -36,7 +36,7 @@ use quote::{format_ident, quote};
 
 use super::lit;
 use super::tiled::{self, DotKind, TilePrims};
-use crate::plan::MatmulShape;
+use crate::compile::plan::MatmulShape;
 use crate::quant::Scheme;
 
 /// The aarch64 instruction sets with a tiled integer backend.

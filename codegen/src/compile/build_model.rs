@@ -3,14 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::compile::emit::aarch64::ArmIsa;
+use crate::compile::emit::x86::X86Isa;
+use crate::compile::emit::{generate, Backend, ModelMeta};
+use crate::compile::pack::{pack, weights_hash, Packed, QuantizeOnTheFly};
+use crate::compile::plan::Plan;
 use crate::compress::format::{ClassSchemes, CompressedModel};
-use crate::emit::aarch64::ArmIsa;
-use crate::emit::x86::X86Isa;
-use crate::emit::{generate, Backend, ModelMeta};
 use crate::model_io::checkpoint::Checkpoint;
 use crate::model_io::error::{LoadError, Result};
-use crate::pack::{pack, weights_hash, Packed, QuantizeOnTheFly};
-use crate::plan::Plan;
 use crate::quant::Scheme;
 
 /// The default scheme: 4-bit groups of 32 in the layers, 8-bit embedding and lm_head.
@@ -222,7 +222,7 @@ pub fn review_files(config_json: &Path) -> Result<std::collections::BTreeMap<Str
         Backend::Arm(ArmIsa::Sve2 { bits: 128 }),
     ];
     for backend in backends {
-        let layout = crate::pack::layout(&plan, backend.tile_rows());
+        let layout = crate::compile::pack::layout(&plan, backend.tile_rows());
         let meta = ModelMeta {
             name: "Qwen2.5-0.5B (review copy)".into(),
             weights_len: layout.packed_len() as u64,

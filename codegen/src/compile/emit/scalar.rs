@@ -5,7 +5,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::{kernel_name, lit};
-use crate::plan::MatmulShape;
+use crate::compile::plan::MatmulShape;
 use crate::quant::Scheme;
 
 pub const BACKEND: &str = "scalar";

@@ -11,7 +11,7 @@ use quote::{format_ident, quote};
 use super::aarch64::ArmIsa;
 use super::x86::X86Isa;
 use super::{kernel_name, lit, scalar, tiled, x86_float};
-use crate::plan::MatmulShape;
+use crate::compile::plan::MatmulShape;
 use crate::quant::Scheme;
 
 /// The integer schemes under test.

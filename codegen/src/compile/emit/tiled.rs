@@ -2,7 +2,7 @@
 //! emitted once per scheme as a module generic over the shape) and the plain-Rust *twin* that
 //! reads the same layout and defines, operation for operation, what the SIMD kernels compute.
 //!
-//! The layout is [`crate::layout`]'s (its module docs); this module emits the code that reads it.
+//! The layout is [`crate::compile::layout`]'s (its module docs); this module emits the code that reads it.
 //!
 //! # Arithmetic (the twin does exactly this, so SIMD and twin agree bit for bit)
 //!
@@ -28,11 +28,11 @@ use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
 use super::{kernel_name, lit};
-use crate::plan::MatmulShape;
+use crate::compile::plan::MatmulShape;
 use crate::quant::Scheme;
 use qwenc_runtime::narrow_codes;
 
-pub use crate::layout::BLOCK;
+pub use crate::compile::layout::BLOCK;
 
 /// How many bytes ahead of the block it reads a decode pass hints the weights into L2
 /// (`prefetcht1`, `prfm pldl2keep`). Measured on the dev checkpoint (w4g32, AVX-512, 2

@@ -24,7 +24,7 @@ use quote::quote;
 
 use super::lit;
 use super::tiled::{self, DotKind, MatrixUnit, TilePrims, UnitPrims};
-use crate::plan::MatmulShape;
+use crate::compile::plan::MatmulShape;
 use crate::quant::Scheme;
 
 /// The x86_64 instruction sets with a tiled integer backend.
