@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (README, CI).
+# 0. cargo fmt --check and clippy with warnings as errors.
 # 1. Fetch the dev checkpoint if it is not there yet.
 # 2. Every test of the workspace, including those on the real checkpoint (marked #[ignore] so
 #    that a plain `cargo test` stays quick and says what it skipped).
@@ -21,6 +22,12 @@ stage_done() {
   echo "disk: $(df -Ph . | awk 'NR==2 { print $4 }') free"
 }
 
+# Style and lints first: they fail in a minute, before the long stages.
+if command -v rustup >/dev/null && ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
+  rustup component add clippy rustfmt
+fi
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 bash scripts/fetch-dev-model.sh
 # load_external_server drives a server started by scripts/load-test.sh; it has nothing to test here.
 cargo test --workspace --locked -- --include-ignored --skip load_external_server

@@ -34,9 +34,12 @@ pub struct Variant {
     pub backend: &'static str,
     /// Whether this CPU runs that backend (Err says what is missing).
     pub check_cpu: fn() -> Result<(), String>,
-    pub forward: fn(&[u8], &mut KvCache, &[u32], LogitsFor) -> Result<Vec<f32>, ForwardError>,
+    pub forward: Forward,
     pub forward_segments: ForwardSegments,
 }
+
+/// The generated `forward`: one sequence's tokens on its cache.
+pub type Forward = fn(&[u8], &mut KvCache, &[u32], LogitsFor) -> Result<Vec<f32>, ForwardError>;
 
 /// The generated `forward_segments`: several sequences in one pass over the weights.
 pub type ForwardSegments =

@@ -17,7 +17,7 @@ use qwenc_runtime::weights::Weights;
 struct Variant {
     schemes: &'static str,
     backend: &'static str,
-    forward: fn(&[u8], &mut KvCache, &[u32], LogitsFor) -> Result<Vec<f32>, ForwardError>,
+    forward: qwenc::Forward,
     weights: Weights,
     layers: usize,
     kv_dim: usize,

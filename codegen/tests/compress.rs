@@ -596,7 +596,7 @@ fn narrow_schemes_serve_every_matrix() {
         let src = tiny(&tmp.path().join(format!("src-{tied}")), tied, StoreAs::F32);
         let ckpt = Checkpoint::open(&src).unwrap();
         let out = tmp.path().join(format!("out-{tied}"));
-        run(&src, &out, args.clone());
+        run(&src, &out, args);
         let model = CompressedModel::open(&out).unwrap();
         let c = &ckpt.config;
         let checks = [

@@ -52,7 +52,7 @@ fn word(b: &[u8], i: usize) -> u64 {
 /// `w4.len()`).
 pub fn compress(bits: usize, w4: &[u8], chunk: usize) -> Vec<u8> {
     assert!(
-        chunk > 0 && chunk % CHUNK_GRANULE == 0 && w4.len() % chunk == 0,
+        chunk > 0 && chunk.is_multiple_of(CHUNK_GRANULE) && w4.len().is_multiple_of(chunk),
         "w4 codes are whole chunks of whole granules"
     );
     let k = chunk / 8 / runs(bits);
@@ -85,7 +85,7 @@ pub fn compress(bits: usize, w4: &[u8], chunk: usize) -> Vec<u8> {
 pub fn expand<const BITS: usize>(src: &[u8], dst: &mut [u8], offset: u8) {
     let off = offset as u64 * M1;
     assert!(
-        src.len() * 4 == dst.len() * BITS && dst.len() % CHUNK_GRANULE == 0,
+        src.len() * 4 == dst.len() * BITS && dst.len().is_multiple_of(CHUNK_GRANULE),
         "narrow and w4 lengths"
     );
     let k = dst.len() / 8 / runs(BITS);

@@ -168,7 +168,7 @@ impl Pool {
                         break;
                     }
                     spins += 1;
-                    if spins % 64 == 0 {
+                    if spins.is_multiple_of(64) {
                         if start.elapsed() > self.spin {
                             state = self.park(seen);
                             break;
@@ -252,7 +252,7 @@ pub fn parallel_for<F: Fn(usize) + Sync>(items: usize, f: F) {
     let pool = pool();
     if pool.rayon {
         use rayon::prelude::*;
-        (0..items).into_par_iter().for_each(|i| f(i));
+        (0..items).into_par_iter().for_each(&f);
         return;
     }
     if items == 1 || pool.threads == 1 || IN_SECTION.with(|s| s.get()) {
@@ -295,7 +295,7 @@ pub fn parallel_for<F: Fn(usize) + Sync>(items: usize, f: F) {
     let mut spins = 0u32;
     while state & JOINED != 0 {
         spins += 1;
-        if spins % 64 != 0 {
+        if !spins.is_multiple_of(64) {
             std::hint::spin_loop();
         } else if start.elapsed() > WAIT_SPIN {
             std::thread::sleep(Duration::from_micros(20));

@@ -137,10 +137,7 @@ fn the_model_against_itself_has_zero_kl_and_a_perturbed_model_does_not() {
         VOCAB_SIZE,
         &mut |chunk, first| {
             let mut l = model_chunk_logits(&model, &mut cache, chunk, first)?;
-            for (x, n) in l
-                .iter_mut()
-                .zip(noise(9, usize::MAX.min(1 << 20), 2.0).into_iter().cycle())
-            {
+            for (x, n) in l.iter_mut().zip(noise(9, 1 << 20, 2.0).into_iter().cycle()) {
                 *x += n;
             }
             Ok(l)

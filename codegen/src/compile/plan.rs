@@ -119,6 +119,9 @@ impl LayerMatrices {
     }
 }
 
+/// The scheme of a fused matrix, from its Hugging Face tensors and class ([`Plan::per_matrix`]).
+pub type SchemeOf<'a> = dyn Fn(&[String], TensorClass) -> Result<Scheme, String> + 'a;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     pub config: QwenConfig,
@@ -145,7 +148,7 @@ impl Plan {
         config: &QwenConfig,
         schemes: ClassSchemes,
         tied: bool,
-        scheme_of: &dyn Fn(&[String], TensorClass) -> Result<Scheme, String>,
+        scheme_of: &SchemeOf<'_>,
     ) -> Result<Plan, String> {
         let c = config;
         let (h, q, kv, f, v) = (

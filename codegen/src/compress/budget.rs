@@ -247,7 +247,8 @@ pub fn measure(
     );
     // (name, members [(hf name, w, rows)], cols, column weights, weight)
     type Member<'a> = (String, &'a [f32], usize);
-    let mut specs: Vec<(String, Vec<Member>, usize, Vec<f64>, f64)> = Vec::new();
+    type Spec<'a> = (String, Vec<Member<'a>>, usize, Vec<f64>, f64);
+    let mut specs: Vec<Spec> = Vec::new();
     let empty = LayerActivations::default();
     for (l, lw) in weights.layers.iter().enumerate() {
         let acts = calib.layers.get(l).unwrap_or(&empty);

@@ -167,16 +167,17 @@ impl QwenConfig {
                 return Err(format!("`{name}` must be positive"));
             }
         }
-        if c.num_attention_heads % c.num_key_value_heads != 0 {
+        if !c.num_attention_heads.is_multiple_of(c.num_key_value_heads) {
             return Err(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 c.num_attention_heads, c.num_key_value_heads
             ));
         }
-        if c.head_dim % 2 != 0 {
+        if !c.head_dim.is_multiple_of(2) {
             return Err(format!("head_dim {} must be even for RoPE", c.head_dim));
         }
-        if !(c.rms_norm_eps > 0.0) || !(c.rope_theta > 0.0) {
+        let positive = |x: f32| !x.is_nan() && x > 0.0;
+        if !positive(c.rms_norm_eps) || !positive(c.rope_theta) {
             return Err("rms_norm_eps and rope_theta must be positive".into());
         }
         Ok(())

@@ -90,13 +90,11 @@ impl Scheme {
 
     /// Whether a matrix with `cols` inputs can use this scheme.
     pub fn check_cols(self, cols: usize) -> Result<(), String> {
-        match self {
-            _ => match self.group() {
-                Some(group) if cols % group != 0 => Err(format!(
-                    "{cols} inputs are not a multiple of the group size {group}"
-                )),
-                _ => Ok(()),
-            },
+        match self.group() {
+            Some(group) if !cols.is_multiple_of(group) => Err(format!(
+                "{cols} inputs are not a multiple of the group size {group}"
+            )),
+            _ => Ok(()),
         }
     }
 }

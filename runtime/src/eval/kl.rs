@@ -63,7 +63,7 @@ pub struct PositionKl {
 /// Compare one row of model logits with the reference record; `target` is the next token.
 pub fn compare(r: &ReferenceRecord, row: &[f32], target: u32) -> PositionKl {
     let lse_q = logsumexp(row);
-    let lse_p = r.logsumexp as f64;
+    let lse_p = r.logsumexp;
     let mut kl = 0.0f64;
     let mut p_top = 0.0f64;
     for (&id, &l) in r.ids.iter().zip(&r.logits) {
@@ -170,13 +170,16 @@ pub fn summarize(plan: &ChunkPlan, top_k: usize, per: &[PositionKl], seconds: f6
     }
 }
 
+/// The model's logits of one chunk's tokens from position `first` on.
+pub type ChunkLogits<'a> = dyn FnMut(&[u32], usize) -> Result<Vec<f32>, KlError> + 'a;
+
 /// Compare a model with the reference. `logits(chunk_tokens, first)` must return the logits
 /// `[context − 1 − first, vocab]` of positions `first .. context − 1` of a chunk run from an
 /// empty cache; `progress(done, total)` is called after each chunk.
 pub fn compare_all(
     reference: &ReferenceLogits,
     vocab: usize,
-    logits: &mut dyn FnMut(&[u32], usize) -> Result<Vec<f32>, KlError>,
+    logits: &mut ChunkLogits<'_>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<KlReport, KlError> {
     let h = &reference.header;

@@ -36,7 +36,7 @@ pub fn lanes(isa: X86Isa) -> usize {
 
 /// Whether this backend has an f32 kernel for `shape` (else the scalar kernel runs it).
 pub fn supports(isa: X86Isa, shape: &MatmulShape) -> bool {
-    shape.scheme == Scheme::F32 && shape.cols % lanes(isa) == 0
+    shape.scheme == Scheme::F32 && shape.cols.is_multiple_of(lanes(isa))
 }
 
 /// `pub fn NAME(w: &[u8], at: &MatrixAt, x: &[f32], y: &mut [f32])` for an f32 `shape`.

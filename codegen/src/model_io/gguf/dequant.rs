@@ -77,7 +77,7 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32], row_len: usize) -> 
         }
     };
     let (blck, bsize) = ty.layout().ok_or("unknown ggml type")?;
-    if row_len == 0 || row_len % blck != 0 || dst.len() % row_len != 0 {
+    if row_len == 0 || !row_len.is_multiple_of(blck) || !dst.len().is_multiple_of(row_len) {
         return Err(format!(
             "row length {row_len} is not a whole number of {} blocks of {blck} values, \
              or does not divide the {} values",

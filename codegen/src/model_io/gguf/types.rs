@@ -340,7 +340,7 @@ impl GgmlType {
     /// a whole number of blocks, or the size overflows.
     pub fn bytes_for(self, n_values: u64) -> Option<u64> {
         let (blck, size) = self.layout()?;
-        if n_values % blck as u64 != 0 {
+        if !n_values.is_multiple_of(blck as u64) {
             return None;
         }
         (n_values / blck as u64).checked_mul(size as u64)
