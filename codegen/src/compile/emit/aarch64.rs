@@ -412,7 +412,6 @@ fn prefetch_l2(ptr: TokenStream) -> TokenStream {
 /// The float part per token is the generic body's, so outputs equal the twin's bit for bit.
 fn smmla_pass(p: &Neon, scheme: Scheme, m: usize, params: &TokenStream) -> TokenStream {
     let tf = p.target_feature();
-    let fname = format_ident!("tokens_{m}");
     let pairs = m.div_ceil(2);
     let (group, asymmetric, w8) = match scheme {
         Scheme::W4 { group, asymmetric } => (Some(group), asymmetric, false),
@@ -560,23 +559,15 @@ fn smmla_pass(p: &Neon, scheme: Scheme, m: usize, params: &TokenStream) -> Token
     let doc = format!(
         " One tile (4 rows) × {m} tokens at `xq`/`xs`/`xsum` by `smmla` on {pairs} token pair(s), outputs at `out + j·NR`."
     );
-    let safety = tiled::pass_safety();
-    quote! {
-        #[doc = #doc]
-        #tf
-        #[inline(never)]
-        unsafe fn #fname(codes: *const u8, #params xq: *const i8, xs: *const f32, xsum: *const i32, out: *mut f32) {
-            #safety
-            unsafe {
-                #unused
-                #consts
-                #(let mut #f: float32x4_t = vdupq_n_f32(0.0);)*
-                #loops
-                #row_scale
-                #(#stores)*
-            }
-        }
-    }
+    let body = quote! {
+            #unused
+            #consts
+            #(let mut #f: float32x4_t = vdupq_n_f32(0.0);)*
+            #loops
+            #row_scale
+            #(#stores)*
+    };
+    tiled::pass_item(m, &doc, &tf, params, body)
 }
 
 /// The SVE passes: one `asm!` loop per tile and pass, whole z registers (`nr` = VL / 32 rows).
@@ -614,7 +605,6 @@ mod sve {
     /// accumulator and z16+j the i32 dot of token j; p0 = all .s lanes, p1 = all bytes.
     fn pass(isa: ArmIsa, scheme: Scheme, m: usize, params: &TokenStream) -> TokenStream {
         let tf = isa.target_feature_attr();
-        let fname = format_ident!("tokens_{m}");
         let (group, asymmetric, w8) = match scheme {
             Scheme::W4 { group, asymmetric } => (Some(group), asymmetric, false),
             Scheme::W8 => (None, false, true),
@@ -773,26 +763,18 @@ mod sve {
         let doc = format!(
             " One tile ({nr} rows, one SVE vector) × {m} token(s): one asm loop over the blocks."
         );
-        let safety = tiled::pass_safety();
-        quote! {
-            #[doc = #doc]
-            #tf
-            #[inline(never)]
-            unsafe fn #fname(codes: *const u8, #params xq: *const i8, xs: *const f32, xsum: *const i32, out: *mut f32) {
-                #safety
-                unsafe {
-                    #unused
-                    asm!(
-                        #(#template,)*
-                        #(#operands,)*
-                        #(#clobbers,)*
-                        out("p0") _,
-                        out("p1") _,
-                        options(nostack),
-                    );
-                }
-            }
-        }
+        let body = quote! {
+                #unused
+                asm!(
+                    #(#template,)*
+                    #(#operands,)*
+                    #(#clobbers,)*
+                    out("p0") _,
+                    out("p1") _,
+                    options(nostack),
+                );
+        };
+        tiled::pass_item(m, &doc, &tf, params, body)
     }
 
     /// `sdot` of code register `z{w}` against the 4 activation bytes at `off` for each token.

@@ -688,7 +688,6 @@ pub fn family(
 fn token_pass(p: &dyn TilePrims, info: &SchemeInfo, m: usize, params: &TokenStream) -> TokenStream {
     let nr = p.nr();
     let tf = p.target_feature();
-    let fname = format_ident!("tokens_{m}");
     let (ivec, fvec) = (p.ivec(), p.fvec());
     let kind = info.kind;
     let accs = p.int_accs();
@@ -822,30 +821,38 @@ fn token_pass(p: &dyn TilePrims, info: &SchemeInfo, m: usize, params: &TokenStre
     let doc = format!(
         " One tile ({nr} rows) × {m} token(s) at `xq`/`xs`/`xsum`, outputs at `out + j·NR`."
     );
-    let safety = pass_safety();
+    let body = quote! {
+            #unused
+            #nibble
+            #(let mut #f: #fvec = #zero_f;)*
+            #loops
+            #row_scale
+            #(#stores;)*
+    };
+    pass_item(m, &doc, &tf, params, body)
+}
+
+/// The pass `tokens_{m}`: the signature the tile loop calls, its docs and target features,
+/// and `body`, the statements of its `unsafe` block, under the SAFETY note they share.
+pub fn pass_item(
+    m: usize,
+    doc: &str,
+    tf: &TokenStream,
+    params: &TokenStream,
+    body: TokenStream,
+) -> TokenStream {
+    let fname = format_ident!("tokens_{m}");
     quote! {
         #[doc = #doc]
         #tf
         #[inline(never)]
         unsafe fn #fname(codes: *const u8, #params xq: *const i8, xs: *const f32, xsum: *const i32, out: *mut f32) {
-            #safety
+            __note!("SAFETY: `tiles` calls this with the CPU features checked and pointers that");
+            __note!("cover one tile of codes and scales and this pass's tokens (see `Passes`).");
             unsafe {
-                #unused
-                #nibble
-                #(let mut #f: #fvec = #zero_f;)*
-                #loops
-                #row_scale
-                #(#stores;)*
+                #body
             }
         }
-    }
-}
-
-/// The SAFETY note of a pass's body (see `Passes` in the generated family).
-pub fn pass_safety() -> TokenStream {
-    quote! {
-        __note!("SAFETY: `tiles` calls this with the CPU features checked and pointers that");
-        __note!("cover one tile of codes and scales and this pass's tokens (see `Passes`).");
     }
 }
 
@@ -931,7 +938,6 @@ fn unit_pass(
 ) -> TokenStream {
     let m = unit.tokens;
     let tf = p.target_feature();
-    let fname = format_ident!("tokens_{m}");
     let fvec = p.fvec();
     let f: Vec<Ident> = (0..m).map(|j| format_ident!("f{j}")).collect();
     let setup = unit.prims.setup(info.kind, info.asymmetric);
@@ -961,36 +967,28 @@ fn unit_pass(
     let (row_scale, stores) = pass_end(p, info, &f);
     let zero_f = p.zero_f();
     let doc = format!(" One tile × {m} tokens on the matrix unit, outputs at `out + j·NR`.");
-    let safety = pass_safety();
-    quote! {
-        #[doc = #doc]
-        #tf
-        #[inline(never)]
-        unsafe fn #fname(codes: *const u8, #params xq: *const i8, xs: *const f32, xsum: *const i32, out: *mut f32) {
-            #safety
-            unsafe {
-                let _ = xsum;
-                #setup
-                #(let mut #f: #fvec = #zero_f;)*
-                {
-                    let (c, xb) = (codes, xq);
-                    #start0
-                }
-                for b in 0..Self::BLOCKS {
-                    let next = b + 1;
-                    if next < Self::BLOCKS {
-                        let (c, xb) = (codes.add(next * BLOCK_BYTES), xq.add(next * Q8_BLOCK));
-                        if next % 2 == 0 { #start0 } else { #start1 }
-                    }
-                    if b % 2 == 0 { #finish0 } else { #finish1 }
-                    #scales
-                    #(#updates)*
-                }
-                #row_scale
-                #(#stores;)*
+    let body = quote! {
+            let _ = xsum;
+            #setup
+            #(let mut #f: #fvec = #zero_f;)*
+            {
+                let (c, xb) = (codes, xq);
+                #start0
             }
-        }
-    }
+            for b in 0..Self::BLOCKS {
+                let next = b + 1;
+                if next < Self::BLOCKS {
+                    let (c, xb) = (codes.add(next * BLOCK_BYTES), xq.add(next * Q8_BLOCK));
+                    if next % 2 == 0 { #start0 } else { #start1 }
+                }
+                if b % 2 == 0 { #finish0 } else { #finish1 }
+                #scales
+                #(#updates)*
+            }
+            #row_scale
+            #(#stores;)*
+    };
+    pass_item(m, &doc, &tf, params, body)
 }
 
 /// The plain-Rust twin of the tiled kernel for `nr`-row tiles: the same layout, the same
