@@ -9,15 +9,16 @@ mod common;
 
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::Hooked;
 use qwenc_runtime::generate::{generate, GenerateOptions};
-use qwenc_runtime::model::Model;
+use qwenc_runtime::model::{ForwardError, KvCache, LogitsFor, Model, ModelInfo, Segment};
 use qwenc_runtime::serve::client::{self, request_bytes, Streaming};
 use qwenc_runtime::serve::{RunningServer, ServeConfig};
 use qwenc_runtime::testing::FakeModel;
+use qwenc_runtime::tokenizer::Tokenizer;
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(60);
@@ -128,6 +129,128 @@ fn concurrent_streaming_clients_get_their_own_outputs() {
     );
     assert!(wait_idle(addr));
     server.stop().unwrap();
+}
+
+/// The fake model, recording the segments of every multi-sequence pass: `(tokens, logits)`
+/// per segment, one list per pass.
+struct Recording {
+    inner: FakeModel,
+    passes: Mutex<Vec<Vec<usize>>>,
+}
+
+impl Model for Recording {
+    fn info(&self) -> &ModelInfo {
+        self.inner.info()
+    }
+    fn tokenizer(&self) -> &Tokenizer {
+        self.inner.tokenizer()
+    }
+    fn new_cache(&self, capacity: usize) -> KvCache {
+        self.inner.new_cache(capacity)
+    }
+    fn forward(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: LogitsFor,
+    ) -> Result<Vec<f32>, ForwardError> {
+        self.passes.lock().unwrap().push(vec![tokens.len()]);
+        self.inner.forward(cache, tokens, logits)
+    }
+    fn forward_segments(
+        &self,
+        segments: &mut [Segment<'_>],
+        logits: &mut [Vec<f32>],
+    ) -> Result<(), ForwardError> {
+        // A pause per pass, so that the clients' requests overlap.
+        std::thread::sleep(Duration::from_millis(3));
+        self.passes
+            .lock()
+            .unwrap()
+            .push(segments.iter().map(|s| s.tokens.len()).collect());
+        for (s, out) in segments.iter_mut().zip(logits) {
+            self.inner
+                .forward_into(s.cache, s.tokens, s.logits_for, out)?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn decoding_streams_share_each_forward_pass() {
+    let model = Arc::new(Recording {
+        inner: FakeModel::new(),
+        passes: Mutex::new(Vec::new()),
+    });
+    let prefill_chunk = 16;
+    let config = ServeConfig {
+        parallel: 8,
+        prefill_chunk,
+        ..ServeConfig::default()
+    };
+    let server = RunningServer::start(model.clone(), config).unwrap();
+    let addr = server.addr;
+    let max_tokens = 40;
+    // Seven short prompts, and one long enough to be prefilled over several steps while the
+    // others decode.
+    let prompts: Vec<String> = (0..8)
+        .map(|c| match c {
+            7 => "the long prompt joins late: ".repeat(6),
+            _ => format!("stream {c}: the"),
+        })
+        .collect();
+    let handles: Vec<_> = prompts
+        .iter()
+        .enumerate()
+        .map(|(c, prompt)| {
+            let prompt = prompt.clone();
+            std::thread::spawn(move || {
+                if c == 7 {
+                    std::thread::sleep(Duration::from_millis(30));
+                }
+                let body = json!({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": true});
+                stream_text(addr, &body)
+            })
+        })
+        .collect();
+    for (prompt, h) in prompts.iter().zip(handles) {
+        let (text, _) = h.join().unwrap().unwrap();
+        assert_eq!(
+            text,
+            greedy_text(&model.inner, prompt, max_tokens),
+            "{prompt:?}"
+        );
+    }
+    assert!(wait_idle(addr));
+    server.stop().unwrap();
+
+    let passes = model.passes.lock().unwrap().clone();
+    let long = model.inner.tokenizer().encode(&prompts[7]).len();
+    assert!(
+        long > 2 * prefill_chunk,
+        "the long prompt has {long} tokens"
+    );
+    let widest = passes.iter().map(Vec::len).max().unwrap();
+    assert!(
+        widest >= 6,
+        "at most {widest} sequences shared a pass: {passes:?}"
+    );
+    // Every pass took at most the step's prompt-token budget, plus one token per stream.
+    for p in &passes {
+        let prompt_tokens: usize = p.iter().filter(|&&n| n > 1).sum();
+        assert!(prompt_tokens <= prefill_chunk, "a pass ran {p:?}");
+    }
+    // The long prompt's chunks ran beside decoding streams, which did not stall.
+    let mixed = passes
+        .iter()
+        .filter(|p| p.contains(&prefill_chunk) && p.iter().filter(|&&n| n == 1).count() >= 3)
+        .count();
+    assert!(
+        mixed >= 2,
+        "{mixed} passes mixed a prompt chunk with decoding: {passes:?}"
+    );
+    // Far fewer passes than tokens: 8 × 40 generated tokens and the prompts.
+    assert!(passes.len() < 150, "{} passes", passes.len());
 }
 
 #[test]

@@ -2,13 +2,20 @@
 //!
 //! Requests arrive as [`Job`]s on a channel. Up to `parallel` of them are *active* (each with
 //! its own KV cache sized to its prompt plus `max_tokens`); the others wait in arrival order.
-//! The worker goes round the active sequences doing one step of each: a prefill chunk, or one
-//! decoded token. So several requests progress together and none waits for another to end.
+//!
+//! Each step is one forward pass over every active sequence ([`Model::forward_segments`]):
+//! the next token of each decoding sequence, and chunks of the prompts being prefilled, up
+//! to `prefill_chunk` prompt tokens per step shared in admission order. The weights are read
+//! once per step for all of them, so the aggregate decode rate grows with the number of
+//! streams, and a long prompt joins without stalling the streams already running. Each
+//! sequence's logits are bit-identical to running it alone (the multi-sequence forward's
+//! contract), so batching never changes an answer.
 //!
 //! A job whose receiver is gone (the client disconnected, or the handler saw a stop string)
 //! is dropped at the next step, waiting or active, and its slot and cache are freed.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -19,7 +26,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::error::ApiError;
 use crate::eval::scoring::token_logprob;
-use crate::model::{KvCache, LogitsFor, Model};
+use crate::model::{KvCache, LogitsFor, Model, Segment};
 use crate::sampler::{Sampler, SamplerConfig};
 
 /// The log-probability of one token and, if asked, the most likely alternatives.
@@ -112,11 +119,22 @@ pub struct WorkerConfig {
     pub prefill_chunk: usize,
 }
 
+/// Where a sequence is.
 enum Phase {
     /// `done` prompt tokens are in the cache.
     Prefill { done: usize },
-    /// `logits` predict the next token.
-    Decode { logits: Vec<f32> },
+    /// `Active::logits` predict the next token.
+    Decode,
+}
+
+/// What a sequence runs in this step's forward pass.
+enum Work {
+    /// Nothing (its prefill waits for the step's prompt-token budget).
+    Idle,
+    /// These prompt tokens.
+    Prompt(Range<usize>),
+    /// The token it just sampled.
+    Token(u32),
 }
 
 struct Active {
@@ -124,6 +142,10 @@ struct Active {
     cache: KvCache,
     sampler: Sampler,
     phase: Phase,
+    work: Work,
+    /// The logits of its last pass, as that pass's [`LogitsFor`] asked; while decoding, the
+    /// one row that predicts the next token. One buffer per sequence, reused every step.
+    logits: Vec<f32>,
     generated: usize,
     prompt_logprobs: Vec<TokenLogprob>,
 }
@@ -157,6 +179,7 @@ pub fn logprob_with_top(row: &[f32], token: u32, n: usize) -> TokenLogprob {
     TokenLogprob { logprob, top }
 }
 
+/// Whether a sequence goes on after a step.
 enum Step {
     Continue,
     Finished,
@@ -170,6 +193,8 @@ impl Active {
             cache,
             sampler,
             phase: Phase::Prefill { done: 0 },
+            work: Work::Idle,
+            logits: Vec::new(),
             generated: 0,
             prompt_logprobs: Vec::new(),
         }
@@ -189,83 +214,78 @@ impl Active {
         Step::Finished
     }
 
-    fn step(&mut self, model: &dyn Model, chunk: usize) -> Result<Step, ApiError> {
-        let vocab = model.info().vocab_size;
-        let forward_error = |e| ApiError::internal(format!("forward pass failed: {e}"));
-        match &mut self.phase {
-            Phase::Prefill { done } => {
-                let start = *done;
-                let end = (start + chunk.max(1)).min(self.job.prompt.len());
-                let tokens = &self.job.prompt[start..end];
-                let want_all = self.job.prompt_logprobs;
-                let which = if want_all {
-                    LogitsFor::All
-                } else {
-                    LogitsFor::Last
-                };
-                let logits = model
-                    .forward(&mut self.cache, tokens, which)
-                    .map_err(forward_error)?;
-                let rows = if want_all { tokens.len() } else { 1 };
-                if logits.len() != rows * vocab {
-                    return Err(ApiError::internal(format!(
-                        "the model returned {} logits for {rows} rows of {vocab}",
-                        logits.len()
-                    )));
-                }
-                if want_all {
-                    // Row i predicts prompt token start + i + 1.
-                    let n = self.job.logprobs.unwrap_or(0);
-                    for (i, row) in logits.chunks(vocab).enumerate() {
-                        if let Some(&next) = self.job.prompt.get(start + i + 1) {
-                            self.prompt_logprobs.push(logprob_with_top(row, next, n));
-                        }
-                    }
-                }
-                if end < self.job.prompt.len() {
-                    *done = end;
-                    return Ok(Step::Continue);
-                }
-                if want_all {
-                    let lps = std::mem::take(&mut self.prompt_logprobs);
-                    self.send(Event::PromptLogprobs(lps));
-                }
-                if self.job.max_tokens == 0 {
-                    return Ok(self.finish(Finish::Length));
-                }
-                let last = logits[logits.len() - vocab..].to_vec();
-                self.phase = Phase::Decode { logits: last };
-                self.emit(model)
-            }
-            Phase::Decode { .. } => self.emit(model),
-        }
-    }
-
-    /// Samples a token from the current logits, sends it, and runs it unless the sequence ends.
-    fn emit(&mut self, model: &dyn Model) -> Result<Step, ApiError> {
-        let Phase::Decode { logits } = &self.phase else {
-            unreachable!("emit runs after the prefill")
-        };
-        let token = self.sampler.sample(logits);
+    /// A decoding sequence samples its next token from its logits and sends it; unless that
+    /// ends the sequence, the token runs in this step's pass.
+    fn sample_next(&mut self) -> Step {
+        let token = self.sampler.sample(&self.logits);
         let logprob = self
             .job
             .logprobs
-            .map(|n| logprob_with_top(logits, token, n));
+            .map(|n| logprob_with_top(&self.logits, token, n));
         self.generated += 1;
         self.send(Event::Token { id: token, logprob });
         if self.job.stop_ids.contains(&token) {
-            return Ok(self.finish(Finish::Stop));
+            return self.finish(Finish::Stop);
         }
         if self.generated >= self.job.max_tokens {
+            return self.finish(Finish::Length);
+        }
+        self.work = Work::Token(token);
+        Step::Continue
+    }
+
+    /// The logits this step's pass must return: every prompt row when the prompt's logprobs
+    /// are asked for, the last row of the prompt's last chunk, each decoded token's row.
+    fn logits_for(&self) -> LogitsFor {
+        match &self.work {
+            Work::Idle => LogitsFor::None,
+            Work::Token(_) => LogitsFor::Last,
+            Work::Prompt(_) if self.job.prompt_logprobs => LogitsFor::All,
+            Work::Prompt(r) if r.end == self.job.prompt.len() => LogitsFor::Last,
+            Work::Prompt(_) => LogitsFor::None,
+        }
+    }
+
+    /// Takes in the logits of this step's pass.
+    fn absorb(&mut self, vocab: usize) -> Result<Step, ApiError> {
+        let rows = match (&self.work, self.logits_for()) {
+            (Work::Prompt(r), LogitsFor::All) => r.len(),
+            (_, LogitsFor::Last) => 1,
+            _ => 0,
+        };
+        if self.logits.len() != rows * vocab {
+            return Err(ApiError::internal(format!(
+                "the model returned {} logits for {rows} rows of {vocab}",
+                self.logits.len()
+            )));
+        }
+        let work = std::mem::replace(&mut self.work, Work::Idle);
+        let Work::Prompt(range) = work else {
+            return Ok(Step::Continue);
+        };
+        if self.job.prompt_logprobs {
+            // Row i predicts prompt token range.start + i + 1.
+            let n = self.job.logprobs.unwrap_or(0);
+            for (i, row) in self.logits.chunks(vocab).enumerate() {
+                if let Some(&next) = self.job.prompt.get(range.start + i + 1) {
+                    self.prompt_logprobs.push(logprob_with_top(row, next, n));
+                }
+            }
+        }
+        if range.end < self.job.prompt.len() {
+            self.phase = Phase::Prefill { done: range.end };
+            return Ok(Step::Continue);
+        }
+        if self.job.prompt_logprobs {
+            let lps = std::mem::take(&mut self.prompt_logprobs);
+            self.send(Event::PromptLogprobs(lps));
+            // Keep only the last row: it predicts the first generated token.
+            self.logits.drain(..self.logits.len() - vocab);
+        }
+        if self.job.max_tokens == 0 {
             return Ok(self.finish(Finish::Length));
         }
-        // The next logits replace these in place: one buffer per sequence, not one per token.
-        let Phase::Decode { logits } = &mut self.phase else {
-            unreachable!("still decoding")
-        };
-        model
-            .forward_into(&mut self.cache, &[token], LogitsFor::Last, logits)
-            .map_err(|e| ApiError::internal(format!("forward pass failed: {e}")))?;
+        self.phase = Phase::Decode;
         Ok(Step::Continue)
     }
 }
@@ -275,7 +295,6 @@ pub fn run(model: &dyn Model, jobs: Receiver<Job>, config: &WorkerConfig) {
     let parallel = config.parallel.max(1);
     let mut waiting: VecDeque<Job> = VecDeque::new();
     let mut active: Vec<Active> = Vec::new();
-    let mut next = 0usize;
     let mut open = true;
     while open || !active.is_empty() || !waiting.is_empty() {
         // Take new jobs; block only when there is nothing to do.
@@ -313,25 +332,127 @@ pub fn run(model: &dyn Model, jobs: Receiver<Job>, config: &WorkerConfig) {
                 }
             }
         }
-        if active.is_empty() {
-            continue;
+        if !active.is_empty() {
+            step(model, &mut active, config.prefill_chunk.max(1));
         }
-        // One step of one sequence, round robin.
-        next %= active.len();
-        let a = &mut active[next];
-        let outcome = catch_unwind(AssertUnwindSafe(|| a.step(model, config.prefill_chunk)))
-            .unwrap_or_else(|_| Err(ApiError::internal("the model panicked on this request")));
-        match outcome {
-            Ok(Step::Continue) => next += 1,
-            Ok(Step::Finished) => {
-                active.remove(next);
+    }
+}
+
+/// One step of every active sequence: the decoding ones sample and send a token, then one
+/// forward pass runs those tokens and the prompt chunks that fit in `prefill_budget`.
+/// Finished and failed sequences leave `active`.
+fn step(model: &dyn Model, active: &mut Vec<Active>, prefill_budget: usize) {
+    let vocab = model.info().vocab_size;
+    let guarded = |f: &mut dyn FnMut() -> Result<Step, ApiError>| {
+        catch_unwind(AssertUnwindSafe(f))
+            .unwrap_or_else(|_| Err(ApiError::internal("the model panicked on this request")))
+    };
+    // 1. Sample: each decoding sequence's next token (or its end).
+    let mut budget = prefill_budget;
+    let mut outcomes: Vec<Result<Step, ApiError>> = Vec::with_capacity(active.len());
+    for a in active.iter_mut() {
+        outcomes.push(match a.phase {
+            Phase::Decode => guarded(&mut || Ok(a.sample_next())),
+            // 2. Prefill: prompt chunks in admission order, within the step's budget.
+            Phase::Prefill { done } => {
+                let take = (a.job.prompt.len() - done).min(budget);
+                if take > 0 {
+                    a.work = Work::Prompt(done..done + take);
+                    budget -= take;
+                }
+                Ok(Step::Continue)
             }
-            Err(e) => {
-                a.send(Event::Error(e));
-                active.remove(next);
+        });
+    }
+    retire(active, outcomes);
+
+    // 3. One forward pass over every sequence with work.
+    let running: Vec<usize> = (0..active.len())
+        .filter(|&i| !matches!(active[i].work, Work::Idle))
+        .collect();
+    if running.is_empty() {
+        return;
+    }
+    let lens: Vec<usize> = running.iter().map(|&i| active[i].cache.len).collect();
+    let batch = catch_unwind(AssertUnwindSafe(|| forward_batch(model, active, &running)));
+    let mut outcomes: Vec<Result<Step, ApiError>> =
+        (0..active.len()).map(|_| Ok(Step::Continue)).collect();
+    match batch {
+        Ok(Ok(())) => {
+            for &i in &running {
+                let a = &mut active[i];
+                outcomes[i] = guarded(&mut || a.absorb(vocab));
+            }
+        }
+        // A refused or failed pass: run each sequence alone, so that only the one at fault
+        // fails. A refused pass changed no cache; a panic may have left some positions
+        // filled, so each cache goes back to where the step started.
+        _ => {
+            for (&i, &len) in running.iter().zip(&lens) {
+                let a = &mut active[i];
+                a.cache.truncate(len);
+                outcomes[i] = guarded(&mut || {
+                    forward_batch(model, std::slice::from_mut(a), &[0])
+                        .map_err(|e| ApiError::internal(format!("forward pass failed: {e}")))?;
+                    a.absorb(vocab)
+                });
             }
         }
     }
+    retire(active, outcomes);
+}
+
+/// Runs the work of `active[i]` for every `i` in `running` in one multi-sequence pass; each
+/// one's logits land in its own buffer.
+fn forward_batch(
+    model: &dyn Model,
+    active: &mut [Active],
+    running: &[usize],
+) -> Result<(), crate::model::ForwardError> {
+    let mut logits: Vec<Vec<f32>> = running
+        .iter()
+        .map(|&i| std::mem::take(&mut active[i].logits))
+        .collect();
+    let mut segments: Vec<Segment<'_>> = Vec::with_capacity(running.len());
+    // Each running sequence once, in order: `running` is increasing.
+    let mut rest = &mut active[..];
+    let mut base = 0;
+    for &i in running {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(i - base + 1);
+        let a = &mut head[i - base];
+        base = i + 1;
+        rest = tail;
+        let logits_for = a.logits_for();
+        let tokens: &[u32] = match &a.work {
+            Work::Prompt(r) => &a.job.prompt[r.clone()],
+            Work::Token(t) => std::slice::from_ref(t),
+            Work::Idle => unreachable!("only sequences with work run"),
+        };
+        segments.push(Segment {
+            cache: &mut a.cache,
+            tokens,
+            logits_for,
+        });
+    }
+    let result = model.forward_segments(&mut segments, &mut logits);
+    drop(segments);
+    for (&i, l) in running.iter().zip(logits) {
+        active[i].logits = l;
+    }
+    result
+}
+
+/// Sends the errors, and removes the sequences that finished or failed.
+fn retire(active: &mut Vec<Active>, outcomes: Vec<Result<Step, ApiError>>) {
+    let mut outcomes = outcomes.into_iter();
+    active.retain(|a| match outcomes.next() {
+        Some(Ok(Step::Continue)) | None => true,
+        Some(Ok(Step::Finished)) => false,
+        Some(Err(e)) => {
+            a.send(Event::Error(e));
+            false
+        }
+    });
 }
 
 #[cfg(test)]
