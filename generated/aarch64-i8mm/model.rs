@@ -330,19 +330,44 @@ pub fn forward_segments(
 
         // [rows, HIDDEN]: the runs' rows one after another.
         let x = layers(w, &mut runs);
+
+        // The rows that need logits, per segment: (segment, first row, rows).
+        let mut picks: Vec<(usize, usize, usize)> = Vec::with_capacity(runs.len());
         let mut row = 0;
         for (run, &i) in runs.iter().zip(&owners) {
-            // [m, HIDDEN]: this run's rows.
             let m = run.tokens.len();
-            let rows = &x[row * HIDDEN..(row + m) * HIDDEN];
             match wants[i] {
-                LogitsFor::All => head(w, rows, &mut logits[i]),
-                LogitsFor::Last if done[i] == lens[i] => {
-                    head(w, &rows[(m - 1) * HIDDEN..], &mut logits[i])
-                }
+                LogitsFor::All => picks.push((i, row, m)),
+                LogitsFor::Last if done[i] == lens[i] => picks.push((i, row + m - 1, 1)),
                 LogitsFor::Last | LogitsFor::None => {}
             }
             row += m;
+        }
+        match picks.as_slice() {
+            [] => {}
+            &[(i, first, m)] => {
+                head(w, &x[first * HIDDEN..(first + m) * HIDDEN], &mut logits[i])
+            }
+            _ => {
+                // Several segments: one lm_head pass over all their rows, so that a batch of
+                // decoding sequences reads the head's weights once, not once per sequence.
+                // [picked rows, HIDDEN]
+                let mut sel = Vec::with_capacity(
+                    picks.iter().map(|p| p.2).sum::<usize>() * HIDDEN,
+                );
+                for &(_, first, m) in &picks {
+                    sel.extend_from_slice(&x[first * HIDDEN..(first + m) * HIDDEN]);
+                }
+
+                // [picked rows, VOCAB]
+                let mut all = Vec::new();
+                head(w, &sel, &mut all);
+                let mut at = 0;
+                for &(i, _, m) in &picks {
+                    logits[i].extend_from_slice(&all[at * VOCAB..(at + m) * VOCAB]);
+                    at += m;
+                }
+            }
         }
     }
 }
