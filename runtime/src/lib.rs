@@ -27,6 +27,8 @@ pub mod eval;
 #[cfg(feature = "app")]
 pub mod generate;
 #[cfg(feature = "app")]
+pub mod penalties;
+#[cfg(feature = "app")]
 pub mod sampler;
 #[cfg(feature = "app")]
 pub mod score;

@@ -23,6 +23,7 @@ use super::request::{
 use super::sse;
 use super::worker::{Job, Permit};
 use super::AppState;
+use crate::penalties::Penalties;
 use crate::sampler::SamplerConfig;
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -100,6 +101,7 @@ fn now_seconds() -> u64 {
 /// What a submitted sequence needs besides its prompt.
 struct SubmitOptions {
     sampler: SamplerConfig,
+    penalties: Penalties,
     stop_ids: Vec<u32>,
     logprobs: Option<usize>,
     prompt_logprobs: bool,
@@ -126,6 +128,7 @@ impl AppState {
                 prompt: p.ids.clone(),
                 max_tokens: p.max_tokens,
                 sampler: opts.sampler.clone(),
+                penalties: opts.penalties.clone(),
                 stop_ids: opts.stop_ids.clone(),
                 logprobs: opts.logprobs,
                 prompt_logprobs: opts.prompt_logprobs,
@@ -176,6 +179,7 @@ async fn completions(State(st): State<Arc<AppState>>, req: Request) -> Result<Re
     let prompts = prepare_completion(&creq, &st.tokenizer, &st.info)?;
     let opts = SubmitOptions {
         sampler: creq.sampling.config(st.random_seed()),
+        penalties: creq.sampling.penalties.clone(),
         stop_ids: st.info.eos_token_ids.clone(),
         logprobs: creq.logprobs,
         prompt_logprobs: creq.echo && creq.logprobs.is_some(),
@@ -238,6 +242,7 @@ async fn chat_completions(
     let prompt = prepare_chat(&creq, &st.tokenizer, &st.info)?;
     let opts = SubmitOptions {
         sampler: creq.sampling.config(st.random_seed()),
+        penalties: creq.sampling.penalties.clone(),
         stop_ids: chat_stop_ids(&st.tokenizer, &st.info),
         logprobs: None,
         prompt_logprobs: false,

@@ -2,7 +2,8 @@
 //!
 //! - [`http`]: the routes (`/v1/completions`, `/v1/chat/completions`, `/v1/models`,
 //!   `/health`), body limits, JSON errors for unknown routes and wrong methods.
-//! - [`request`]: request parsing and validation, pure functions (fuzzed).
+//! - [`request`]: request parsing and validation, pure functions (fuzzed); [`fields`]: what
+//!   is done with each of OpenAI's request fields.
 //! - [`worker`]: the thread that owns the model, the queue and the KV caches.
 //! - [`choice`], [`output`]: tokens to text, stop strings, logprobs.
 //! - [`sse`]: streamed responses. [`error`]: OpenAI's error shape.
@@ -16,6 +17,7 @@
 pub mod choice;
 pub mod client;
 pub mod error;
+pub mod fields;
 pub mod http;
 pub mod output;
 pub mod request;

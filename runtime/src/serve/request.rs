@@ -2,15 +2,18 @@
 //! pure functions (no socket, no model), so they can be unit-tested and fuzzed.
 //!
 //! Fields are read one by one from the JSON object so that each error names its field.
-//! Unknown fields are ignored; `null` means "not given". [`prepare_completion`] and
+//! Unknown fields are ignored and OpenAI's fields are honoured or refused ([`super::fields`]);
+//! `null` means "not given". [`prepare_completion`] and
 //! [`prepare_chat`] then tokenize and check the request against the model's vocabulary and
 //! context.
 
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use super::fields::{refuse_unsupported, CHAT_FIELDS, COMPLETION_FIELDS};
 use crate::chat::{render, ChatMessage, IM_END};
 use crate::model::ModelInfo;
+use crate::penalties::Penalties;
 use crate::sampler::SamplerConfig;
 use crate::tokenizer::Tokenizer;
 
@@ -40,6 +43,8 @@ pub struct Sampling {
     pub top_k: usize,
     /// `None`: a fresh random seed per request.
     pub seed: Option<u64>,
+    /// `logit_bias`, `frequency_penalty`, `presence_penalty`.
+    pub penalties: Penalties,
 }
 
 impl Sampling {
@@ -222,28 +227,58 @@ fn parse_sampling(obj: &Map<String, Value>) -> Result<Sampling, ApiError> {
         }
         Some(v) => return Err(type_error("seed", "an integer", v)),
     };
-    let n = get_uint(obj, "n")?.unwrap_or(1);
-    if n != 1 {
-        return Err(ApiError::invalid(
-            "n",
-            "unsupported_value",
-            format!("only `n` = 1 is supported, got {n}"),
-        ));
-    }
-    let best_of = get_uint(obj, "best_of")?.unwrap_or(1);
-    if best_of != 1 {
-        return Err(ApiError::invalid(
-            "best_of",
-            "unsupported_value",
-            format!("only `best_of` = 1 is supported, got {best_of}"),
-        ));
-    }
+    let penalties = Penalties {
+        frequency: get_penalty(obj, "frequency_penalty")?,
+        presence: get_penalty(obj, "presence_penalty")?,
+        logit_bias: get_logit_bias(obj)?,
+    };
     Ok(Sampling {
         temperature,
         top_p,
         top_k,
         seed,
+        penalties,
     })
+}
+
+/// `frequency_penalty` or `presence_penalty`: in [-2, 2] (OpenAI's range), 0 when absent.
+fn get_penalty(obj: &Map<String, Value>, name: &str) -> Result<f32, ApiError> {
+    let x = get_f32(obj, name)?.unwrap_or(0.0);
+    if !(x.is_finite() && (-2.0..=2.0).contains(&x)) {
+        return Err(ApiError::invalid(
+            name,
+            "invalid_value",
+            format!("`{name}` must be between -2 and 2, got {x}"),
+        ));
+    }
+    Ok(x)
+}
+
+/// `logit_bias`: an object from token ids (as strings) to biases in [-100, 100]. The ids are
+/// checked against the vocabulary when the request is prepared.
+fn get_logit_bias(obj: &Map<String, Value>) -> Result<Vec<(u32, f32)>, ApiError> {
+    let map = match field(obj, "logit_bias") {
+        None => return Ok(Vec::new()),
+        Some(Value::Object(m)) => m,
+        Some(v) => return Err(type_error("logit_bias", "an object", v)),
+    };
+    let bad = |m: String| ApiError::invalid("logit_bias", "invalid_value", m);
+    let mut out = Vec::with_capacity(map.len());
+    for (k, v) in map {
+        let id: u32 = k
+            .parse()
+            .map_err(|_| bad(format!("`logit_bias` keys must be token ids, got {k:?}")))?;
+        let bias = v
+            .as_f64()
+            .filter(|b| (-100.0..=100.0).contains(b))
+            .ok_or_else(|| {
+                bad(format!(
+                    "`logit_bias[{k}]` must be a number in [-100, 100], got {v}"
+                ))
+            })?;
+        out.push((id, bias as f32));
+    }
+    Ok(out)
 }
 
 fn parse_stop(obj: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
@@ -378,13 +413,7 @@ pub fn parse_completion(body: &[u8]) -> Result<CompletionRequest, ApiError> {
             ));
         }
     }
-    if get_string(&obj, "suffix")?.is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::invalid(
-            "suffix",
-            "unsupported_value",
-            "`suffix` is not supported",
-        ));
-    }
+    refuse_unsupported(&obj, COMPLETION_FIELDS)?;
     Ok(CompletionRequest {
         model,
         prompts,
@@ -499,13 +528,7 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
     let sampling = parse_sampling(&obj)?;
     let stop = parse_stop(&obj)?;
     let (stream, include_usage) = parse_stream(&obj)?;
-    if get_bool(&obj, "logprobs")? == Some(true) {
-        return Err(ApiError::invalid(
-            "logprobs",
-            "unsupported_value",
-            "`logprobs` is not supported on /v1/chat/completions (use /v1/completions)",
-        ));
-    }
+    refuse_unsupported(&obj, CHAT_FIELDS)?;
     Ok(ChatRequest {
         model,
         messages,
@@ -528,6 +551,23 @@ fn check_tokens(ids: &[u32], vocab: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Every `logit_bias` id inside the vocabulary.
+fn check_logit_bias(sampling: &Sampling, vocab: usize) -> Result<(), ApiError> {
+    match sampling
+        .penalties
+        .logit_bias
+        .iter()
+        .find(|(id, _)| *id as usize >= vocab)
+    {
+        Some((id, _)) => Err(ApiError::invalid(
+            "logit_bias",
+            "invalid_value",
+            format!("`logit_bias` names token id {id}, outside the vocabulary (size {vocab})"),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn context_error(param: &str, prompt: usize, max_tokens: usize, context: usize) -> ApiError {
     ApiError::invalid(
         param,
@@ -546,6 +586,7 @@ pub fn prepare_completion(
     info: &ModelInfo,
 ) -> Result<Vec<PreparedPrompt>, ApiError> {
     let context = info.max_context;
+    check_logit_bias(&req.sampling, info.vocab_size)?;
     req.prompts
         .iter()
         .map(|p| {
@@ -588,6 +629,7 @@ pub fn prepare_chat(
     info: &ModelInfo,
 ) -> Result<PreparedPrompt, ApiError> {
     let context = info.max_context;
+    check_logit_bias(&req.sampling, info.vocab_size)?;
     let ids = tokenizer.encode(&render(&req.messages, true));
     if ids.len() >= context {
         return Err(context_error(

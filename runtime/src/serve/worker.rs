@@ -27,6 +27,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::error::ApiError;
 use crate::eval::scoring::token_logprob;
 use crate::model::{KvCache, LogitsFor, Model, Segment};
+use crate::penalties::{Penalties, TokenCounts};
 use crate::sampler::{Sampler, SamplerConfig};
 
 /// The log-probability of one token and, if asked, the most likely alternatives.
@@ -100,6 +101,8 @@ pub struct Job {
     /// Tokens to generate at most (0: only the prompt, for its logprobs).
     pub max_tokens: usize,
     pub sampler: SamplerConfig,
+    /// Applied to the logits before sampling (and before the logprobs are taken).
+    pub penalties: Penalties,
     /// Generation ends after any of these.
     pub stop_ids: Vec<u32>,
     /// Report logprobs of generated tokens with this many alternatives.
@@ -147,6 +150,8 @@ struct Active {
     /// one row that predicts the next token. One buffer per sequence, reused every step.
     logits: Vec<f32>,
     generated: usize,
+    /// The ids generated so far, for the penalties.
+    counts: TokenCounts,
     prompt_logprobs: Vec<TokenLogprob>,
 }
 
@@ -196,6 +201,7 @@ impl Active {
             work: Work::Idle,
             logits: Vec::new(),
             generated: 0,
+            counts: TokenCounts::default(),
             prompt_logprobs: Vec::new(),
         }
     }
@@ -217,12 +223,16 @@ impl Active {
     /// A decoding sequence samples its next token from its logits and sends it; unless that
     /// ends the sequence, the token runs in this step's pass.
     fn sample_next(&mut self) -> Step {
+        if !self.job.penalties.is_none() {
+            self.job.penalties.apply(&mut self.logits, &self.counts);
+        }
         let token = self.sampler.sample(&self.logits);
         let logprob = self
             .job
             .logprobs
             .map(|n| logprob_with_top(&self.logits, token, n));
         self.generated += 1;
+        self.counts.add(token);
         self.send(Event::Token { id: token, logprob });
         if self.job.stop_ids.contains(&token) {
             return self.finish(Finish::Stop);
