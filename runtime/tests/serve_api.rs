@@ -638,3 +638,59 @@ fn models_and_health() {
     assert_eq!(h["in_flight"], 0);
     server.stop().unwrap();
 }
+
+/// A client that writes its whole body before reading (Python's `http.client`, `urllib`)
+/// reads the 413 and its JSON, not a broken pipe: the server drains the refused body.
+#[test]
+fn oversized_body_reaches_a_client_that_writes_it_all_first() {
+    use std::io::{Read, Write};
+    let config = ServeConfig {
+        max_body_bytes: 64 * 1024,
+        ..ServeConfig::default()
+    };
+    let (server, _model) = start(FakeModel::new(), config);
+    let body = format!("{{\"prompt\": \"{}\"}}", "x".repeat(16 << 20));
+    for declared in [true, false] {
+        let mut c = std::net::TcpStream::connect(server.addr).unwrap();
+        c.set_read_timeout(Some(T)).unwrap();
+        let head = if declared {
+            format!(
+                "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+        } else {
+            "POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_string()
+        };
+        c.write_all(head.as_bytes()).unwrap();
+        if declared {
+            c.write_all(body.as_bytes())
+                .expect("the server reads the whole body");
+        } else {
+            for part in body.as_bytes().chunks(32 * 1024) {
+                c.write_all(format!("{:x}\r\n", part.len()).as_bytes())
+                    .unwrap();
+                c.write_all(part).expect("the server reads the whole body");
+                c.write_all(b"\r\n").unwrap();
+            }
+            c.write_all(b"0\r\n\r\n").unwrap();
+        }
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read until the JSON error has arrived (the connection may stay open).
+        while !String::from_utf8_lossy(&answer).contains("}}") {
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("reading the answer: {e}"),
+            }
+        }
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with("HTTP/1.1 413"),
+            "declared {declared}: {text}"
+        );
+        assert!(text.contains("\"code\":\"body_too_large\""), "{text}");
+    }
+    server.stop().unwrap();
+}

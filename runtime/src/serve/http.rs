@@ -64,6 +64,13 @@ async fn models(State(st): State<Arc<AppState>>) -> Response {
     }))
 }
 
+/// Bytes of an over-long body read and thrown away before its 413 is sent. A client that
+/// writes its whole body before it reads (Python's `http.client` and `urllib`) would
+/// otherwise meet a closed socket (a broken pipe) instead of the error. Past this, or after
+/// [`DRAIN_SECONDS`], the connection is closed.
+const DRAIN_LIMIT: u64 = 64 << 20;
+const DRAIN_SECONDS: u64 = 10;
+
 /// The body, refused with 413 past `limit` bytes (by Content-Length or as it arrives).
 async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     let declared = req
@@ -71,25 +78,47 @@ async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut body = req.into_body();
     if declared.is_some_and(|n| n > limit as u64) {
+        drain(body, declared).await;
         return Err(ApiError::body_too_large(limit));
     }
-    match http_body_util::Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-    {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(ApiError::body_too_large(limit))
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::bad_body(
+                "unreadable_body",
+                format!("cannot read the request body: {e}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                drain(body, declared).await;
+                return Err(ApiError::body_too_large(limit));
+            }
+            buf.extend_from_slice(&data);
         }
-        Err(e) => Err(ApiError::bad_body(
-            "unreadable_body",
-            format!("cannot read the request body: {e}"),
-        )),
     }
+    Ok(Bytes::from(buf))
+}
+
+/// Reads and discards the rest of a refused body, within [`DRAIN_LIMIT`] and [`DRAIN_SECONDS`].
+async fn drain(mut body: Body, declared: Option<u64>) {
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        return;
+    }
+    let discard = async {
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                seen += data.len() as u64;
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(DRAIN_SECONDS), discard).await;
 }
 
 fn now_seconds() -> u64 {
