@@ -197,7 +197,7 @@ fn registry_entry(ident: &str, schemes: &str) -> String {
         "    Variant {{ schemes: {schemes}, weights_file: \"qwen-{ident}.weights\", model_name: {ident}::MODEL_NAME, \
          weights_len: {ident}::WEIGHTS_LEN, weights_hash: {ident}::WEIGHTS_HASH, layers: {ident}::LAYERS, \
          kv_dim: {ident}::KV_DIM, vocab: {ident}::VOCAB, backend: {ident}::BACKEND, \
-         check_cpu: {ident}::check_cpu, forward: {ident}::forward, forward_segments: {ident}::forward_segments }},\n"
+         check_cpu: {ident}::check_cpu, forward: {ident}::forward, forward_segments: {ident}::forward_segments, copy_kv_prefix: {ident}::copy_kv_prefix }},\n"
     )
 }
 

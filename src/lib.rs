@@ -36,6 +36,7 @@ pub struct Variant {
     pub check_cpu: fn() -> Result<(), String>,
     pub forward: Forward,
     pub forward_segments: ForwardSegments,
+    pub copy_kv_prefix: CopyKvPrefix,
 }
 
 /// The generated `forward`: one sequence's tokens on its cache.
@@ -44,6 +45,9 @@ pub type Forward = fn(&[u8], &mut KvCache, &[u32], LogitsFor) -> Result<Vec<f32>
 /// The generated `forward_segments`: several sequences in one pass over the weights.
 pub type ForwardSegments =
     fn(&[u8], &mut [Segment<'_>], &mut [Vec<f32>]) -> Result<(), ForwardError>;
+
+/// The generated `copy_kv_prefix`: positions `0..len` of one cache into another.
+pub type CopyKvPrefix = fn(&KvCache, &mut KvCache, usize);
 
 impl Variant {
     /// The variant with exactly these schemes, if this build has it.
@@ -146,5 +150,8 @@ impl Model for CompiledModel {
         logits: &mut [Vec<f32>],
     ) -> Result<(), ForwardError> {
         generated::forward_segments(self.weights.bytes(), segments, logits)
+    }
+    fn copy_kv_prefix(&self, src: &KvCache, dst: &mut KvCache, len: usize) {
+        generated::copy_kv_prefix(src, dst, len)
     }
 }

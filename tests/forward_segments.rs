@@ -166,3 +166,31 @@ fn a_refused_segment_changes_no_cache() {
         assert_eq!((a.len, b.len), (0, 0), "{}", v.schemes);
     }
 }
+
+/// A prefix copied into a cache of another capacity (`copy_kv_prefix`, prefix reuse) and
+/// continued gives the logits of the sequence run from scratch, bit for bit.
+#[test]
+fn a_copied_prefix_continues_as_the_original() {
+    for (v, weights) in variants() {
+        let w = weights.bytes();
+        let n = PROMPT.len();
+        let mut whole = KvCache::new(v.layers, 64, v.kv_dim);
+        let want = (v.forward)(w, &mut whole, &PROMPT, LogitsFor::All).unwrap();
+        // Capacities around the tile size and far from the source's.
+        for (keep, capacity) in [(7, n), (1, 200), (n - 1, 17), (n, n + 1)] {
+            let mut copy = KvCache::new(v.layers, capacity, v.kv_dim);
+            (v.copy_kv_prefix)(&whole, &mut copy, keep);
+            assert_eq!(copy.len, keep);
+            if keep == n {
+                continue;
+            }
+            let got = (v.forward)(w, &mut copy, &PROMPT[keep..], LogitsFor::All).unwrap();
+            assert_eq!(
+                bits(&got),
+                bits(&want[keep * v.vocab..]),
+                "{}: {keep} positions copied into a cache of {capacity}",
+                v.schemes
+            );
+        }
+    }
+}

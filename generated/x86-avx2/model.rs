@@ -2061,6 +2061,34 @@ fn store_kv(cache: &mut KvCache, layer: usize, pos: usize, k: &[f32], v: &[f32])
     }
 }
 
+/// Copies positions `0..len` of `src` into `dst` and sets `dst.len = len` (a cached
+/// prefix reused by another sequence). Values are one run per layer; keys one run of
+/// whole tiles per KV head, whose place depends on each cache's capacity (see
+/// [`store_kv`]).
+pub fn copy_kv_prefix(src: &KvCache, dst: &mut KvCache, len: usize) {
+    assert!(
+        len <= src.len && len <= dst.capacity,
+        "copy_kv_prefix: {len} positions from a cache of {} into one of capacity {}", src
+        .len, dst.capacity
+    );
+    let tiled = len.div_ceil(KV_TILE) * KV_TILE * HEAD_DIM;
+    let (src_positions, dst_positions) = (
+        src.layer_stride / KV_DIM,
+        dst.layer_stride / KV_DIM,
+    );
+    for l in 0..LAYERS {
+        let (s, d) = (l * src.layer_stride, l * dst.layer_stride);
+        dst.values[d..][..len * KV_DIM]
+            .copy_from_slice(&src.values[s..][..len * KV_DIM]);
+        for kvh in 0..N_KV_HEADS {
+            let from = &src.keys[s + kvh * src_positions * HEAD_DIM..][..tiled];
+            dst.keys[d + kvh * dst_positions * HEAD_DIM..][..tiled]
+                .copy_from_slice(from);
+        }
+    }
+    dst.len = len;
+}
+
 /// Causal grouped-query attention of `n` new queries (`qkv`: `[n, QKV_ROWS]`), row `t`
 /// at position `rows[t].1` of run `rows[t].0`, over layer `layer` of that run's cache,
 /// which already holds their keys and values; `out`: `[n, Q_DIM]`.

@@ -175,6 +175,25 @@ pub trait Model: Sync {
         *out = self.forward(cache, tokens, logits)?;
         Ok(())
     }
+    /// Copies positions `0..len` of `src` (a cache of this model holding at least `len`)
+    /// into `dst` (one with room for them) and sets `dst.len = len`: a cached prefix reused by
+    /// another sequence. Caches of different capacities may lay positions out differently,
+    /// so the model does it; this default is for the plain `[position][kv_dim]` layout of
+    /// [`KvCache::layer_keys`].
+    fn copy_kv_prefix(&self, src: &KvCache, dst: &mut KvCache, len: usize) {
+        assert!(
+            len <= src.len && len <= dst.capacity,
+            "copy_kv_prefix: {len} positions"
+        );
+        let layers = src.keys.len() / src.layer_stride.max(1);
+        for l in 0..layers {
+            let n = len * src.kv_dim;
+            let at = l * dst.layer_stride;
+            dst.keys[at..][..n].copy_from_slice(src.layer_keys(l, len));
+            dst.values[at..][..n].copy_from_slice(src.layer_values(l, len));
+        }
+        dst.len = len;
+    }
     /// Several sequences at once: segment `i`'s tokens run on its own cache, and `logits[i]`
     /// (replaced) receives its logits as its `logits_for` asks. Each segment's logits are
     /// bit-identical to running it alone with [`Model::forward`]. When a segment is refused,
