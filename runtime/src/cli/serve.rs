@@ -17,7 +17,7 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes; larger ones get 413.
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, value_parser = parse_positive, allow_negative_numbers = true)]
     pub max_body_bytes: usize,
-    /// Sequences generated together (round robin, one KV cache each).
+    /// Sequences generated together (one forward pass per step for all, one KV cache each).
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = parse_positive, allow_negative_numbers = true)]
     pub parallel: usize,
     /// Requests that may wait beyond the running ones; more get 503.
@@ -26,6 +26,9 @@ pub struct ServeArgs {
     /// Prompt tokens per prefill step (a long prompt does not stall the others).
     #[arg(long, value_name = "N", default_value_t = 512, value_parser = parse_positive, allow_negative_numbers = true)]
     pub prefill_chunk: usize,
+    /// MB of KV cache kept for prefix reuse (a chat's next turn, repeated contexts); 0: off.
+    #[arg(long, value_name = "MB", default_value_t = crate::serve::DEFAULT_PREFIX_CACHE_MB, value_parser = super::parse_number::<usize>, allow_negative_numbers = true)]
+    pub prefix_cache_mb: usize,
 }
 
 pub(super) fn run(args: &ServeArgs, model: &dyn Model, io: &mut Io<'_>) -> Result<(), CliError> {
@@ -41,6 +44,7 @@ pub(super) fn run(args: &ServeArgs, model: &dyn Model, io: &mut Io<'_>) -> Resul
         parallel: args.parallel,
         queue_depth: args.queue_depth,
         prefill_chunk: args.prefill_chunk,
+        prefix_cache_mb: args.prefix_cache_mb,
     };
     writeln!(
         io.stderr,

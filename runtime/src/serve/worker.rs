@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::error::ApiError;
+use super::prefix_cache::PrefixCache;
 use crate::eval::scoring::token_logprob;
 use crate::model::{KvCache, LogitsFor, Model, Segment};
 use crate::penalties::{Penalties, TokenCounts};
@@ -120,6 +121,8 @@ pub struct WorkerConfig {
     pub parallel: usize,
     /// Prompt tokens per prefill step (a long prompt does not stall the others).
     pub prefill_chunk: usize,
+    /// Bytes of KV cache kept for prefix reuse (0: none).
+    pub prefix_cache_bytes: usize,
 }
 
 /// Where a sequence is.
@@ -150,9 +153,14 @@ struct Active {
     /// one row that predicts the next token. One buffer per sequence, reused every step.
     logits: Vec<f32>,
     generated: usize,
+    /// The generated ids that ran through the model (all but the last): with the prompt,
+    /// what the cache holds when the sequence ends.
+    ran: Vec<u32>,
     /// The ids generated so far, for the penalties.
     counts: TokenCounts,
     prompt_logprobs: Vec<TokenLogprob>,
+    /// The prompt's logprobs once sent, kept for the prefix cache.
+    kept_logprobs: Vec<TokenLogprob>,
 }
 
 /// `(logprob of token, top n alternatives)` of one row of logits.
@@ -191,19 +199,35 @@ enum Step {
 }
 
 impl Active {
-    fn new(model: &dyn Model, job: Job, sampler: Sampler) -> Active {
-        let cache = model.new_cache(job.prompt.len() + job.max_tokens);
+    /// A sequence for `job`, starting from the longest prefix of its prompt in `prefixes`.
+    fn new(model: &dyn Model, job: Job, sampler: Sampler, prefixes: &mut PrefixCache) -> Active {
+        let mut cache = model.new_cache(job.prompt.len() + job.max_tokens);
+        let wants = job.prompt_logprobs.then(|| job.logprobs.unwrap_or(0));
+        let hit = prefixes.lookup(model, &job.prompt, &mut cache, wants);
         Active {
             job,
             cache,
             sampler,
-            phase: Phase::Prefill { done: 0 },
+            phase: Phase::Prefill {
+                done: hit.positions,
+            },
             work: Work::Idle,
             logits: Vec::new(),
             generated: 0,
+            ran: Vec::new(),
             counts: TokenCounts::default(),
-            prompt_logprobs: Vec::new(),
+            prompt_logprobs: hit.logprobs,
+            kept_logprobs: Vec::new(),
         }
+    }
+
+    /// Leaves this sequence's cache (its prompt and the reply tokens that ran) to later
+    /// requests, with the prompt's logprobs if they were computed.
+    fn into_prefix(self, prefixes: &mut PrefixCache) {
+        let mut tokens = self.job.prompt;
+        tokens.extend_from_slice(&self.ran);
+        let top_n = self.job.logprobs.unwrap_or(0);
+        prefixes.insert(tokens, self.cache, self.kept_logprobs, top_n);
     }
 
     fn send(&self, e: Event) {
@@ -241,6 +265,7 @@ impl Active {
             return self.finish(Finish::Length);
         }
         self.work = Work::Token(token);
+        self.ran.push(token);
         Step::Continue
     }
 
@@ -288,7 +313,8 @@ impl Active {
         }
         if self.job.prompt_logprobs {
             let lps = std::mem::take(&mut self.prompt_logprobs);
-            self.send(Event::PromptLogprobs(lps));
+            self.send(Event::PromptLogprobs(lps.clone()));
+            self.kept_logprobs = lps;
             // Keep only the last row: it predicts the first generated token.
             self.logits.drain(..self.logits.len() - vocab);
         }
@@ -305,6 +331,7 @@ pub fn run(model: &dyn Model, jobs: Receiver<Job>, config: &WorkerConfig) {
     let parallel = config.parallel.max(1);
     let mut waiting: VecDeque<Job> = VecDeque::new();
     let mut active: Vec<Active> = Vec::new();
+    let mut prefixes = PrefixCache::new(config.prefix_cache_bytes);
     let mut open = true;
     while open || !active.is_empty() || !waiting.is_empty() {
         // Take new jobs; block only when there is nothing to do.
@@ -334,7 +361,7 @@ pub fn run(model: &dyn Model, jobs: Receiver<Job>, config: &WorkerConfig) {
             };
             // The request parser already checked the settings; this is the last guard.
             match Sampler::new(job.sampler.clone()) {
-                Ok(sampler) => active.push(Active::new(model, job, sampler)),
+                Ok(sampler) => active.push(Active::new(model, job, sampler, &mut prefixes)),
                 Err(e) => {
                     let _ = job
                         .events
@@ -343,7 +370,12 @@ pub fn run(model: &dyn Model, jobs: Receiver<Job>, config: &WorkerConfig) {
             }
         }
         if !active.is_empty() {
-            step(model, &mut active, config.prefill_chunk.max(1));
+            step(
+                model,
+                &mut active,
+                config.prefill_chunk.max(1),
+                &mut prefixes,
+            );
         }
     }
 }
@@ -351,7 +383,12 @@ pub fn run(model: &dyn Model, jobs: Receiver<Job>, config: &WorkerConfig) {
 /// One step of every active sequence: the decoding ones sample and send a token, then one
 /// forward pass runs those tokens and the prompt chunks that fit in `prefill_budget`.
 /// Finished and failed sequences leave `active`.
-fn step(model: &dyn Model, active: &mut Vec<Active>, prefill_budget: usize) {
+fn step(
+    model: &dyn Model,
+    active: &mut Vec<Active>,
+    prefill_budget: usize,
+    prefixes: &mut PrefixCache,
+) {
     let vocab = model.info().vocab_size;
     let guarded = |f: &mut dyn FnMut() -> Result<Step, ApiError>| {
         catch_unwind(AssertUnwindSafe(f))
@@ -374,7 +411,7 @@ fn step(model: &dyn Model, active: &mut Vec<Active>, prefill_budget: usize) {
             }
         });
     }
-    retire(active, outcomes);
+    retire(active, outcomes, prefixes);
 
     // 3. One forward pass over every sequence with work.
     let running: Vec<usize> = (0..active.len())
@@ -409,7 +446,7 @@ fn step(model: &dyn Model, active: &mut Vec<Active>, prefill_budget: usize) {
             }
         }
     }
-    retire(active, outcomes);
+    retire(active, outcomes, prefixes);
 }
 
 /// Runs the work of `active[i]` for every `i` in `running` in one multi-sequence pass; each
@@ -452,17 +489,22 @@ fn forward_batch(
     result
 }
 
-/// Sends the errors, and removes the sequences that finished or failed.
-fn retire(active: &mut Vec<Active>, outcomes: Vec<Result<Step, ApiError>>) {
-    let mut outcomes = outcomes.into_iter();
-    active.retain(|a| match outcomes.next() {
-        Some(Ok(Step::Continue)) | None => true,
-        Some(Ok(Step::Finished)) => false,
-        Some(Err(e)) => {
-            a.send(Event::Error(e));
-            false
+/// Sends the errors, and removes the sequences that finished (their caches go to
+/// `prefixes`) or failed.
+fn retire(
+    active: &mut Vec<Active>,
+    outcomes: Vec<Result<Step, ApiError>>,
+    prefixes: &mut PrefixCache,
+) {
+    let mut kept = Vec::with_capacity(active.len());
+    for (a, outcome) in active.drain(..).zip(outcomes) {
+        match outcome {
+            Ok(Step::Continue) => kept.push(a),
+            Ok(Step::Finished) => a.into_prefix(prefixes),
+            Err(e) => a.send(Event::Error(e)),
         }
-    });
+    }
+    *active = kept;
 }
 
 #[cfg(test)]
