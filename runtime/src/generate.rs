@@ -5,13 +5,20 @@
 //! it to the callback, run it through the model to get the next logits. The last sampled
 //! token is never run through the model, so after a call the cache holds the prompt and all
 //! generated tokens but the last.
+//!
+//! With [`GenerateOptions::speculate`] the decode drafts tokens by prompt lookup and checks
+//! them in one forward pass ([`crate::speculate`]): the pass runs the pending token and the
+//! `K` drafts with the logits of every position, the drafts are accepted while they are what
+//! the sampler chooses, and the cache is truncated back past the rejected ones. Tokens still
+//! reach the callback one at a time, and the invariant above holds.
 
 use std::ops::ControlFlow;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::chat::{render, ChatMessage, IM_END};
 use crate::model::{ForwardError, KvCache, LogitsFor, Model};
 use crate::sampler::{Sampler, SamplerConfig, SamplerError};
+use crate::speculate::{self, Controller, PromptLookup, MAX_DRAFT};
 
 /// What [`generate`] does besides the prompt.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,6 +34,10 @@ pub struct GenerateOptions {
     /// Tokens that end the generation besides [`ModelInfo::eos_token_ids`](crate::model::ModelInfo::eos_token_ids)
     /// (e.g. `<|im_end|>` for a chat answer of a base model).
     pub extra_stop_ids: Vec<u32>,
+    /// Speculative decoding by prompt lookup (on by default): lossless — greedy decoding
+    /// gives the same tokens, sampling the same distribution (not the same draws for a seed)
+    /// — and it turns itself off while its drafts keep failing.
+    pub speculate: bool,
 }
 
 impl Default for GenerateOptions {
@@ -36,6 +47,7 @@ impl Default for GenerateOptions {
             sampler: SamplerConfig::default(),
             ignore_eos: false,
             extra_stop_ids: Vec::new(),
+            speculate: true,
         }
     }
 }
@@ -65,8 +77,9 @@ impl StopReason {
 /// Counts and timings of one [`generate`] call.
 ///
 /// - *Prefill* is the single forward pass over the prompt, up to its logits.
-/// - *Decode* is everything after it that is model or sampler work: every sampling (the
-///   first token's too) and the forward pass of each generated token but the last. The time
+/// - *Decode* is everything after it that is model, sampler or drafting work: every
+///   sampling (the first token's too), drafting, and the forward passes after the prefill
+///   (one per generated token but the last without speculation; fewer with it). The time
 ///   spent in the callback (printing) is not counted.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerateStats {
@@ -74,17 +87,33 @@ pub struct GenerateStats {
     pub prompt_tokens: usize,
     /// Tokens sampled, the stop token included.
     pub generated_tokens: usize,
-    /// Forward passes of the decode: `generated_tokens - 1` (the first token comes from the
-    /// prefill's logits and the last is not run).
+    /// Tokens generated after the first: `generated_tokens - 1` (the first comes from the
+    /// prefill's logits). Without speculation this is also the number of decode passes.
     pub decode_tokens: usize,
+    /// Forward passes of the decode, plain and verification ones: `decode_tokens` without
+    /// speculation, fewer when drafts are accepted.
+    pub decode_passes: usize,
+    /// Decode passes that verified drafted tokens.
+    pub verify_passes: usize,
+    /// Tokens drafted into verification passes.
+    pub drafted_tokens: usize,
+    /// Drafted tokens that were accepted and generated (each one a decode pass saved).
+    pub accepted_tokens: usize,
     pub prefill_seconds: f64,
     pub decode_seconds: f64,
     /// `prompt_tokens / prefill_seconds` (0 if no time was measured).
     pub prefill_tok_s: f64,
-    /// `decode_tokens / decode_seconds`: the rate of token-by-token forward passes
-    /// (0 if there were none).
+    /// `decode_tokens / decode_seconds`: tokens after the first per second of decode, what a
+    /// reader sees, with or without speculation (0 if there were none).
     pub decode_tok_s: f64,
     pub stop: StopReason,
+}
+
+impl GenerateStats {
+    /// `accepted_tokens / drafted_tokens` (0 when nothing was drafted).
+    pub fn acceptance_rate(&self) -> f64 {
+        rate(self.accepted_tokens, self.drafted_tokens as f64)
+    }
 }
 
 fn rate(count: usize, seconds: f64) -> f64 {
@@ -207,13 +236,23 @@ pub fn generate_with_sampler(
     sampler: &mut Sampler,
     on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
 ) -> Result<GenerateStats, GenerateError> {
+    generate_after(model, cache, &[], prompt, opts, sampler, on_token)
+}
+
+/// [`generate_with_sampler`] where `history` is what the cache already holds (or a suffix
+/// of it): speculation drafts from it as well as from the prompt and the generated tokens.
+fn generate_after(
+    model: &dyn Model,
+    cache: &mut KvCache,
+    history: &[u32],
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    sampler: &mut Sampler,
+    on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
+) -> Result<GenerateStats, GenerateError> {
     let info = model.info();
-    check_fits(
-        cache.len,
-        prompt.len(),
-        opts.max_tokens,
-        cache_limit(model, cache),
-    )?;
+    let limit = cache_limit(model, cache);
+    check_fits(cache.len, prompt.len(), opts.max_tokens, limit)?;
     let vocab = info.vocab_size;
     if let Some((index, &id)) = prompt
         .iter()
@@ -225,12 +264,12 @@ pub fn generate_with_sampler(
     let mut stop_ids: Vec<u32> = info.eos_token_ids.clone();
     stop_ids.extend(&opts.extra_stop_ids);
     let suppress: &[u32] = if opts.ignore_eos { &stop_ids } else { &[] };
-    let check_logits = |logits: &[f32]| {
-        if logits.len() == vocab {
+    let check_logits = |logits: &[f32], rows: usize| {
+        if logits.len() == rows * vocab {
             Ok(())
         } else {
             Err(GenerateError::BadLogits {
-                got: logits.len(),
+                got: logits.len() / rows.max(1),
                 expected: vocab,
             })
         }
@@ -239,39 +278,111 @@ pub fn generate_with_sampler(
     let start = Instant::now();
     let mut logits = model.forward(cache, prompt, LogitsFor::Last)?;
     let prefill = start.elapsed();
-    check_logits(&logits)?;
+    check_logits(&logits, 1)?;
 
-    let mut decode = Duration::ZERO;
+    let t = Instant::now();
+    let mut lookup = opts.speculate.then(|| {
+        let mut l = PromptLookup::new();
+        l.extend(history);
+        l.extend(prompt);
+        l
+    });
+    let mut decode = t.elapsed();
+    let mut control = Controller::new();
+    // The drafts the logits were computed with: `logits` has `draft.len() + 1` rows, row i
+    // for the position after the pending token and `draft[..i]`.
+    let mut draft: Vec<u32> = Vec::with_capacity(MAX_DRAFT);
+    let mut input: Vec<u32> = Vec::with_capacity(MAX_DRAFT + 1);
+    let mut dist = Vec::new();
+    // Positions cached before row 0's token: the cache keeps `base + i` positions when the
+    // token of row i is the last generated.
+    let mut base = cache.len;
     let mut generated = 0usize;
-    let mut decode_tokens = 0usize;
-    let stop = loop {
+    let (mut decode_passes, mut verify_passes) = (0usize, 0usize);
+    let (mut drafted, mut accepted) = (0usize, 0usize);
+    let stop = 'decode: loop {
+        // The last generated token, and its row.
+        let (mut pending, mut last_row) = (0u32, 0usize);
+        for row in 0..=draft.len() {
+            let t = Instant::now();
+            let (token, is_draft) = speculate::choose(
+                sampler,
+                &logits[row * vocab..(row + 1) * vocab],
+                suppress,
+                draft.get(row).copied(),
+                &mut dist,
+            );
+            decode += t.elapsed();
+            generated += 1;
+            accepted += usize::from(is_draft);
+            let flow = on_token(token);
+            let stop = if !opts.ignore_eos && stop_ids.contains(&token) {
+                Some(StopReason::Eos(token))
+            } else if flow.is_break() {
+                Some(StopReason::Callback)
+            } else if generated >= opts.max_tokens {
+                Some(StopReason::MaxTokens)
+            } else {
+                None
+            };
+            if let Some(stop) = stop {
+                // Drop the drafts after this token (and any this token rejected).
+                cache.truncate(base + row);
+                break 'decode stop;
+            }
+            let t = Instant::now();
+            if let Some(l) = lookup.as_mut() {
+                l.push(token);
+            }
+            decode += t.elapsed();
+            (pending, last_row) = (token, row);
+            if !is_draft {
+                break;
+            }
+        }
         let t = Instant::now();
-        let token = sampler.sample_suppressed(&logits, suppress);
+        cache.truncate(base + last_row);
+        if !draft.is_empty() {
+            control.record(draft.len(), last_row);
+        }
+        draft.clear();
+        if let Some(l) = &lookup {
+            // Never past max_tokens (a pass yields up to K + 1 tokens) nor the context.
+            let room = (opts.max_tokens - generated - 1).min(limit.saturating_sub(cache.len + 1));
+            if room > 0 {
+                let k = control.draft_len().min(room);
+                l.draft(k, &mut draft);
+            }
+        }
+        input.clear();
+        input.push(pending);
+        input.extend_from_slice(&draft);
+        let rows = if draft.is_empty() {
+            model.forward_into(cache, &input, LogitsFor::Last, &mut logits)?;
+            1
+        } else {
+            model.forward_into(cache, &input, LogitsFor::All, &mut logits)?;
+            verify_passes += 1;
+            drafted += draft.len();
+            input.len()
+        };
         decode += t.elapsed();
-        generated += 1;
-        let flow = on_token(token);
-        if !opts.ignore_eos && stop_ids.contains(&token) {
-            break StopReason::Eos(token);
-        }
-        if flow.is_break() {
-            break StopReason::Callback;
-        }
-        if generated >= opts.max_tokens {
-            break StopReason::MaxTokens;
-        }
-        let t = Instant::now();
-        model.forward_into(cache, &[token], LogitsFor::Last, &mut logits)?;
-        decode += t.elapsed();
-        decode_tokens += 1;
-        check_logits(&logits)?;
+        decode_passes += 1;
+        base = cache.len - draft.len();
+        check_logits(&logits, rows)?;
     };
 
     let prefill_seconds = prefill.as_secs_f64();
     let decode_seconds = decode.as_secs_f64();
+    let decode_tokens = generated - 1;
     Ok(GenerateStats {
         prompt_tokens: prompt.len(),
         generated_tokens: generated,
         decode_tokens,
+        decode_passes,
+        verify_passes,
+        drafted_tokens: drafted,
+        accepted_tokens: accepted,
         prefill_seconds,
         decode_seconds,
         prefill_tok_s: rate(prompt.len(), prefill_seconds),
@@ -440,9 +551,10 @@ impl<'m> ChatSession<'m> {
             ..self.options.clone()
         };
         let mut ids = Vec::new();
-        let result = generate_with_sampler(
+        let result = generate_after(
             self.model,
             &mut self.cache,
+            &self.cached,
             prompt,
             &opts,
             &mut self.sampler,

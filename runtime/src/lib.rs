@@ -3,8 +3,9 @@
 //! The core, always built, is what generated code and the `qwenc` tool use: the [`model`]
 //! trait and KV cache, [`weights`], [`kernel_support`], [`amx`], [`threads`],
 //! [`narrow_codes`], the [`tokenizer`] and the [`reference_logits`] files. The `app` feature
-//! (on by default) adds the executable around a model: generation, sampling, chat, scoring,
-//! evaluation, benchmarks, the CLI and the OpenAI-compatible server (tokio, axum, clap).
+//! (on by default) adds the executable around a model: generation (with speculative
+//! decoding), sampling, chat, scoring, evaluation, benchmarks, the CLI and the
+//! OpenAI-compatible server (tokio, axum, clap).
 //! The compiler's build script uses the core alone.
 
 pub mod amx;
@@ -34,6 +35,8 @@ pub mod sampler;
 pub mod score;
 #[cfg(feature = "app")]
 pub mod serve;
+#[cfg(feature = "app")]
+pub mod speculate;
 #[cfg(feature = "app")]
 pub mod testing;
 

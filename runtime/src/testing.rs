@@ -266,9 +266,138 @@ impl Model for FakeModel {
     }
 }
 
+/// ln Γ(x) for x > 0 (Lanczos, g = 7, 9 terms: about 15 significant digits).
+fn ln_gamma(x: f64) -> f64 {
+    const G: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        // Reflection keeps the series where it converges.
+        let pi = std::f64::consts::PI;
+        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let t = x + 7.5;
+    let sum: f64 = G[0] + (1..9).map(|i| G[i] / (x + i as f64)).sum::<f64>();
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + sum.ln()
+}
+
+/// The upper regularized incomplete gamma function Q(a, x) = Γ(a, x) / Γ(a).
+fn gamma_q(a: f64, x: f64) -> f64 {
+    if x <= 0.0 {
+        return 1.0;
+    }
+    let prefix = (a * x.ln() - x - ln_gamma(a)).exp();
+    if x < a + 1.0 {
+        // The series of P(a, x).
+        let (mut term, mut sum, mut n) = (1.0 / a, 1.0 / a, a);
+        while term.abs() > sum.abs() * 1e-15 {
+            n += 1.0;
+            term *= x / n;
+            sum += term;
+        }
+        1.0 - sum * prefix
+    } else {
+        // Lentz's continued fraction of Q(a, x).
+        let tiny = 1e-300;
+        let mut b = x + 1.0 - a;
+        let mut c = 1.0 / tiny;
+        let mut d = 1.0 / b;
+        let mut h = d;
+        for i in 1..10_000 {
+            let an = -(i as f64) * (i as f64 - a);
+            b += 2.0;
+            d = an * d + b;
+            d = if d.abs() < tiny { tiny } else { d };
+            c = b + an / c;
+            c = if c.abs() < tiny { tiny } else { c };
+            d = 1.0 / d;
+            let delta = d * c;
+            h *= delta;
+            if (delta - 1.0).abs() < 1e-15 {
+                break;
+            }
+        }
+        prefix * h
+    }
+}
+
+/// P(X >= `stat`) for X chi-square distributed with `df` degrees of freedom: the p-value of
+/// a chi-square statistic.
+pub fn chi_square_p_value(stat: f64, df: usize) -> f64 {
+    gamma_q(df as f64 / 2.0, stat / 2.0)
+}
+
+/// The chi-square statistic of `observed` counts against `expected` probabilities (summing
+/// to 1) and its degrees of freedom. Cells expected fewer than 5 times are pooled into one
+/// (the usual validity rule); a cell of probability 0 that was observed panics.
+pub fn chi_square(observed: &[usize], expected: &[f64]) -> (f64, usize) {
+    assert_eq!(observed.len(), expected.len());
+    let n: usize = observed.iter().sum();
+    let (mut stat, mut cells, mut pooled_e, mut pooled_o) = (0.0, 0usize, 0.0, 0.0);
+    for (i, (&o, &p)) in observed.iter().zip(expected).enumerate() {
+        let (o, e) = (o as f64, p * n as f64);
+        if p == 0.0 {
+            assert!(
+                o == 0.0,
+                "cell {i} has probability 0 and was observed {o} times"
+            );
+        } else if e >= 5.0 {
+            stat += (o - e) * (o - e) / e;
+            cells += 1;
+        } else {
+            pooled_e += e;
+            pooled_o += o;
+        }
+    }
+    if pooled_e > 0.0 {
+        stat += (pooled_o - pooled_e) * (pooled_o - pooled_e) / pooled_e;
+        cells += 1;
+    }
+    (stat, cells.saturating_sub(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chi_square_p_values_match_the_tables() {
+        // Critical values at p = 0.001 (and one at 0.05) from the standard tables.
+        for (stat, df, p) in [
+            (10.828, 1, 0.001),
+            (13.816, 2, 0.001),
+            (29.588, 10, 0.001),
+            (45.315, 20, 0.001),
+            (3.841, 1, 0.05),
+            (124.342, 100, 0.05),
+        ] {
+            let got = chi_square_p_value(stat, df);
+            assert!((got - p).abs() < p * 1e-3, "df {df}: {got} vs {p}");
+        }
+        let (stat, df) = chi_square(&[10, 20, 30, 0, 1], &[0.1, 0.2, 0.3, 0.38, 0.02]);
+        assert_eq!(df, 4);
+        // 61 draws: expected 6.1, 12.2, 18.3, 23.18 and 1.22 (pooled alone: under 5).
+        let want: f64 = [
+            (10.0, 6.1),
+            (20.0, 12.2),
+            (30.0, 18.3),
+            (0.0, 23.18),
+            (1.0, 1.22),
+        ]
+        .iter()
+        .map(|(o, e): &(f64, f64)| (o - e) * (o - e) / e)
+        .sum();
+        assert!((stat - want).abs() < 1e-9, "{stat} vs {want}");
+    }
 
     #[test]
     fn tokenizer_and_specials() {

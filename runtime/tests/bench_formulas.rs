@@ -377,3 +377,18 @@ fn synthetic_prompt_repeats_and_cuts() {
     assert_eq!(synthetic_prompt(&[1, 2, 3], 7), [1, 2, 3, 1, 2, 3, 1]);
     assert_eq!(synthetic_prompt(&[1, 2, 3], 2), [1, 2]);
 }
+
+/// The benchmarks measure plain token-by-token decoding (the challenge's definition): no
+/// speculation even where prompt lookup would draft (a prompt that quotes the reply).
+#[test]
+fn generations_are_timed_without_speculation() {
+    use qwenc_runtime::chat::{render, ChatMessage};
+    let reply = "the world in the world, and the world is in a world";
+    let model = FakeModel::new().with_reply_text(reply);
+    let prompt = model
+        .tokenizer()
+        .encode(&render(&[ChatMessage::user(reply)], true));
+    qwenc_runtime::bench::timed_generation(&model, &prompt, 20, &ManualClock::new()).unwrap();
+    assert_eq!(model.forward_calls(), 20);
+    assert_eq!(model.forwarded_tokens(), prompt.len() + 19);
+}

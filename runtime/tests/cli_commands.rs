@@ -354,3 +354,49 @@ fn chat_resets_when_the_context_is_full_and_survives_long_messages() {
     assert!(reply.starts_with(lines[1]) && lines[1].len() < reply.len());
     assert_eq!(lines[2], reply, "a new conversation after the reset");
 }
+
+#[test]
+fn speculation_is_on_by_default_and_no_speculate_turns_it_off() {
+    let reply = "the world in the world, and the world is in a world";
+    let model = FakeModel::new().with_reply_text(reply);
+    let args = ["generate", reply, "--chat", "--json", "--max-tokens", "40"];
+    let on = json(&qwen(&model, &args));
+    let off = json(&qwen(&model, &[&args[..], &["--no-speculate"]].concat()));
+    assert_eq!(on["ids"], off["ids"]);
+    assert_eq!(on["text"], reply);
+    assert_eq!(
+        (on["speculate"].as_bool(), off["speculate"].as_bool()),
+        (Some(true), Some(false))
+    );
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap();
+    assert!(
+        n(&on, "accepted_tokens") > 0 && n(&on, "verify_passes") > 0,
+        "{on}"
+    );
+    assert!(n(&on, "decode_passes") < n(&off, "decode_passes"));
+    let rate = on["acceptance_rate"].as_f64().unwrap();
+    let want = n(&on, "accepted_tokens") as f64 / n(&on, "drafted_tokens") as f64;
+    assert!((rate - want).abs() < 1e-12);
+    assert_eq!(
+        (
+            n(&off, "verify_passes"),
+            n(&off, "drafted_tokens"),
+            n(&off, "accepted_tokens")
+        ),
+        (0, 0, 0)
+    );
+
+    // chat: the same answers; --stats names the accepted drafts only when there were any.
+    let input = format!("{reply}\n{reply}\n");
+    let on = qwen_with_stdin(&model, &["chat", "--stats"], &input);
+    let off = qwen_with_stdin(&model, &["chat", "--stats", "--no-speculate"], &input);
+    assert_eq!((on.code, off.code), (0, 0), "{}{}", on.stderr, off.stderr);
+    assert_eq!(on.stdout, off.stdout);
+    assert_eq!(on.stdout, format!("{reply}\n{reply}\n"));
+    assert!(
+        on.stderr.contains(" drafted tokens accepted in "),
+        "{}",
+        on.stderr
+    );
+    assert!(!off.stderr.contains("drafted"), "{}", off.stderr);
+}

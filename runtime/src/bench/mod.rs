@@ -92,13 +92,15 @@ impl GenerationTiming {
     }
 }
 
-/// Greedy, stop tokens suppressed: exactly `max_tokens` tokens.
+/// Greedy, stop tokens suppressed: exactly `max_tokens` tokens. No speculation: the
+/// challenge measures plain token-by-token decoding.
 fn bench_options(max_tokens: usize) -> GenerateOptions {
     GenerateOptions {
         max_tokens,
         sampler: SamplerConfig::default(),
         ignore_eos: true,
         extra_stop_ids: Vec::new(),
+        speculate: false,
     }
 }
 

@@ -25,6 +25,7 @@ pub(super) fn run(args: &ChatArgs, model: &dyn Model, io: &mut Io<'_>) -> Result
         sampler: args.sampling.config(),
         ignore_eos: false,
         extra_stop_ids: Vec::new(),
+        speculate: !args.no_speculate,
     };
     let mut session = ChatSession::new(model, capacity, args.system.clone(), options)?;
     let tokenizer = model.tokenizer();

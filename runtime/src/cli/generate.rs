@@ -22,6 +22,16 @@ struct JsonReport<'a> {
     generated_tokens: usize,
     prefill_seconds: f64,
     decode_seconds: f64,
+    /// Whether speculative decoding was on.
+    speculate: bool,
+    /// Decode forward passes (plain and verification).
+    decode_passes: usize,
+    /// Passes that verified drafted tokens.
+    verify_passes: usize,
+    drafted_tokens: usize,
+    accepted_tokens: usize,
+    /// accepted_tokens / drafted_tokens (0 when nothing was drafted).
+    acceptance_rate: f64,
     /// "eos" or "max_tokens".
     stop: &'static str,
     seed: u64,
@@ -67,6 +77,7 @@ pub(super) fn run(args: &GenerateArgs, model: &dyn Model, io: &mut Io<'_>) -> Re
         sampler,
         ignore_eos: args.ignore_eos,
         extra_stop_ids,
+        speculate: !args.no_speculate,
     };
     let stop_ids: Vec<u32> = info
         .eos_token_ids
@@ -127,6 +138,12 @@ pub(super) fn run(args: &GenerateArgs, model: &dyn Model, io: &mut Io<'_>) -> Re
             generated_tokens: stats.generated_tokens,
             prefill_seconds: stats.prefill_seconds,
             decode_seconds: stats.decode_seconds,
+            speculate: opts.speculate,
+            decode_passes: stats.decode_passes,
+            verify_passes: stats.verify_passes,
+            drafted_tokens: stats.drafted_tokens,
+            accepted_tokens: stats.accepted_tokens,
+            acceptance_rate: stats.acceptance_rate(),
             stop: stats.stop.as_str(),
             seed,
         };

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! qwen generate "PROMPT" [--max-tokens N] [--temperature T --top-k K --top-p P --seed S]
-//!                        [--chat [--system "..."]] [--ignore-eos] [--json]
-//! qwen chat [--system "..."] [--context N] [--max-tokens N] [sampling flags] [--stats]
+//!                        [--chat [--system "..."]] [--ignore-eos] [--no-speculate] [--json]
+//! qwen chat [--system "..."] [--context N] [--max-tokens N] [sampling flags] [--no-speculate]
+//!           [--stats]
 //! qwen info [--json]
 //! qwen --threads N ...    (any subcommand; default: the number of cores)
 //! ```
@@ -102,6 +103,10 @@ pub struct GenerateArgs {
     /// Never stop at an end-of-sequence token: generate exactly --max-tokens tokens.
     #[arg(long)]
     pub ignore_eos: bool,
+    /// Decode token by token, without speculative decoding (prompt-lookup drafts checked in
+    /// one pass; it never changes greedy output).
+    #[arg(long)]
+    pub no_speculate: bool,
     /// Print one JSON object (ids, text, speeds) at the end instead of streaming text.
     #[arg(long)]
     pub json: bool,
@@ -121,6 +126,10 @@ pub struct ChatArgs {
     pub max_tokens: Option<usize>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// Decode token by token, without speculative decoding (prompt-lookup drafts checked in
+    /// one pass; it never changes greedy output).
+    #[arg(long)]
+    pub no_speculate: bool,
     /// Print token counts and speeds on stderr after each answer.
     #[arg(long)]
     pub stats: bool,
@@ -231,10 +240,19 @@ impl From<std::io::Error> for CliError {
     }
 }
 
-/// `[N prompt tokens, M generated; prefill X tok/s, decode Y tok/s]`
+/// `[N prompt tokens, M generated; prefill X tok/s, decode Y tok/s]`, with
+/// `; A of D drafted tokens accepted in P passes` before the `]` when drafts were verified.
 pub fn summary_line(stats: &GenerateStats) -> String {
+    let speculation = if stats.verify_passes > 0 {
+        format!(
+            "; {} of {} drafted tokens accepted in {} passes",
+            stats.accepted_tokens, stats.drafted_tokens, stats.verify_passes
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "[{} prompt tokens, {} generated; prefill {:.1} tok/s, decode {:.1} tok/s]",
+        "[{} prompt tokens, {} generated; prefill {:.1} tok/s, decode {:.1} tok/s{speculation}]",
         stats.prompt_tokens, stats.generated_tokens, stats.prefill_tok_s, stats.decode_tok_s
     )
 }
