@@ -183,9 +183,11 @@ fn decoding_streams_share_each_forward_pass() {
         passes: Mutex::new(Vec::new()),
     });
     let prefill_chunk = 16;
+    // Speculation off: decoding segments are then exactly one token.
     let config = ServeConfig {
         parallel: 8,
         prefill_chunk,
+        speculate: false,
         ..ServeConfig::default()
     };
     let server = RunningServer::start(model.clone(), config).unwrap();

@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// MB of KV cache kept for prefix reuse (a chat's next turn, repeated contexts); 0: off.
     #[arg(long, value_name = "MB", default_value_t = crate::serve::DEFAULT_PREFIX_CACHE_MB, value_parser = super::parse_number::<usize>, allow_negative_numbers = true)]
     pub prefix_cache_mb: usize,
+    /// Decode token by token, without speculative decoding (prompt-lookup drafts checked in
+    /// one pass; it never changes greedy output).
+    #[arg(long)]
+    pub no_speculate: bool,
 }
 
 pub(super) fn run(args: &ServeArgs, model: &dyn Model, io: &mut Io<'_>) -> Result<(), CliError> {
@@ -45,6 +49,7 @@ pub(super) fn run(args: &ServeArgs, model: &dyn Model, io: &mut Io<'_>) -> Resul
         queue_depth: args.queue_depth,
         prefill_chunk: args.prefill_chunk,
         prefix_cache_mb: args.prefix_cache_mb,
+        speculate: !args.no_speculate,
     };
     writeln!(
         io.stderr,

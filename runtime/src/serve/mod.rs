@@ -49,6 +49,8 @@ pub struct ServeConfig {
     pub prefill_chunk: usize,
     /// MB (10^6 bytes) of KV cache kept for prefix reuse; 0 turns reuse off.
     pub prefix_cache_mb: usize,
+    /// Speculative decoding by prompt lookup in every sequence (greedy output unchanged).
+    pub speculate: bool,
 }
 
 impl Default for ServeConfig {
@@ -59,6 +61,7 @@ impl Default for ServeConfig {
             queue_depth: 64,
             prefill_chunk: 512,
             prefix_cache_mb: DEFAULT_PREFIX_CACHE_MB,
+            speculate: true,
         }
     }
 }
@@ -141,6 +144,7 @@ pub fn serve(
         parallel: config.parallel,
         prefill_chunk: config.prefill_chunk,
         prefix_cache_bytes: config.prefix_cache_mb.saturating_mul(1_000_000),
+        speculate: config.speculate,
     };
     std::thread::scope(|s| {
         let http = std::thread::Builder::new()

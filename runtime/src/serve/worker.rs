@@ -30,6 +30,7 @@ use crate::eval::scoring::token_logprob;
 use crate::model::{KvCache, LogitsFor, Model, Segment};
 use crate::penalties::{Penalties, TokenCounts};
 use crate::sampler::{Sampler, SamplerConfig};
+use crate::speculate::{self, Controller, PromptLookup};
 
 /// The log-probability of one token and, if asked, the most likely alternatives.
 #[derive(Clone, Debug, PartialEq)]
@@ -123,6 +124,8 @@ pub struct WorkerConfig {
     pub prefill_chunk: usize,
     /// Bytes of KV cache kept for prefix reuse (0: none).
     pub prefix_cache_bytes: usize,
+    /// Speculative decoding by prompt lookup, per sequence ([`crate::speculate`]).
+    pub speculate: bool,
 }
 
 /// Where a sequence is.
@@ -139,8 +142,19 @@ enum Work {
     Idle,
     /// These prompt tokens.
     Prompt(Range<usize>),
-    /// The token it just sampled.
-    Token(u32),
+    /// [`Active::input`]: the token it just sampled, then the drafts to verify.
+    Decode,
+}
+
+/// A sequence's prompt-lookup speculation: where drafts come from, how long they are, and
+/// the drafts its last pass verified.
+struct Speculation {
+    lookup: PromptLookup,
+    control: Controller,
+    /// The drafts of the last pass: its logits have one row more than these.
+    drafts: Vec<u32>,
+    /// Scratch for the sampler's distribution.
+    dist: Vec<(u32, f64)>,
 }
 
 struct Active {
@@ -150,8 +164,13 @@ struct Active {
     phase: Phase,
     work: Work,
     /// The logits of its last pass, as that pass's [`LogitsFor`] asked; while decoding, the
-    /// one row that predicts the next token. One buffer per sequence, reused every step.
+    /// row that predicts the next token, and one more per draft. One buffer per sequence,
+    /// reused every step.
     logits: Vec<f32>,
+    /// What a decode step runs: the sampled token, then the drafts.
+    input: Vec<u32>,
+    /// `None` with speculation off.
+    speculation: Option<Speculation>,
     generated: usize,
     /// The generated ids that ran through the model (all but the last): with the prompt,
     /// what the cache holds when the sequence ends.
@@ -200,10 +219,26 @@ enum Step {
 
 impl Active {
     /// A sequence for `job`, starting from the longest prefix of its prompt in `prefixes`.
-    fn new(model: &dyn Model, job: Job, sampler: Sampler, prefixes: &mut PrefixCache) -> Active {
+    fn new(
+        model: &dyn Model,
+        job: Job,
+        sampler: Sampler,
+        prefixes: &mut PrefixCache,
+        speculate: bool,
+    ) -> Active {
         let mut cache = model.new_cache(job.prompt.len() + job.max_tokens);
         let wants = job.prompt_logprobs.then(|| job.logprobs.unwrap_or(0));
         let hit = prefixes.lookup(model, &job.prompt, &mut cache, wants);
+        let speculation = speculate.then(|| {
+            let mut lookup = PromptLookup::new();
+            lookup.extend(&job.prompt);
+            Speculation {
+                lookup,
+                control: Controller::new(),
+                drafts: Vec::new(),
+                dist: Vec::new(),
+            }
+        });
         Active {
             job,
             cache,
@@ -213,6 +248,8 @@ impl Active {
             },
             work: Work::Idle,
             logits: Vec::new(),
+            input: Vec::new(),
+            speculation,
             generated: 0,
             ran: Vec::new(),
             counts: TokenCounts::default(),
@@ -244,29 +281,87 @@ impl Active {
         Step::Finished
     }
 
-    /// A decoding sequence samples its next token from its logits and sends it; unless that
-    /// ends the sequence, the token runs in this step's pass.
-    fn sample_next(&mut self) -> Step {
-        if !self.job.penalties.is_none() {
-            self.job.penalties.apply(&mut self.logits, &self.counts);
+    /// A decoding sequence chooses its next tokens from its logits and sends them: one, or,
+    /// after a pass that verified drafts, the accepted drafts and the token after them
+    /// ([`speculate::choose`]: the same tokens as plain greedy decoding, the same
+    /// distribution when sampling). Unless that ends the sequence, the last token runs in
+    /// this step's pass with the next drafts.
+    fn sample_next(&mut self, vocab: usize) -> Step {
+        let drafts = self
+            .speculation
+            .as_mut()
+            .map_or(Vec::new(), |s| std::mem::take(&mut s.drafts));
+        // The cache holds the last pass's input; `base + row` positions stay when row `row`'s
+        // token is the last generated (it has not run).
+        let base = self.cache.len - drafts.len();
+        let mut last_row = 0;
+        for row in 0..=drafts.len() {
+            let logits = &mut self.logits[row * vocab..(row + 1) * vocab];
+            if !self.job.penalties.is_none() {
+                self.job.penalties.apply(logits, &self.counts);
+            }
+            let (token, is_draft) = match self.speculation.as_mut() {
+                Some(s) => speculate::choose(
+                    &mut self.sampler,
+                    logits,
+                    &[],
+                    drafts.get(row).copied(),
+                    &mut s.dist,
+                ),
+                None => (self.sampler.sample(logits), false),
+            };
+            let logprob = self
+                .job
+                .logprobs
+                .map(|n| logprob_with_top(logits, token, n));
+            self.generated += 1;
+            self.counts.add(token);
+            self.send(Event::Token { id: token, logprob });
+            let finish = if self.job.stop_ids.contains(&token) {
+                Some(Finish::Stop)
+            } else if self.generated >= self.job.max_tokens {
+                Some(Finish::Length)
+            } else {
+                None
+            };
+            if let Some(finish) = finish {
+                self.keep_cached(base + row);
+                return self.finish(finish);
+            }
+            if let Some(s) = self.speculation.as_mut() {
+                s.lookup.push(token);
+            }
+            self.input.clear();
+            self.input.push(token);
+            last_row = row;
+            if !is_draft {
+                break;
+            }
         }
-        let token = self.sampler.sample(&self.logits);
-        let logprob = self
-            .job
-            .logprobs
-            .map(|n| logprob_with_top(&self.logits, token, n));
-        self.generated += 1;
-        self.counts.add(token);
-        self.send(Event::Token { id: token, logprob });
-        if self.job.stop_ids.contains(&token) {
-            return self.finish(Finish::Stop);
+        self.keep_cached(base + last_row);
+        if let Some(s) = self.speculation.as_mut() {
+            if !drafts.is_empty() {
+                s.control.record(drafts.len(), last_row);
+            }
+            // Never past max_tokens: a pass yields up to one token more than its drafts (the
+            // cache has room for max_tokens, so that bound is the tighter one).
+            let room = self.job.max_tokens - self.generated - 1;
+            if room > 0 {
+                let k = s.control.draft_len().min(room);
+                s.lookup.draft(k, &mut s.drafts);
+            }
+            self.input.extend_from_slice(&s.drafts);
         }
-        if self.generated >= self.job.max_tokens {
-            return self.finish(Finish::Length);
-        }
-        self.work = Work::Token(token);
-        self.ran.push(token);
+        self.ran.extend_from_slice(&self.input);
+        self.work = Work::Decode;
         Step::Continue
+    }
+
+    /// Keeps the first `len` positions of the cache (rejected drafts go) and the generated
+    /// tokens among them.
+    fn keep_cached(&mut self, len: usize) {
+        self.cache.truncate(len);
+        self.ran.truncate(len - self.job.prompt.len());
     }
 
     /// The logits this step's pass must return: every prompt row when the prompt's logprobs
@@ -274,7 +369,8 @@ impl Active {
     fn logits_for(&self) -> LogitsFor {
         match &self.work {
             Work::Idle => LogitsFor::None,
-            Work::Token(_) => LogitsFor::Last,
+            Work::Decode if self.input.len() > 1 => LogitsFor::All,
+            Work::Decode => LogitsFor::Last,
             Work::Prompt(_) if self.job.prompt_logprobs => LogitsFor::All,
             Work::Prompt(r) if r.end == self.job.prompt.len() => LogitsFor::Last,
             Work::Prompt(_) => LogitsFor::None,
@@ -285,6 +381,7 @@ impl Active {
     fn absorb(&mut self, vocab: usize) -> Result<Step, ApiError> {
         let rows = match (&self.work, self.logits_for()) {
             (Work::Prompt(r), LogitsFor::All) => r.len(),
+            (Work::Decode, LogitsFor::All) => self.input.len(),
             (_, LogitsFor::Last) => 1,
             _ => 0,
         };
@@ -361,7 +458,13 @@ pub fn run(model: &dyn Model, jobs: Receiver<Job>, config: &WorkerConfig) {
             };
             // The request parser already checked the settings; this is the last guard.
             match Sampler::new(job.sampler.clone()) {
-                Ok(sampler) => active.push(Active::new(model, job, sampler, &mut prefixes)),
+                Ok(sampler) => active.push(Active::new(
+                    model,
+                    job,
+                    sampler,
+                    &mut prefixes,
+                    config.speculate,
+                )),
                 Err(e) => {
                     let _ = job
                         .events
@@ -399,7 +502,7 @@ fn step(
     let mut outcomes: Vec<Result<Step, ApiError>> = Vec::with_capacity(active.len());
     for a in active.iter_mut() {
         outcomes.push(match a.phase {
-            Phase::Decode => guarded(&mut || Ok(a.sample_next())),
+            Phase::Decode => guarded(&mut || Ok(a.sample_next(vocab))),
             // 2. Prefill: prompt chunks in admission order, within the step's budget.
             Phase::Prefill { done } => {
                 let take = (a.job.prompt.len() - done).min(budget);
@@ -472,7 +575,7 @@ fn forward_batch(
         let logits_for = a.logits_for();
         let tokens: &[u32] = match &a.work {
             Work::Prompt(r) => &a.job.prompt[r.clone()],
-            Work::Token(t) => std::slice::from_ref(t),
+            Work::Decode => &a.input,
             Work::Idle => unreachable!("only sequences with work run"),
         };
         segments.push(Segment {
