@@ -38,6 +38,8 @@ pub mod serve;
 #[cfg(feature = "app")]
 pub mod speculate;
 #[cfg(feature = "app")]
+pub mod structured;
+#[cfg(feature = "app")]
 pub mod testing;
 
 /// Re-exported so generated code needs no dependency of its own.

@@ -73,9 +73,6 @@ fn is_text_modality(v: &Value) -> bool {
     v.as_array()
         .is_some_and(|a| a.iter().all(|m| m.as_str() == Some("text")))
 }
-fn is_text_format(v: &Value) -> bool {
-    v.get("type").and_then(Value::as_str) == Some("text")
-}
 fn is_tool_choice_none(v: &Value) -> bool {
     v.as_str() == Some("none")
 }
@@ -145,11 +142,7 @@ pub const CHAT_FIELDS: &[Field] = &[
         "a caching hint: caching never changes the output",
     ),
     refused("reasoning_effort", "the model is not a reasoning model"),
-    only(
-        "response_format",
-        "{\"type\": \"text\"} (structured output is not supported yet)",
-        is_text_format,
-    ),
+    honoured("response_format"),
     no_effect(
         "safety_identifier",
         "an end-user id for the caller's records",

@@ -19,12 +19,14 @@ use super::choice::ChoiceRun;
 use super::error::ApiError;
 use super::request::{
     chat_stop_ids, parse_chat, parse_completion, prepare_chat, prepare_completion, PreparedPrompt,
+    ResponseFormat,
 };
 use super::sse;
 use super::worker::{Job, Permit};
 use super::AppState;
 use crate::penalties::Penalties;
 use crate::sampler::SamplerConfig;
+use crate::structured::{Constraint, GrammarError};
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -134,6 +136,8 @@ struct SubmitOptions {
     stop_ids: Vec<u32>,
     logprobs: Option<usize>,
     prompt_logprobs: bool,
+    /// The grammar every answer follows (`response_format`).
+    constraint: Option<Constraint>,
 }
 
 impl AppState {
@@ -161,6 +165,7 @@ impl AppState {
                 stop_ids: opts.stop_ids.clone(),
                 logprobs: opts.logprobs,
                 prompt_logprobs: opts.prompt_logprobs,
+                constraint: opts.constraint.clone(),
                 events: tx,
                 permit,
             };
@@ -212,6 +217,7 @@ async fn completions(State(st): State<Arc<AppState>>, req: Request) -> Result<Re
         stop_ids: st.info.eos_token_ids.clone(),
         logprobs: creq.logprobs,
         prompt_logprobs: creq.echo && creq.logprobs.is_some(),
+        constraint: None,
     };
     let receivers = st.submit(&prompts, &opts)?;
     let id = st.next_id("cmpl");
@@ -262,6 +268,31 @@ async fn completions(State(st): State<Arc<AppState>>, req: Request) -> Result<Re
     })))
 }
 
+/// The grammar of `response_format`; a schema it cannot enforce is refused, naming why.
+fn response_constraint(
+    st: &AppState,
+    format: &ResponseFormat,
+) -> Result<Option<Constraint>, ApiError> {
+    let grammars = || {
+        st.grammars()
+            .map_err(|e| ApiError::internal(format!("constrained decoding is unavailable: {e}")))
+    };
+    let refused = |e: GrammarError| {
+        ApiError::invalid(
+            "response_format",
+            "unsupported_value",
+            format!("the JSON schema cannot be enforced: {e}"),
+        )
+    };
+    match format {
+        ResponseFormat::Text => Ok(None),
+        ResponseFormat::JsonObject => grammars()?.json_object().map(Some).map_err(refused),
+        ResponseFormat::JsonSchema { schema, .. } => {
+            grammars()?.json_schema(schema).map(Some).map_err(refused)
+        }
+    }
+}
+
 async fn chat_completions(
     State(st): State<Arc<AppState>>,
     req: Request,
@@ -269,12 +300,14 @@ async fn chat_completions(
     let body = read_body(req, st.max_body_bytes).await?;
     let creq = parse_chat(&body)?;
     let prompt = prepare_chat(&creq, &st.tokenizer, &st.info)?;
+    let constraint = response_constraint(&st, &creq.response_format)?;
     let opts = SubmitOptions {
         sampler: creq.sampling.config(st.random_seed()),
         penalties: creq.sampling.penalties.clone(),
         stop_ids: chat_stop_ids(&st.tokenizer, &st.info),
         logprobs: None,
         prompt_logprobs: false,
+        constraint,
     };
     let prompt_len = prompt.ids.len();
     let rx = st.submit(std::slice::from_ref(&prompt), &opts)?.remove(0);

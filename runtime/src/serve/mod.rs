@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
 use crate::model::{Model, ModelInfo};
+use crate::structured::{GrammarError, Grammars};
 use crate::tokenizer::Tokenizer;
 
 /// The prefix cache's default size: ~10,000 positions of Qwen2.5-0.5B's f32 KV cache
@@ -77,6 +78,24 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub created: u64,
     next_id: AtomicU64,
+    /// Built on the first request that needs one (a trie of the whole vocabulary).
+    grammars: std::sync::OnceLock<Result<Grammars, GrammarError>>,
+}
+
+impl AppState {
+    /// The constraint builder of this model's vocabulary; chat answers end at `<|im_end|>`.
+    pub fn grammars(&self) -> Result<&Grammars, &GrammarError> {
+        self.grammars
+            .get_or_init(|| {
+                let eos = self
+                    .tokenizer
+                    .token_to_id(crate::chat::IM_END)
+                    .or(self.info.eos_token_ids.first().copied())
+                    .unwrap_or(0);
+                Grammars::new(&self.tokenizer, self.info.vocab_size, eos)
+            })
+            .as_ref()
+    }
 }
 
 /// Stops a running server (its listener closes; requests in progress finish).
@@ -138,6 +157,7 @@ pub fn serve(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         next_id: AtomicU64::new(1),
+        grammars: std::sync::OnceLock::new(),
     });
     listener.set_nonblocking(true)?;
     let worker_config = worker::WorkerConfig {

@@ -75,6 +75,20 @@ pub struct CompletionRequest {
     pub include_usage: bool,
 }
 
+/// What the answer must be (`response_format`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum ResponseFormat {
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// One JSON value valid against the schema. Enforced whether `strict` is set or not:
+    /// the output always validates unless `max_tokens` cuts it.
+    JsonSchema {
+        name: String,
+        schema: Value,
+    },
+}
+
 /// A validated `/v1/chat/completions` request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChatRequest {
@@ -86,6 +100,7 @@ pub struct ChatRequest {
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    pub response_format: ResponseFormat,
 }
 
 /// What the model worker runs for one sequence (one prompt of a request).
@@ -528,6 +543,7 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
     let sampling = parse_sampling(&obj)?;
     let stop = parse_stop(&obj)?;
     let (stream, include_usage) = parse_stream(&obj)?;
+    let response_format = parse_response_format(&obj)?;
     refuse_unsupported(&obj, CHAT_FIELDS)?;
     Ok(ChatRequest {
         model,
@@ -537,7 +553,47 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
         stop,
         stream,
         include_usage,
+        response_format,
     })
+}
+
+/// `response_format`: `{"type": "text"}`, `{"type": "json_object"}`, or `{"type":
+/// "json_schema", "json_schema": {"name", "schema", "strict", "description"}}`.
+fn parse_response_format(obj: &Map<String, Value>) -> Result<ResponseFormat, ApiError> {
+    const P: &str = "response_format";
+    let bad = |m: String| ApiError::invalid(P, "invalid_value", m);
+    let f = match field(obj, P) {
+        None => return Ok(ResponseFormat::Text),
+        Some(Value::Object(f)) => f,
+        Some(v) => return Err(type_error(P, "an object", v)),
+    };
+    match f.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(ResponseFormat::Text),
+        Some("json_object") => Ok(ResponseFormat::JsonObject),
+        Some("json_schema") => {
+            let Some(Value::Object(js)) = f.get("json_schema") else {
+                return Err(bad("`response_format.json_schema` must be an object with `name` and `schema`".into()));
+            };
+            let name = match js.get("name") {
+                Some(Value::String(n)) if !n.is_empty() => n.clone(),
+                _ => return Err(bad("`response_format.json_schema.name` must be a non-empty string".into())),
+            };
+            if let Some(v) = js.get("strict").filter(|v| !v.is_null() && !v.is_boolean()) {
+                return Err(type_error("response_format.json_schema.strict", "a boolean", v));
+            }
+            let schema = match js.get("schema") {
+                Some(s @ (Value::Object(_) | Value::Bool(true))) => s.clone(),
+                // OpenAI: no schema means any JSON.
+                None | Some(Value::Null) => serde_json::json!({}),
+                Some(v) => return Err(type_error("response_format.json_schema.schema", "an object", v)),
+            };
+            Ok(ResponseFormat::JsonSchema { name, schema })
+        }
+        Some(other) => Err(bad(format!(
+            "`response_format.type` must be \"text\", \"json_object\" or \"json_schema\", got {other:?}"
+        ))),
+        None => Err(bad("`response_format.type` is required".into())),
+    }
 }
 
 fn check_tokens(ids: &[u32], vocab: usize) -> Result<(), ApiError> {

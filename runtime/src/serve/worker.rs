@@ -31,6 +31,7 @@ use crate::model::{KvCache, LogitsFor, Model, Segment};
 use crate::penalties::{Penalties, TokenCounts};
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::speculate::{self, Controller, PromptLookup};
+use crate::structured::{Constraint, GrammarError};
 
 /// The log-probability of one token and, if asked, the most likely alternatives.
 #[derive(Clone, Debug, PartialEq)]
@@ -111,6 +112,8 @@ pub struct Job {
     pub logprobs: Option<usize>,
     /// Also report the prompt's logprobs (`echo` with `logprobs`).
     pub prompt_logprobs: bool,
+    /// The grammar the output follows: forbidden tokens are masked before sampling.
+    pub constraint: Option<Constraint>,
     pub events: UnboundedSender<Event>,
     pub permit: Permit,
 }
@@ -180,6 +183,10 @@ struct Active {
     prompt_logprobs: Vec<TokenLogprob>,
     /// The prompt's logprobs once sent, kept for the prefix cache.
     kept_logprobs: Vec<TokenLogprob>,
+}
+
+fn grammar_error(e: GrammarError) -> ApiError {
+    ApiError::internal(format!("the output left its grammar: {e}"))
 }
 
 /// `(logprob of token, top n alternatives)` of one row of logits.
@@ -286,7 +293,7 @@ impl Active {
     /// ([`speculate::choose`]: the same tokens as plain greedy decoding, the same
     /// distribution when sampling). Unless that ends the sequence, the last token runs in
     /// this step's pass with the next drafts.
-    fn sample_next(&mut self, vocab: usize) -> Step {
+    fn sample_next(&mut self, vocab: usize) -> Result<Step, ApiError> {
         let drafts = self
             .speculation
             .as_mut()
@@ -297,6 +304,9 @@ impl Active {
         let mut last_row = 0;
         for row in 0..=drafts.len() {
             let logits = &mut self.logits[row * vocab..(row + 1) * vocab];
+            if let Some(c) = self.job.constraint.as_mut() {
+                c.mask(logits, &self.job.stop_ids).map_err(grammar_error)?;
+            }
             if !self.job.penalties.is_none() {
                 self.job.penalties.apply(logits, &self.counts);
             }
@@ -314,6 +324,9 @@ impl Active {
                 .job
                 .logprobs
                 .map(|n| logprob_with_top(logits, token, n));
+            if let Some(c) = self.job.constraint.as_mut() {
+                c.accept(token, &self.job.stop_ids).map_err(grammar_error)?;
+            }
             self.generated += 1;
             self.counts.add(token);
             self.send(Event::Token { id: token, logprob });
@@ -326,7 +339,7 @@ impl Active {
             };
             if let Some(finish) = finish {
                 self.keep_cached(base + row);
-                return self.finish(finish);
+                return Ok(self.finish(finish));
             }
             if let Some(s) = self.speculation.as_mut() {
                 s.lookup.push(token);
@@ -354,7 +367,7 @@ impl Active {
         }
         self.ran.extend_from_slice(&self.input);
         self.work = Work::Decode;
-        Step::Continue
+        Ok(Step::Continue)
     }
 
     /// Keeps the first `len` positions of the cache (rejected drafts go) and the generated
@@ -502,7 +515,7 @@ fn step(
     let mut outcomes: Vec<Result<Step, ApiError>> = Vec::with_capacity(active.len());
     for a in active.iter_mut() {
         outcomes.push(match a.phase {
-            Phase::Decode => guarded(&mut || Ok(a.sample_next(vocab))),
+            Phase::Decode => guarded(&mut || a.sample_next(vocab)),
             // 2. Prefill: prompt chunks in admission order, within the step's budget.
             Phase::Prefill { done } => {
                 let take = (a.job.prompt.len() - done).min(budget);
