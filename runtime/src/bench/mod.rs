@@ -1,8 +1,9 @@
 //! Throughput and memory benchmarks of a compiled model, measured the way its users measure
 //! it (`qwen bench`).
 //!
-//! Two profiles, both at batch 1 with greedy decoding and the stop tokens suppressed (every
-//! generation produces exactly the tokens asked for):
+//! Two profiles at batch 1 with greedy decoding and the stop tokens suppressed (every
+//! generation produces exactly the tokens asked for), and a third on realistic answers,
+//! [`decode_sets`] (decode with and without speculation on fixed prompt sets):
 //!
 //! - [`aicas`](run_aicas): the IEEE AICAS 2025 challenge's throughput script. No warm-up.
 //!   *Prefill* = `runs × n_prompt / Σ time of one forward pass over the prompt` (a fresh
@@ -28,6 +29,7 @@
 //! touched, and counted, during the forward passes).
 
 pub mod clock;
+pub mod decode_sets;
 pub mod memory;
 pub mod report;
 pub mod stats;

@@ -1,5 +1,6 @@
 //! `qwen bench`: throughput and memory as the challenge's script (`--profile aicas`) or
-//! optimum-benchmark (`--profile optimum`) measure them; see [`crate::bench`].
+//! optimum-benchmark (`--profile optimum`) measure them, and decode with and without
+//! speculation on fixed prompt sets (`--profile decode-sets`); see [`crate::bench`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,6 +8,10 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::{parse_number, parse_positive, CliError, Io};
+use crate::bench::decode_sets::{
+    builtin_set, load_prompts, run_decode_sets, DecodeSetsError, DecodeSetsOptions,
+    DecodeSetsReport, SetName,
+};
 use crate::bench::{
     run_aicas, run_optimum, synthetic_prompt, AicasOptions, BenchError, BenchReport, Instruments,
     OptimumOptions, SYNTHETIC_TEXT,
@@ -17,12 +22,28 @@ use crate::model::Model;
 /// beside the repository).
 pub const DEFAULT_PROMPT_FILE: &str = "../shared/data/aicas2025_prompt.txt";
 
+/// Where `decode-sets` reads the prompts its sets name by file (the AICAS prompt).
+pub const DEFAULT_DATA_DIR: &str = "../shared/data";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Profile {
     /// The AICAS 2025 challenge's throughput script.
     Aicas,
     /// optimum-benchmark's inference scenario.
     Optimum,
+    /// Decode tok/s with and without speculation on fixed prompt sets (code edits,
+    /// extraction, the AICAS prompt, chat), answers ending where the model ends them.
+    DecodeSets,
+}
+
+impl Profile {
+    fn name(self) -> &'static str {
+        match self {
+            Profile::Aicas => "aicas",
+            Profile::Optimum => "optimum",
+            Profile::DecodeSets => "decode-sets",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -53,8 +74,24 @@ pub struct BenchArgs {
     /// optimum: generations of 2 tokens after the first full one, untimed [default: 2].
     #[arg(long, value_name = "N", value_parser = parse_number::<usize>, allow_negative_numbers = true)]
     pub warmup: Option<usize>,
-    /// Also write the report as JSON (optimum-benchmark's shape) to FILE, or to stdout with
-    /// "-" (the summary line then goes to stderr).
+    /// decode-sets: the sets to run, comma-separated: code, extract, aicas, chat
+    /// [default: all four].
+    #[arg(long, value_name = "SETS", value_delimiter = ',', value_parser = parse_set)]
+    pub sets: Option<Vec<SetName>>,
+    /// decode-sets: most tokens per answer (answers end at the model's stop token or here),
+    /// at least 2 [default: 256].
+    #[arg(long, value_name = "N", value_parser = parse_at_least_2, allow_negative_numbers = true)]
+    pub max_tokens: Option<usize>,
+    /// decode-sets: plain/speculative pairs per prompt, for every set; the ratio is the
+    /// median over pairs [default: 5 for chat, 1 for the other sets].
+    #[arg(long, value_name = "N", value_parser = parse_positive, allow_negative_numbers = true)]
+    pub pairs: Option<usize>,
+    /// decode-sets: the directory of the prompt files the sets name
+    /// (aicas2025_prompt.txt) [default: ../shared/data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Also write the report as JSON (optimum-benchmark's shape; decode-sets: its own) to
+    /// FILE, or to stdout with "-" (the summary line or table then goes to stderr).
     #[arg(long, value_name = "FILE")]
     pub json: Option<String>,
 }
@@ -66,6 +103,10 @@ fn parse_at_least_2(s: &str) -> Result<usize, String> {
         }
         n => Ok(n),
     }
+}
+
+fn parse_set(s: &str) -> Result<SetName, String> {
+    s.parse()
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -106,30 +147,120 @@ pub fn read_prompt_file(path: &std::path::Path) -> std::io::Result<String> {
     })
 }
 
-/// Refuses the flags of the other profile.
+/// Refuses the flags of the other profiles.
 fn check_flags(args: &BenchArgs) -> Result<(), CliError> {
-    let (profile, other): (&str, Vec<(&str, bool)>) = match args.profile {
-        Profile::Aicas => (
-            "optimum",
-            vec![
-                ("--prompt-tokens", args.prompt_tokens.is_some()),
-                ("--iterations", args.iterations.is_some()),
-                ("--duration", args.duration.is_some()),
-                ("--warmup", args.warmup.is_some()),
-            ],
+    use Profile::{Aicas, DecodeSets, Optimum};
+    // Each flag and the profiles it applies to.
+    let flags: [(&str, bool, &[Profile]); 11] = [
+        (
+            "--prompt-file",
+            args.prompt_file.is_some(),
+            &[Aicas, Optimum],
         ),
-        Profile::Optimum => ("aicas", vec![("--runs", args.runs.is_some())]),
-    };
-    match other.iter().find(|(_, given)| *given) {
-        Some((flag, _)) => Err(invalid(format!(
-            "{flag} applies to --profile {profile} only"
-        ))),
+        ("--new-tokens", args.new_tokens.is_some(), &[Aicas, Optimum]),
+        ("--runs", args.runs.is_some(), &[Aicas]),
+        ("--prompt-tokens", args.prompt_tokens.is_some(), &[Optimum]),
+        ("--iterations", args.iterations.is_some(), &[Optimum]),
+        ("--duration", args.duration.is_some(), &[Optimum]),
+        ("--warmup", args.warmup.is_some(), &[Optimum]),
+        ("--sets", args.sets.is_some(), &[DecodeSets]),
+        ("--max-tokens", args.max_tokens.is_some(), &[DecodeSets]),
+        ("--pairs", args.pairs.is_some(), &[DecodeSets]),
+        ("--data-dir", args.data_dir.is_some(), &[DecodeSets]),
+    ];
+    match flags
+        .iter()
+        .find(|(_, given, profiles)| *given && !profiles.contains(&args.profile))
+    {
+        Some((flag, _, profiles)) => {
+            let names: Vec<&str> = profiles.iter().map(|p| p.name()).collect();
+            Err(invalid(format!(
+                "{flag} applies to --profile {} only",
+                names.join(" or ")
+            )))
+        }
         None => Ok(()),
     }
 }
 
+impl From<DecodeSetsError> for CliError {
+    fn from(e: DecodeSetsError) -> Self {
+        invalid(e.to_string())
+    }
+}
+
+/// Writes the report: JSON to `--json`'s file or stdout, `human` to stdout (stderr when the
+/// JSON takes stdout).
+fn write_report(
+    json_to: Option<&str>,
+    json: impl Fn() -> String,
+    human: &str,
+    io: &mut Io<'_>,
+) -> Result<(), CliError> {
+    let human = human.trim_end();
+    match json_to {
+        Some("-") => {
+            writeln!(io.stdout, "{}", json())?;
+            writeln!(io.stderr, "{human}")?;
+        }
+        Some(path) => {
+            std::fs::write(path, json() + "\n")
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot write {path}: {e}")))?;
+            writeln!(io.stdout, "{human}")?;
+        }
+        None => writeln!(io.stdout, "{human}")?,
+    }
+    io.stdout.flush()?;
+    io.stderr.flush()?;
+    Ok(())
+}
+
+/// `qwen bench --profile decode-sets`.
+fn run_sets(args: &BenchArgs, model: &dyn Model, io: &mut Io<'_>) -> Result<(), CliError> {
+    let names = args.sets.clone().unwrap_or_else(|| SetName::ALL.to_vec());
+    let mut unique: Vec<SetName> = Vec::new();
+    for n in names {
+        if !unique.contains(&n) {
+            unique.push(n);
+        }
+    }
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    // Every prompt is read and tokenized before the first generation.
+    let mut sets = Vec::with_capacity(unique.len());
+    for name in unique {
+        let entries = builtin_set(name).map_err(invalid)?;
+        sets.push((name, load_prompts(model, &entries, &data_dir)?));
+    }
+    let opts = DecodeSetsOptions {
+        max_tokens: args.max_tokens.unwrap_or(256),
+        pairs: args.pairs,
+    };
+    let stderr = &mut *io.stderr;
+    let mut progress = |line: &str| {
+        let _ = writeln!(stderr, "{line}");
+        let _ = stderr.flush();
+    };
+    let runs = run_decode_sets(model, &sets, &opts, &mut progress)?;
+    let report = DecodeSetsReport::new(
+        &runs,
+        &opts,
+        model.info(),
+        rayon::current_num_threads(),
+        &data_dir.display().to_string(),
+        crate::bench::memory::peak_rss_bytes(),
+    );
+    let json = || serde_json::to_string_pretty(&report).expect("the report serializes");
+    write_report(args.json.as_deref(), json, &report.table(), io)
+}
+
 pub(super) fn run(args: &BenchArgs, model: &dyn Model, io: &mut Io<'_>) -> Result<(), CliError> {
     check_flags(args)?;
+    if args.profile == Profile::DecodeSets {
+        return run_sets(args, model, io);
+    }
     let tokenizer = model.tokenizer();
     let info = model.info();
     let threads = rayon::current_num_threads();
@@ -175,23 +306,9 @@ pub(super) fn run(args: &BenchArgs, model: &dyn Model, io: &mut Io<'_>) -> Resul
             let source = format!("{source}, repeated to {} tokens", prompt.len());
             BenchReport::optimum(&result, &opts, info, threads, &source)
         }
+        Profile::DecodeSets => unreachable!("run_sets runs it"),
     };
 
-    let summary = report.summary_line();
     let json = || serde_json::to_string_pretty(&report).expect("the report serializes");
-    match args.json.as_deref() {
-        Some("-") => {
-            writeln!(io.stdout, "{}", json())?;
-            writeln!(io.stderr, "{summary}")?;
-        }
-        Some(path) => {
-            std::fs::write(path, json() + "\n")
-                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot write {path}: {e}")))?;
-            writeln!(io.stdout, "{summary}")?;
-        }
-        None => writeln!(io.stdout, "{summary}")?,
-    }
-    io.stdout.flush()?;
-    io.stderr.flush()?;
-    Ok(())
+    write_report(args.json.as_deref(), json, &report.summary_line(), io)
 }

@@ -57,7 +57,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Windowed perplexity of a text file.
     Perplexity(perplexity::PerplexityArgs),
-    /// Throughput and peak memory, as the AICAS 2025 challenge or optimum-benchmark measure them.
+    /// Throughput and peak memory, as the AICAS 2025 challenge or optimum-benchmark measure them;
+    /// decode with and without speculation on fixed prompt sets (--profile decode-sets).
     Bench(bench::BenchArgs),
     /// The AICAS challenge score from an eval JSON, a bench JSON and the baseline's figures.
     Score(score::ScoreArgs),
