@@ -1,7 +1,9 @@
 //! `qwen serve`: an OpenAI-compatible HTTP server over one compiled model.
 //!
 //! - [`http`]: the routes (`/v1/completions`, `/v1/chat/completions`, `/v1/models`,
-//!   `/health`), body limits, JSON errors for unknown routes and wrong methods.
+//!   `/health`, `/metrics`), body limits, JSON errors for unknown routes and wrong methods.
+//! - [`listen`]: the accept loop: the API key, the drain, connection timeouts.
+//! - [`metrics`]: what `/metrics` reports, shared with the worker.
 //! - [`request`]: request parsing and validation, pure functions (fuzzed); [`fields`]: what
 //!   is done with each of OpenAI's request fields.
 //! - [`worker`]: the thread that owns the model, the queue and the KV caches.
@@ -19,6 +21,8 @@ pub mod client;
 pub mod error;
 pub mod fields;
 pub mod http;
+pub mod listen;
+pub mod metrics;
 pub mod output;
 pub mod request;
 pub mod sse;
@@ -26,6 +30,10 @@ pub mod worker;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
+use std::time::Duration;
+
+pub use listen::ApiKey;
+use metrics::Metrics;
 
 use crate::model::{Model, ModelInfo};
 use crate::tokenizer::Tokenizer;
@@ -41,6 +49,16 @@ pub struct ServeConfig {
     pub queue_depth: usize,
     /// Prompt tokens per prefill step.
     pub prefill_chunk: usize,
+    /// Every route but `/health` requires `Authorization: Bearer KEY`.
+    pub api_key: Option<ApiKey>,
+    /// How long running requests may go on once the drain starts.
+    pub drain: Duration,
+    /// From waiting for a request to having its headers; then the connection is dropped.
+    pub header_timeout: Duration,
+    /// To read a request's body; then 408.
+    pub body_timeout: Duration,
+    /// An idle connection (no request, no byte) is closed after this.
+    pub keep_alive: Duration,
 }
 
 impl Default for ServeConfig {
@@ -50,6 +68,11 @@ impl Default for ServeConfig {
             parallel: 4,
             queue_depth: 64,
             prefill_chunk: 512,
+            api_key: None,
+            drain: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(5),
         }
     }
 }
@@ -65,24 +88,39 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub created: u64,
     next_id: AtomicU64,
+    pub metrics: Arc<Metrics>,
+    pub body_timeout: Duration,
 }
 
-/// Stops a running server (its listener closes; requests in progress finish).
+/// Stops a running server: [`Shutdown::trigger`] starts the drain (new requests get 503,
+/// running ones finish within [`ServeConfig::drain`]); [`Shutdown::force`] ends it at once.
 #[derive(Clone)]
-pub struct Shutdown(tokio::sync::watch::Sender<bool>);
+pub struct Shutdown(tokio::sync::watch::Sender<u8>);
 
 impl Shutdown {
+    const DRAIN: u8 = 1;
+    const NOW: u8 = 2;
+
     pub fn new() -> Self {
-        Shutdown(tokio::sync::watch::channel(false).0)
+        Shutdown(tokio::sync::watch::channel(0).0)
     }
 
+    /// Starts the drain.
     pub fn trigger(&self) {
-        self.0.send_replace(true);
+        self.0.send_if_modified(|level| {
+            let was = *level;
+            *level = was.max(Self::DRAIN);
+            *level != was
+        });
     }
 
-    async fn wait(self) {
-        let mut rx = self.0.subscribe();
-        let _ = rx.wait_for(|&stop| stop).await;
+    /// Ends the drain now: requests still running are cut.
+    pub fn force(&self) {
+        self.0.send_replace(Self::NOW);
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u8> {
+        self.0.subscribe()
     }
 }
 
@@ -101,8 +139,8 @@ pub enum ServeError {
     Config(String),
 }
 
-/// Serves `model` on `listener` until `shutdown` is triggered (the CLI never triggers it:
-/// the process is stopped by a signal). The calling thread runs the model worker.
+/// Serves `model` on `listener` until `shutdown` is triggered and the drain is over (the CLI
+/// triggers it on SIGTERM or SIGINT). The calling thread runs the model worker.
 pub fn serve(
     model: &dyn Model,
     config: &ServeConfig,
@@ -114,6 +152,18 @@ pub fn serve(
             "parallel, prefill_chunk and max_body_bytes must be at least 1".into(),
         ));
     }
+    if [
+        config.header_timeout,
+        config.body_timeout,
+        config.keep_alive,
+    ]
+    .contains(&Duration::ZERO)
+    {
+        return Err(ServeError::Config(
+            "the header, body and keep-alive timeouts must be above 0".into(),
+        ));
+    }
+    let metrics = Arc::new(Metrics::default());
     let (tx, rx) = std::sync::mpsc::channel();
     let state = Arc::new(AppState {
         tokenizer: model.tokenizer().clone(),
@@ -126,11 +176,20 @@ pub fn serve(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         next_id: AtomicU64::new(1),
+        metrics: metrics.clone(),
+        body_timeout: config.body_timeout,
     });
+    let gate = Arc::new(listen::Gate::new(metrics.clone(), config.api_key.clone()));
+    let timeouts = listen::Timeouts {
+        header: config.header_timeout,
+        keep_alive: config.keep_alive,
+        drain: config.drain,
+    };
     listener.set_nonblocking(true)?;
     let worker_config = worker::WorkerConfig {
         parallel: config.parallel,
         prefill_chunk: config.prefill_chunk,
+        metrics,
     };
     std::thread::scope(|s| {
         let http = std::thread::Builder::new()
@@ -142,9 +201,7 @@ pub fn serve(
                     .build()?;
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    axum::serve(listener, http::router(state))
-                        .with_graceful_shutdown(shutdown.wait())
-                        .await
+                    listen::run(listener, http::router(state), gate, timeouts, shutdown).await
                 })
                 // `state` (and with it the job sender) is dropped here: the worker ends.
             })?;
@@ -185,7 +242,12 @@ impl RunningServer {
         })
     }
 
-    /// Stops the server and waits for it.
+    /// A handle that starts (or cuts short) the drain, as SIGTERM does to the CLI.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Starts the drain (if it has not begun) and waits until the server has stopped.
     pub fn stop(mut self) -> Result<(), ServeError> {
         self.shutdown.trigger();
         match self.thread.take().map(|t| t.join()) {
@@ -199,7 +261,8 @@ impl RunningServer {
 }
 
 impl Drop for RunningServer {
+    /// Nobody waits for a dropped server: it stops at once.
     fn drop(&mut self) {
-        self.shutdown.trigger();
+        self.shutdown.force();
     }
 }

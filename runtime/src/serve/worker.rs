@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::error::ApiError;
+use super::metrics::{Metrics, TokenClock};
 use crate::eval::scoring::token_logprob;
 use crate::model::{KvCache, LogitsFor, Model, Segment};
 use crate::penalties::{Penalties, TokenCounts};
@@ -111,6 +112,8 @@ pub struct Job {
     pub prompt_logprobs: bool,
     pub events: UnboundedSender<Event>,
     pub permit: Permit,
+    /// Times its tokens for `/metrics` (from its submission).
+    pub clock: TokenClock,
 }
 
 /// Worker settings.
@@ -120,6 +123,9 @@ pub struct WorkerConfig {
     pub parallel: usize,
     /// Prompt tokens per prefill step (a long prompt does not stall the others).
     pub prefill_chunk: usize,
+    /// What `/metrics` reports of the worker: its load, prompt tokens, and (as the prefix
+    /// cache's counters) whatever else only the worker sees.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Where a sequence is.
@@ -234,6 +240,7 @@ impl Active {
         self.generated += 1;
         self.counts.add(token);
         self.send(Event::Token { id: token, logprob });
+        self.job.clock.token_sent();
         if self.job.stop_ids.contains(&token) {
             return self.finish(Finish::Stop);
         }
@@ -307,6 +314,7 @@ pub fn run(model: &dyn Model, jobs: Receiver<Job>, config: &WorkerConfig) {
     let mut active: Vec<Active> = Vec::new();
     let mut open = true;
     while open || !active.is_empty() || !waiting.is_empty() {
+        config.metrics.set_load(waiting.len(), active.len());
         // Take new jobs; block only when there is nothing to do.
         if active.is_empty() && waiting.is_empty() {
             match jobs.recv_timeout(Duration::from_millis(200)) {
@@ -334,7 +342,10 @@ pub fn run(model: &dyn Model, jobs: Receiver<Job>, config: &WorkerConfig) {
             };
             // The request parser already checked the settings; this is the last guard.
             match Sampler::new(job.sampler.clone()) {
-                Ok(sampler) => active.push(Active::new(model, job, sampler)),
+                Ok(sampler) => {
+                    config.metrics.prompt_admitted(job.prompt.len());
+                    active.push(Active::new(model, job, sampler));
+                }
                 Err(e) => {
                     let _ = job
                         .events
