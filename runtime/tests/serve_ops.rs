@@ -382,6 +382,10 @@ fn api_key_and_timeout_flags() {
         assert_eq!(get("other"), 401);
         server.stop().unwrap();
     };
+    // Set but empty: refused, not taken as "no key" (a missing Secret must not open the server).
+    std::env::set_var("QWEN_API_KEY", "");
+    let e = serve_args(&[]).unwrap_err();
+    assert!(e.contains("QWEN_API_KEY") && e.contains("empty"), "{e}");
     std::env::set_var("QWEN_API_KEY", "from-env");
     check(&[], "from-env");
     check(&["--api-key", "from-flag"], "from-flag");

@@ -47,11 +47,11 @@ impl ApiKey {
     /// Refuses an empty key and one that cannot be sent in a header (visible ASCII only).
     pub fn new(key: &str) -> Result<ApiKey, String> {
         if key.is_empty() {
-            return Err("the API key is empty".into());
+            return Err("the API key (--api-key or QWEN_API_KEY) is empty".into());
         }
         if !key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(
-                "the API key must be visible ASCII characters (no spaces or control characters)"
+                "the API key (--api-key or QWEN_API_KEY) must be visible ASCII characters (no spaces or control characters)"
                     .into(),
             );
         }
