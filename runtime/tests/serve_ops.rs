@@ -59,9 +59,10 @@ impl Model for Paced {
     }
 }
 
+/// Without an eos, every request runs to its `max_tokens`: the timings below hold.
 fn paced(ms: u64) -> Arc<Paced> {
     Arc::new(Paced {
-        inner: FakeModel::new(),
+        inner: FakeModel::new().with_eos_ids(Vec::new()),
         pause: Duration::from_millis(ms),
     })
 }
@@ -396,14 +397,15 @@ fn api_key_and_timeout_flags() {
 /// meanwhile gets 503 `shutting_down`; the server then returns Ok.
 #[test]
 fn drain_finishes_running_streams_and_refuses_new_requests() {
-    let model = paced(5);
+    // 80 steps of 10 ms: every stream is still running when the last one has begun.
+    let model = paced(10);
     let config = ServeConfig {
         parallel: 10,
         ..ServeConfig::default()
     };
     let server = RunningServer::start(model.clone(), config).unwrap();
     let addr = server.addr;
-    let max_tokens = 40;
+    let max_tokens = 80;
     let (started_tx, started_rx) = mpsc::channel();
     let clients: Vec<_> = (0..10)
         .map(|i| {
@@ -618,7 +620,7 @@ fn an_idle_kept_alive_connection_is_closed() {
     let (closed, rest) = closed_after(reader.get_mut(), start, Duration::from_secs(5));
     let closed = closed.expect("the idle connection stays open");
     assert!(
-        closed >= Duration::from_millis(900) && closed < Duration::from_millis(2500),
+        closed >= Duration::from_millis(900) && closed < Duration::from_secs(4),
         "closed after {closed:?}"
     );
     assert!(rest.is_empty(), "{rest}");
@@ -640,7 +642,7 @@ fn a_long_request_outlives_the_connection_timeouts() {
     let r = client::post(server.addr, "/v1/completions", &body, T).unwrap();
     assert!(start.elapsed() > Duration::from_millis(1500));
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.json().unwrap()["choices"][0]["text"].is_string());
+    assert_eq!(r.json().unwrap()["usage"]["completion_tokens"], 40);
     server.stop().unwrap();
 }
 
