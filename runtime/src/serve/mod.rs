@@ -14,7 +14,8 @@
 //! Threads: the caller's thread runs the model worker (it borrows the model); one more
 //! thread runs the HTTP side on a single-threaded tokio runtime, so the kernels keep the
 //! cores. The HTTP side holds its own copy of the tokenizer to tokenize and validate
-//! requests before they queue.
+//! requests before they queue. The CLI adds a thread that waits for SIGTERM / SIGINT
+//! ([`listen::drain_on_signals`]) and starts the drain.
 
 pub mod choice;
 pub mod client;
