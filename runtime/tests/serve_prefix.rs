@@ -76,6 +76,13 @@ fn a_chats_next_turn_runs_only_the_new_message() {
     let b_off = post(off.addr, "/v1/chat/completions", &second);
     assert!(m_off.forwarded_tokens() - before > prompt_tokens);
     assert_eq!(answer(b), answer(b_off));
+    // /metrics counts the hit.
+    let metrics = client::get(on.addr, "/metrics", T).unwrap().text();
+    let hits = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("qwen_prefix_cache_hits_total "))
+        .unwrap_or_else(|| panic!("no prefix-cache hits in\n{metrics}"));
+    assert_eq!(hits.trim(), "1", "{metrics}");
     on.stop().unwrap();
     off.stop().unwrap();
 }

@@ -24,6 +24,8 @@ mod perplexity;
 mod score;
 mod serve;
 
+pub use serve::ServeArgs;
+
 use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;

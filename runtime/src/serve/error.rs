@@ -85,6 +85,36 @@ impl ApiError {
         )
     }
 
+    /// 401: no `Authorization: Bearer KEY` header, or the wrong key (`--api-key`).
+    pub fn invalid_api_key(given: bool) -> Self {
+        let message = if given {
+            "incorrect API key provided (--api-key / QWEN_API_KEY)"
+        } else {
+            "no API key provided: send the header `Authorization: Bearer KEY`"
+        };
+        Self::new(401, "invalid_request_error", "invalid_api_key", message)
+    }
+
+    /// 503 while the server drains before it stops (SIGTERM / SIGINT).
+    pub fn shutting_down() -> Self {
+        Self::new(
+            503,
+            "overloaded_error",
+            "shutting_down",
+            "the server is shutting down and takes no new requests; retry on another replica",
+        )
+    }
+
+    /// 408: the body did not arrive within `--body-timeout-seconds`.
+    pub fn body_timeout(seconds: f64) -> Self {
+        Self::new(
+            408,
+            "invalid_request_error",
+            "body_timeout",
+            format!("the request body did not arrive within {seconds} s (--body-timeout-seconds)"),
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "server_error", "internal_error", message)
     }

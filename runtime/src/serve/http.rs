@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use super::choice::ChoiceRun;
 use super::error::ApiError;
+use super::metrics::TokenClock;
 use super::request::{
     chat_stop_ids, parse_chat, parse_completion, prepare_chat, prepare_completion, PreparedPrompt,
     ResponseFormat,
@@ -31,6 +32,7 @@ use crate::structured::{Constraint, GrammarError};
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
@@ -59,6 +61,17 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
     }))
 }
 
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
 async fn models(State(st): State<Arc<AppState>>) -> Response {
     json_response(json!({
         "object": "list",
@@ -73,8 +86,16 @@ async fn models(State(st): State<Arc<AppState>>) -> Response {
 const DRAIN_LIMIT: u64 = 64 << 20;
 const DRAIN_SECONDS: u64 = 10;
 
+/// The body, within the body timeout (else 408).
+async fn read_body(req: Request, st: &AppState) -> Result<Bytes, ApiError> {
+    let timeout = st.body_timeout;
+    tokio::time::timeout(timeout, read_body_within(req, st.max_body_bytes))
+        .await
+        .unwrap_or_else(|_| Err(ApiError::body_timeout(timeout.as_secs_f64())))
+}
+
 /// The body, refused with 413 past `limit` bytes (by Content-Length or as it arrives).
-async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body_within(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -168,6 +189,7 @@ impl AppState {
                 constraint: opts.constraint.clone(),
                 events: tx,
                 permit,
+                clock: TokenClock::new(self.metrics.clone()),
             };
             self.jobs
                 .send(job)
@@ -208,7 +230,7 @@ where
 }
 
 async fn completions(State(st): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
-    let body = read_body(req, st.max_body_bytes).await?;
+    let body = read_body(req, &st).await?;
     let creq = parse_completion(&body)?;
     let prompts = prepare_completion(&creq, &st.tokenizer, &st.info)?;
     let opts = SubmitOptions {
@@ -297,7 +319,7 @@ async fn chat_completions(
     State(st): State<Arc<AppState>>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let body = read_body(req, st.max_body_bytes).await?;
+    let body = read_body(req, &st).await?;
     let creq = parse_chat(&body)?;
     let prompt = prepare_chat(&creq, &st.tokenizer, &st.info)?;
     let constraint = response_constraint(&st, &creq.response_format)?;

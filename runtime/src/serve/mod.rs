@@ -1,7 +1,9 @@
 //! `qwen serve`: an OpenAI-compatible HTTP server over one compiled model.
 //!
 //! - [`http`]: the routes (`/v1/completions`, `/v1/chat/completions`, `/v1/models`,
-//!   `/health`), body limits, JSON errors for unknown routes and wrong methods.
+//!   `/health`, `/metrics`), body limits, JSON errors for unknown routes and wrong methods.
+//! - [`listen`]: the accept loop: the API key, the drain, connection timeouts.
+//! - [`metrics`]: what `/metrics` reports, shared with the worker.
 //! - [`request`]: request parsing and validation, pure functions (fuzzed); [`fields`]: what
 //!   is done with each of OpenAI's request fields.
 //! - [`worker`]: the thread that owns the model, the queue and the KV caches;
@@ -13,13 +15,16 @@
 //! Threads: the caller's thread runs the model worker (it borrows the model); one more
 //! thread runs the HTTP side on a single-threaded tokio runtime, so the kernels keep the
 //! cores. The HTTP side holds its own copy of the tokenizer to tokenize and validate
-//! requests before they queue.
+//! requests before they queue. The CLI adds a thread that waits for SIGTERM / SIGINT
+//! ([`listen::drain_on_signals`]) and starts the drain.
 
 pub mod choice;
 pub mod client;
 pub mod error;
 pub mod fields;
 pub mod http;
+pub mod listen;
+pub mod metrics;
 pub mod output;
 pub mod prefix_cache;
 pub mod request;
@@ -28,6 +33,10 @@ pub mod worker;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
+use std::time::Duration;
+
+pub use listen::ApiKey;
+use metrics::Metrics;
 
 use crate::model::{Model, ModelInfo};
 use crate::structured::{GrammarError, Grammars};
@@ -52,6 +61,16 @@ pub struct ServeConfig {
     pub prefix_cache_mb: usize,
     /// Speculative decoding by prompt lookup in every sequence (greedy output unchanged).
     pub speculate: bool,
+    /// Every route but `/health` requires `Authorization: Bearer KEY`.
+    pub api_key: Option<ApiKey>,
+    /// How long running requests may go on once the drain starts.
+    pub drain: Duration,
+    /// From waiting for a request to having its headers; then the connection is dropped.
+    pub header_timeout: Duration,
+    /// To read a request's body; then 408.
+    pub body_timeout: Duration,
+    /// An idle connection (no request, no byte) is closed after this.
+    pub keep_alive: Duration,
 }
 
 impl Default for ServeConfig {
@@ -63,6 +82,11 @@ impl Default for ServeConfig {
             prefill_chunk: 512,
             prefix_cache_mb: DEFAULT_PREFIX_CACHE_MB,
             speculate: true,
+            api_key: None,
+            drain: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(5),
         }
     }
 }
@@ -78,6 +102,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub created: u64,
     next_id: AtomicU64,
+    pub metrics: Arc<Metrics>,
+    pub body_timeout: Duration,
     /// Built on the first request that needs one (a trie of the whole vocabulary).
     grammars: std::sync::OnceLock<Result<Grammars, GrammarError>>,
 }
@@ -98,22 +124,35 @@ impl AppState {
     }
 }
 
-/// Stops a running server (its listener closes; requests in progress finish).
+/// Stops a running server: [`Shutdown::trigger`] starts the drain (new requests get 503,
+/// running ones finish within [`ServeConfig::drain`]); [`Shutdown::force`] ends it at once.
 #[derive(Clone)]
-pub struct Shutdown(tokio::sync::watch::Sender<bool>);
+pub struct Shutdown(tokio::sync::watch::Sender<u8>);
 
 impl Shutdown {
+    const DRAIN: u8 = 1;
+    const NOW: u8 = 2;
+
     pub fn new() -> Self {
-        Shutdown(tokio::sync::watch::channel(false).0)
+        Shutdown(tokio::sync::watch::channel(0).0)
     }
 
+    /// Starts the drain.
     pub fn trigger(&self) {
-        self.0.send_replace(true);
+        self.0.send_if_modified(|level| {
+            let was = *level;
+            *level = was.max(Self::DRAIN);
+            *level != was
+        });
     }
 
-    async fn wait(self) {
-        let mut rx = self.0.subscribe();
-        let _ = rx.wait_for(|&stop| stop).await;
+    /// Ends the drain now: requests still running are cut.
+    pub fn force(&self) {
+        self.0.send_replace(Self::NOW);
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u8> {
+        self.0.subscribe()
     }
 }
 
@@ -132,8 +171,8 @@ pub enum ServeError {
     Config(String),
 }
 
-/// Serves `model` on `listener` until `shutdown` is triggered (the CLI never triggers it:
-/// the process is stopped by a signal). The calling thread runs the model worker.
+/// Serves `model` on `listener` until `shutdown` is triggered and the drain is over (the CLI
+/// triggers it on SIGTERM or SIGINT). The calling thread runs the model worker.
 pub fn serve(
     model: &dyn Model,
     config: &ServeConfig,
@@ -145,6 +184,18 @@ pub fn serve(
             "parallel, prefill_chunk and max_body_bytes must be at least 1".into(),
         ));
     }
+    if [
+        config.header_timeout,
+        config.body_timeout,
+        config.keep_alive,
+    ]
+    .contains(&Duration::ZERO)
+    {
+        return Err(ServeError::Config(
+            "the header, body and keep-alive timeouts must be above 0".into(),
+        ));
+    }
+    let metrics = Arc::new(Metrics::default());
     let (tx, rx) = std::sync::mpsc::channel();
     let state = Arc::new(AppState {
         tokenizer: model.tokenizer().clone(),
@@ -158,13 +209,22 @@ pub fn serve(
             .map_or(0, |d| d.as_secs()),
         next_id: AtomicU64::new(1),
         grammars: std::sync::OnceLock::new(),
+        metrics: metrics.clone(),
+        body_timeout: config.body_timeout,
     });
+    let gate = Arc::new(listen::Gate::new(metrics.clone(), config.api_key.clone()));
+    let timeouts = listen::Timeouts {
+        header: config.header_timeout,
+        keep_alive: config.keep_alive,
+        drain: config.drain,
+    };
     listener.set_nonblocking(true)?;
     let worker_config = worker::WorkerConfig {
         parallel: config.parallel,
         prefill_chunk: config.prefill_chunk,
         prefix_cache_bytes: config.prefix_cache_mb.saturating_mul(1_000_000),
         speculate: config.speculate,
+        metrics,
     };
     std::thread::scope(|s| {
         let http = std::thread::Builder::new()
@@ -176,9 +236,7 @@ pub fn serve(
                     .build()?;
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    axum::serve(listener, http::router(state))
-                        .with_graceful_shutdown(shutdown.wait())
-                        .await
+                    listen::run(listener, http::router(state), gate, timeouts, shutdown).await
                 })
                 // `state` (and with it the job sender) is dropped here: the worker ends.
             })?;
@@ -219,7 +277,12 @@ impl RunningServer {
         })
     }
 
-    /// Stops the server and waits for it.
+    /// A handle that starts (or cuts short) the drain, as SIGTERM does to the CLI.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Starts the drain (if it has not begun) and waits until the server has stopped.
     pub fn stop(mut self) -> Result<(), ServeError> {
         self.shutdown.trigger();
         match self.thread.take().map(|t| t.join()) {
@@ -233,7 +296,8 @@ impl RunningServer {
 }
 
 impl Drop for RunningServer {
+    /// Nobody waits for a dropped server: it stops at once.
     fn drop(&mut self) {
-        self.shutdown.trigger();
+        self.shutdown.force();
     }
 }

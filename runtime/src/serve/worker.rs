@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::error::ApiError;
+use super::metrics::{Metrics, TokenClock};
 use super::prefix_cache::PrefixCache;
 use crate::eval::scoring::token_logprob;
 use crate::model::{KvCache, LogitsFor, Model, Segment};
@@ -116,6 +117,8 @@ pub struct Job {
     pub constraint: Option<Constraint>,
     pub events: UnboundedSender<Event>,
     pub permit: Permit,
+    /// Times its tokens for `/metrics` (from its submission).
+    pub clock: TokenClock,
 }
 
 /// Worker settings.
@@ -129,6 +132,9 @@ pub struct WorkerConfig {
     pub prefix_cache_bytes: usize,
     /// Speculative decoding by prompt lookup, per sequence ([`crate::speculate`]).
     pub speculate: bool,
+    /// What `/metrics` reports of the worker: its load, prompt tokens, and (as the prefix
+    /// cache's counters) whatever else only the worker sees.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Where a sequence is.
@@ -330,6 +336,7 @@ impl Active {
             self.generated += 1;
             self.counts.add(token);
             self.send(Event::Token { id: token, logprob });
+            self.job.clock.token_sent();
             let finish = if self.job.stop_ids.contains(&token) {
                 Some(Finish::Stop)
             } else if self.generated >= self.job.max_tokens {
@@ -444,6 +451,10 @@ pub fn run(model: &dyn Model, jobs: Receiver<Job>, config: &WorkerConfig) {
     let mut prefixes = PrefixCache::new(config.prefix_cache_bytes);
     let mut open = true;
     while open || !active.is_empty() || !waiting.is_empty() {
+        config.metrics.set_load(waiting.len(), active.len());
+        config
+            .metrics
+            .set_prefix_cache_bytes(prefixes.stats().bytes as u64);
         // Take new jobs; block only when there is nothing to do.
         if active.is_empty() && waiting.is_empty() {
             match jobs.recv_timeout(Duration::from_millis(200)) {
@@ -471,13 +482,20 @@ pub fn run(model: &dyn Model, jobs: Receiver<Job>, config: &WorkerConfig) {
             };
             // The request parser already checked the settings; this is the last guard.
             match Sampler::new(job.sampler.clone()) {
-                Ok(sampler) => active.push(Active::new(
-                    model,
-                    job,
-                    sampler,
-                    &mut prefixes,
-                    config.speculate,
-                )),
+                Ok(sampler) => {
+                    config.metrics.prompt_admitted(job.prompt.len());
+                    let hits = prefixes.stats().hits;
+                    active.push(Active::new(
+                        model,
+                        job,
+                        sampler,
+                        &mut prefixes,
+                        config.speculate,
+                    ));
+                    config
+                        .metrics
+                        .add_prefix_cache_hits(prefixes.stats().hits - hits);
+                }
                 Err(e) => {
                     let _ = job
                         .events
