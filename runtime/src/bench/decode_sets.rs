@@ -8,8 +8,10 @@
 //! entries are one user message rendered with the ChatML template ([`crate::chat::render`],
 //! default system prompt) and stop at `<|im_end|>` as well as the model's eos ids.
 //!
-//! Each prompt is generated greedily in a fresh cache, stop tokens kept (an answer ends where
-//! the model ends it, or at `max_tokens`), once plain and once speculative per *pair*: pairs
+//! Each prompt is generated greedily in a fresh cache: a chat answer ends where the model ends
+//! it (or at `max_tokens`); the plain AICAS prompt is continued to `max_tokens` with its stop
+//! tokens suppressed, as the challenge's script does (an instruct model ends a bare text at
+//! once). Once plain and once speculative per *pair*: pairs
 //! 1, 3, ... run plain first, pairs 2, 4, ... speculative first, so neither always runs second.
 //! No warm-up: decode speeds exclude the prefill, and the prefill has read every weight by
 //! then. Every output of a prompt must be token-identical to its first plain output
@@ -162,6 +164,9 @@ pub struct Prompt {
     pub ids: Vec<u32>,
     /// Stop ids besides the model's eos ids: `<|im_end|>` for chat prompts.
     pub extra_stop_ids: Vec<u32>,
+    /// A plain (non-chat) prompt is continued as the challenge's script does, its stop tokens
+    /// suppressed: an instruct model ends a bare text at once.
+    pub ignore_eos: bool,
 }
 
 /// The prompts of a set: chat entries rendered with the template, files read from
@@ -203,6 +208,7 @@ pub fn load_prompts(
                 source: e.source.clone(),
                 ids: tokenizer.encode(&text),
                 extra_stop_ids,
+                ignore_eos: !e.chat,
             })
         })
         .collect()
@@ -411,7 +417,7 @@ fn generation(
     let opts = GenerateOptions {
         max_tokens,
         sampler: SamplerConfig::default(),
-        ignore_eos: false,
+        ignore_eos: prompt.ignore_eos,
         extra_stop_ids: prompt.extra_stop_ids.clone(),
         speculate,
     };
@@ -722,7 +728,7 @@ impl DecodeSetsReport {
                 model: model.clone(),
                 threads,
                 batch_size: 1,
-                decoding: "greedy, stop tokens kept (answers end at a stop token or max_tokens)",
+                decoding: "greedy; chat answers end at a stop token or max_tokens, the plain AICAS prompt is continued to max_tokens (stop tokens suppressed)",
                 max_tokens: opts.max_tokens,
                 pairs: opts.pairs,
                 sets: runs.iter().map(|r| r.name).collect(),
@@ -740,7 +746,7 @@ impl DecodeSetsReport {
     pub fn table(&self) -> String {
         let c = &self.config;
         let mut out = format!(
-            "decode-sets: greedy, up to {} tokens, stop tokens kept · {} thread{} · {} · {}\n",
+            "decode-sets: greedy, up to {} tokens (chat answers end at their stop token) · {} thread{} · {} · {}\n",
             c.max_tokens,
             c.threads,
             if c.threads == 1 { "" } else { "s" },
