@@ -293,10 +293,11 @@ fn malformed_requests_get_documented_errors() {
         (
             "POST",
             chat,
-            r#"{"messages": [{"role": "user", "content": "x"}], "logprobs": true}"#.into(),
+            r#"{"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}"#
+                .into(),
             400,
             "unsupported_value",
-            Some("logprobs"),
+            Some("tools"),
         ),
         ("GET", "/v1/nope", String::new(), 404, "unknown_route", None),
         ("GET", cmpl, String::new(), 405, "method_not_allowed", None),

@@ -291,3 +291,89 @@ fn readme_field_table_is_the_servers() {
         rows.join("\n")
     );
 }
+
+/// Chat `logprobs` / `top_logprobs`: one `content` entry per token of the answer (its text
+/// adds up to the answer), with the logprobs the completions endpoint gives the same ids.
+#[test]
+fn chat_logprobs_match_the_completions_endpoints() {
+    let model = Arc::new(FakeModel::new());
+    let server = RunningServer::start(model.clone(), ServeConfig::default()).unwrap();
+    let addr = server.addr;
+    let messages = json!([{"role": "user", "content": "hi there"}]);
+    let body = json!({"messages": messages, "max_tokens": 12, "temperature": 0,
+                      "logprobs": true, "top_logprobs": 3});
+    let (status, chat) = post(addr, CHAT, &body);
+    assert_eq!(status, 200, "{chat}");
+    let content = chat["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let text = chat["choices"][0]["message"]["content"].as_str().unwrap();
+    let joined: String = content
+        .iter()
+        .map(|e| e["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, text);
+    assert!(!content.is_empty());
+    for e in &content {
+        assert_eq!(e["top_logprobs"].as_array().unwrap().len(), 3, "{e}");
+        let bytes: Vec<u8> = e["bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap() as u8)
+            .collect();
+        assert_eq!(
+            String::from_utf8_lossy(&bytes),
+            e["token"].as_str().unwrap()
+        );
+        // The chosen token is greedy: the most likely alternative.
+        assert_eq!(e["top_logprobs"][0]["token"], e["token"], "{e}");
+    }
+    // The completions endpoint on the rendered conversation gives the same logprobs.
+    let ids = model.tokenizer().encode(&qwenc_runtime::chat::render(
+        &[qwenc_runtime::chat::ChatMessage::user("hi there")],
+        true,
+    ));
+    let (status, cmpl) = post(
+        addr,
+        CMPL,
+        &json!({"prompt": ids, "max_tokens": content.len(), "temperature": 0, "logprobs": 3}),
+    );
+    assert_eq!(status, 200, "{cmpl}");
+    let want = cmpl["choices"][0]["logprobs"]["token_logprobs"]
+        .as_array()
+        .unwrap();
+    for (e, w) in content.iter().zip(want) {
+        assert_eq!(&e["logprob"], w);
+    }
+    // Streamed: the chunks' entries add up to the same list.
+    let mut sbody = body.clone();
+    sbody["stream"] = json!(true);
+    let (status, events) = client::post_stream(addr, CHAT, &sbody.to_string(), T).unwrap();
+    assert_eq!(status, 200);
+    let streamed: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|v| v["choices"][0]["logprobs"]["content"].as_array().cloned())
+        .flatten()
+        .collect();
+    assert_eq!(streamed, content);
+    // top_logprobs needs logprobs, and at most 20.
+    for extra in [
+        json!({"top_logprobs": 2}),
+        json!({"logprobs": true, "top_logprobs": 21}),
+    ] {
+        let mut b = json!({"messages": messages, "max_tokens": 2});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        let (status, v) = post(addr, CHAT, &b);
+        assert_eq!(
+            (status, v["error"]["param"].as_str()),
+            (400, Some("top_logprobs")),
+            "{v}"
+        );
+    }
+    server.stop().unwrap();
+}

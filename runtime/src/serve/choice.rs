@@ -7,7 +7,7 @@ use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::error::ApiError;
-use super::output::{LogprobsBuilder, TextAssembler};
+use super::output::{ChatLogprobsBuilder, Logprobs, LogprobsBuilder, TextAssembler};
 use super::worker::{Event, Finish, TokenLogprob};
 use super::AppState;
 
@@ -19,12 +19,19 @@ pub struct Piece {
     pub finish: Option<Finish>,
 }
 
+/// Which endpoint's logprobs a choice reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogprobsShape {
+    Completion,
+    Chat,
+}
+
 pub struct ChoiceRun {
     pub index: usize,
     st: Arc<AppState>,
     rx: UnboundedReceiver<Event>,
     asm: TextAssembler,
-    lp: Option<LogprobsBuilder>,
+    lp: Option<Logprobs>,
     /// The prompt ids to echo in front of the text, until they are.
     echo: Option<Vec<u32>>,
     prompt_logprobs: Vec<TokenLogprob>,
@@ -43,7 +50,7 @@ impl ChoiceRun {
         rx: UnboundedReceiver<Event>,
         stops: Vec<String>,
         hidden: Vec<u32>,
-        logprobs: bool,
+        logprobs: Option<LogprobsShape>,
         echo: Option<Vec<u32>>,
         streamed: bool,
     ) -> Self {
@@ -53,7 +60,10 @@ impl ChoiceRun {
             st,
             rx,
             asm: TextAssembler::new(stops, hidden),
-            lp: logprobs.then(LogprobsBuilder::new),
+            lp: logprobs.map(|shape| match shape {
+                LogprobsShape::Completion => Logprobs::Completion(LogprobsBuilder::new()),
+                LogprobsShape::Chat => Logprobs::Chat(ChatLogprobsBuilder::default()),
+            }),
             echo,
             prompt_logprobs: Vec::new(),
             streamed,
@@ -69,7 +79,7 @@ impl ChoiceRun {
             return String::new();
         };
         let text = self.st.tokenizer.decode(&ids);
-        if let Some(lp) = &mut self.lp {
+        if let Some(Logprobs::Completion(lp)) = &mut self.lp {
             lp.prompt(&self.st.tokenizer, &ids, &self.prompt_logprobs);
         }
         text
@@ -80,7 +90,7 @@ impl ChoiceRun {
             self.lp
                 .as_mut()
                 .filter(|l| !l.is_empty())
-                .map(LogprobsBuilder::take)
+                .map(Logprobs::take)
         } else {
             None
         }
@@ -160,7 +170,7 @@ impl ChoiceRun {
                 finish = f;
             }
         }
-        let logprobs = self.lp.as_mut().map(LogprobsBuilder::take);
+        let logprobs = self.lp.as_mut().map(Logprobs::take);
         Ok((text, logprobs, finish))
     }
 }

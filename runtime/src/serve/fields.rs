@@ -60,9 +60,6 @@ const fn refused(name: &'static str, why: &'static str) -> Field {
 fn is_one(v: &Value) -> bool {
     v.as_u64() == Some(1)
 }
-fn is_false(v: &Value) -> bool {
-    v == &Value::Bool(false)
-}
 fn is_empty_string(v: &Value) -> bool {
     v.as_str() == Some("")
 }
@@ -116,7 +113,7 @@ pub const CHAT_FIELDS: &[Field] = &[
         "function calling (deprecated `functions`) is not supported",
     ),
     honoured("logit_bias"),
-    only("logprobs", "false", is_false),
+    honoured("logprobs"),
     honoured("max_completion_tokens"),
     honoured("max_tokens"),
     no_effect("metadata", "tags for the caller's records"),
@@ -170,7 +167,7 @@ pub const CHAT_FIELDS: &[Field] = &[
         "[] (tool calls are not supported yet)",
         is_empty_array,
     ),
-    refused("top_logprobs", "chat `logprobs` are not supported"),
+    honoured("top_logprobs"),
     honoured("top_p"),
     no_effect("user", "an end-user id for the caller's records"),
     refused("verbosity", "the model has no verbosity setting"),

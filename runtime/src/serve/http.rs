@@ -15,7 +15,7 @@ use futures_util::stream::{Stream, StreamExt};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use super::choice::ChoiceRun;
+use super::choice::{ChoiceRun, LogprobsShape};
 use super::error::ApiError;
 use super::metrics::TokenClock;
 use super::request::{
@@ -256,7 +256,7 @@ async fn completions(State(st): State<Arc<AppState>>, req: Request) -> Result<Re
                 rx,
                 creq.stop.clone(),
                 opts.stop_ids.clone(),
-                creq.logprobs.is_some(),
+                creq.logprobs.map(|_| LogprobsShape::Completion),
                 creq.echo.then(|| p.ids.clone()),
                 creq.stream,
             )
@@ -327,7 +327,7 @@ async fn chat_completions(
         sampler: creq.sampling.config(st.random_seed()),
         penalties: creq.sampling.penalties.clone(),
         stop_ids: chat_stop_ids(&st.tokenizer, &st.info),
-        logprobs: None,
+        logprobs: creq.logprobs,
         prompt_logprobs: false,
         constraint,
     };
@@ -342,7 +342,7 @@ async fn chat_completions(
         rx,
         creq.stop.clone(),
         opts.stop_ids.clone(),
-        false,
+        creq.logprobs.map(|_| LogprobsShape::Chat),
         None,
         creq.stream,
     );
@@ -351,7 +351,7 @@ async fn chat_completions(
         return Ok(sse_response(frames));
     }
     let mut run = run;
-    let (text, _, finish) = run.collect().await?;
+    let (text, logprobs, finish) = run.collect().await?;
     Ok(json_response(json!({
         "id": id,
         "object": "chat.completion",
@@ -360,7 +360,7 @@ async fn chat_completions(
         "choices": [{
             "index": 0,
             "message": {"role": "assistant", "content": text},
-            "logprobs": null,
+            "logprobs": logprobs,
             "finish_reason": finish.as_str(),
         }],
         "usage": usage(prompt_len, run.completion_tokens),

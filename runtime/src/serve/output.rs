@@ -262,6 +262,82 @@ impl Default for LogprobsBuilder {
     }
 }
 
+/// Chat logprobs in OpenAI's shape: `{"content": [{"token", "logprob", "bytes",
+/// "top_logprobs": [{"token", "logprob", "bytes"}, ...]}, ...]}`, one entry per token of the
+/// answer's text (the stop token and hidden tokens have none).
+#[derive(Default)]
+pub struct ChatLogprobsBuilder {
+    content: Vec<Value>,
+}
+
+fn chat_entry(tokenizer: &Tokenizer, id: u32, logprob: f64) -> Value {
+    let bytes = tokenizer.token_bytes(id).unwrap_or_default();
+    json!({"token": token_text(tokenizer, id), "logprob": float(logprob), "bytes": bytes})
+}
+
+impl ChatLogprobsBuilder {
+    pub fn push(&mut self, tokenizer: &Tokenizer, id: u32, lp: &TokenLogprob) {
+        let mut entry = chat_entry(tokenizer, id, lp.logprob);
+        entry["top_logprobs"] = lp
+            .top
+            .iter()
+            .map(|&(id, l)| chat_entry(tokenizer, id, l))
+            .collect();
+        self.content.push(entry);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.content.is_empty()
+    }
+
+    /// Takes the entries so far (a streamed chunk's).
+    pub fn take(&mut self) -> Value {
+        json!({"content": std::mem::take(&mut self.content)})
+    }
+}
+
+/// The logprobs a choice reports, in its endpoint's shape.
+pub enum Logprobs {
+    /// `/v1/completions`: `tokens`, `token_logprobs`, `top_logprobs`, `text_offset`.
+    Completion(LogprobsBuilder),
+    /// `/v1/chat/completions`: `content`.
+    Chat(ChatLogprobsBuilder),
+}
+
+impl Logprobs {
+    /// One generated token; `in_text` says whether its text is part of the answer.
+    pub fn push(
+        &mut self,
+        tokenizer: &Tokenizer,
+        id: u32,
+        lp: Option<&TokenLogprob>,
+        in_text: bool,
+    ) {
+        match self {
+            Logprobs::Completion(b) => b.push(tokenizer, id, lp, in_text),
+            Logprobs::Chat(b) => {
+                if let (Some(lp), true) = (lp, in_text) {
+                    b.push(tokenizer, id, lp);
+                }
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Logprobs::Completion(b) => b.is_empty(),
+            Logprobs::Chat(b) => b.is_empty(),
+        }
+    }
+
+    pub fn take(&mut self) -> Value {
+        match self {
+            Logprobs::Completion(b) => b.take(),
+            Logprobs::Chat(b) => b.take(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,6 +101,8 @@ pub struct ChatRequest {
     pub stream: bool,
     pub include_usage: bool,
     pub response_format: ResponseFormat,
+    /// `logprobs: true`, with `top_logprobs` alternatives per token (0 when not given).
+    pub logprobs: Option<usize>,
 }
 
 /// What the model worker runs for one sequence (one prompt of a request).
@@ -544,6 +546,25 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
     let stop = parse_stop(&obj)?;
     let (stream, include_usage) = parse_stream(&obj)?;
     let response_format = parse_response_format(&obj)?;
+    let top = get_uint(&obj, "top_logprobs")?.map(usize_of);
+    let logprobs = match (get_bool(&obj, "logprobs")?, top) {
+        (Some(true), top) => Some(top.unwrap_or(0)),
+        (_, Some(_)) => {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                "invalid_value",
+                "`top_logprobs` needs `logprobs: true`",
+            ))
+        }
+        _ => None,
+    };
+    if let Some(n) = logprobs.filter(|&n| n > MAX_LOGPROBS) {
+        return Err(ApiError::invalid(
+            "top_logprobs",
+            "invalid_value",
+            format!("`top_logprobs` must be at most {MAX_LOGPROBS}, got {n}"),
+        ));
+    }
     refuse_unsupported(&obj, CHAT_FIELDS)?;
     Ok(ChatRequest {
         model,
@@ -554,6 +575,7 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
         stream,
         include_usage,
         response_format,
+        logprobs,
     })
 }
 

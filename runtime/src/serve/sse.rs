@@ -104,22 +104,28 @@ pub fn chat_stream(
     model: String,
     include_usage: bool,
 ) -> impl Stream<Item = String> + Send {
-    let chunk = move |delta: Value, finish: Option<&str>, usage: Option<Value>| {
-        let choices = if usage.is_some() {
-            json!([])
-        } else {
-            json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}])
+    let chunk =
+        move |delta: Value, logprobs: Option<Value>, finish: Option<&str>, usage: Option<Value>| {
+            let choices = if usage.is_some() {
+                json!([])
+            } else {
+                json!([{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}])
+            };
+            let mut v = json!({
+                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": choices,
+            });
+            if let Some(u) = usage {
+                v["usage"] = u;
+            }
+            frame(&v)
         };
-        let mut v = json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": choices,
-        });
-        if let Some(u) = usage {
-            v["usage"] = u;
-        }
-        frame(&v)
-    };
-    let first = chunk(json!({"role": "assistant", "content": ""}), None, None);
+    let first = chunk(
+        json!({"role": "assistant", "content": ""}),
+        None,
+        None,
+        None,
+    );
     let rest = stream::unfold((run, false), move |(mut run, ended)| {
         let chunk = chunk.clone();
         async move {
@@ -134,10 +140,10 @@ pub fn chat_stream(
                         }
                         let mut f = String::new();
                         if !piece.text.is_empty() {
-                            f += &chunk(json!({"content": piece.text}), None, None);
+                            f += &chunk(json!({"content": piece.text}), piece.logprobs, None, None);
                         }
                         if let Some(finish) = piece.finish {
-                            f += &chunk(json!({}), Some(finish.as_str()), None);
+                            f += &chunk(json!({}), None, Some(finish.as_str()), None);
                         }
                         return Some((f, (run, false)));
                     }
@@ -150,7 +156,7 @@ pub fn chat_stream(
                                 "completion_tokens": run.completion_tokens,
                                 "total_tokens": run.prompt_tokens + run.completion_tokens,
                             });
-                            tail += &chunk(Value::Null, None, Some(u));
+                            tail += &chunk(Value::Null, None, None, Some(u));
                         }
                         tail += DONE;
                         return Some((tail, (run, true)));
