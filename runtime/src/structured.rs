@@ -52,9 +52,21 @@ impl Grammars {
         Ok(Grammars { factory })
     }
 
-    /// Output that is one JSON value valid against `schema`.
+    /// Output that is one JSON value valid against `schema`, written as Python's
+    /// `json.dumps` writes it (`", "` between items, `": "` after keys, no other
+    /// whitespace). Free whitespace would let a model loop on blank lines without end; a
+    /// schema's own `x-guidance` options win.
     pub fn json_schema(&self, schema: &Value) -> Result<Constraint, GrammarError> {
-        let grammar = TopLevelGrammar::from_json_schema(schema.clone());
+        let mut schema = match schema {
+            Value::Bool(true) => serde_json::json!({}),
+            s => s.clone(),
+        };
+        if let Value::Object(o) = &mut schema {
+            o.entry("x-guidance").or_insert_with(|| {
+                serde_json::json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
+            });
+        }
+        let grammar = TopLevelGrammar::from_json_schema(schema);
         let parser = self
             .factory
             .create_parser(grammar)

@@ -62,6 +62,11 @@ fn every_answer_under_a_schema_validates() {
                 validator.is_valid(&value),
                 "schema {i} seed {seed}: {value} does not validate"
             );
+            // Written as json.dumps writes it: no free whitespace to loop on.
+            assert!(
+                !text.contains(['\n', '\t', '\r']) && !text.contains("  ") && text.trim() == text,
+                "{text:?}"
+            );
             finished += 1;
         }
     }
