@@ -31,6 +31,23 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 bash scripts/fetch-dev-model.sh
 # load_external_server drives a server started by scripts/load-test.sh; it has nothing to test here.
 cargo test --workspace --locked -- --include-ignored --skip load_external_server
+
+# --- OpenAI Python SDK client test (tests/openai_sdk.rs) ---
+# A project-local venv with the pinned `openai` (runtime/tests/clients/requirements.txt),
+# made once and kept until the pin changes; the Rust test then drives the tiny-model
+# `qwen serve` with it and fails rather than skips if the package is missing.
+clients_venv="target/clients-venv"
+clients_req="runtime/tests/clients/requirements.txt"
+if ! cmp -s "$clients_req" "$clients_venv/requirements.txt"; then
+  rm -rf "$clients_venv"
+  python3 -m venv "$clients_venv"
+  "$clients_venv/bin/pip" install -q --no-cache-dir -r "$clients_req"
+  cp "$clients_req" "$clients_venv/requirements.txt"
+fi
+QWENC_REQUIRE_OPENAI=1 QWENC_PYTHON="$PWD/$clients_venv/bin/python" \
+  cargo test --locked --test openai_sdk -- --nocapture
+# --- end of the OpenAI Python SDK client test ---
+
 stage_done target/debug
 QWENC_MODEL="$PWD/models/qwen2.5-coder-0.5b-instruct.gguf" QWENC_VARIANTS="f32;w8;w8g128;w4g32;w4g32a" \
   cargo test --release --locked --features dev-model --target-dir target/dev-model --test compiled_dev -- --nocapture

@@ -195,19 +195,20 @@ fn grammar_error(e: GrammarError) -> ApiError {
     ApiError::internal(format!("the output left its grammar: {e}"))
 }
 
-/// `(logprob of token, top n alternatives)` of one row of logits.
+/// `(logprob of token, top n alternatives)` of one row of logits. Every value is
+/// `x - max - ln(sum)`, the formula of [`token_logprob`], so a token that is the most likely
+/// has exactly the first alternative's logprob: lm-eval's `is_greedy` compares them with `==`.
 pub fn logprob_with_top(row: &[f32], token: u32, n: usize) -> TokenLogprob {
     let (logprob, _) = token_logprob(row, token);
     let top = if n == 0 {
         Vec::new()
     } else {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max
-            + row
-                .iter()
-                .map(|&x| (x as f64 - max).exp())
-                .sum::<f64>()
-                .ln();
+        let ln_sum = row
+            .iter()
+            .map(|&x| (x as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
         let mut ids: Vec<u32> = (0..row.len() as u32).collect();
         let better =
             |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
@@ -218,7 +219,7 @@ pub fn logprob_with_top(row: &[f32], token: u32, n: usize) -> TokenLogprob {
         }
         ids.sort_unstable_by(better);
         ids.into_iter()
-            .map(|id| (id, row[id as usize] as f64 - lse))
+            .map(|id| (id, row[id as usize] as f64 - max - ln_sum))
             .collect()
     };
     TokenLogprob { logprob, top }
@@ -672,6 +673,34 @@ mod tests {
             for (g, w) in lp.top.iter().zip(&want) {
                 assert_eq!(g.0, w.0);
                 assert!((g.1 - w.1).abs() < 1e-12);
+            }
+        }
+    }
+
+    /// The most likely token's logprob is its top entry's to the bit, and each top entry is
+    /// that token's own logprob: lm-eval's `is_greedy` compares them exactly.
+    #[test]
+    fn top_logprobs_equal_token_logprobs_exactly() {
+        for seed in 0..20u32 {
+            let row: Vec<f32> = (0..97u32)
+                .map(|i| ((i * 31 + seed * 17) % 97) as f32 * 0.173 - 5.0 + seed as f32 * 0.01)
+                .collect();
+            let best = (0..row.len() as u32)
+                .max_by(|&a, &b| row[a as usize].total_cmp(&row[b as usize]))
+                .unwrap();
+            for token in [best, 3, 50] {
+                let lp = logprob_with_top(&row, token, 5);
+                for &(id, l) in &lp.top {
+                    assert_eq!(
+                        l.to_bits(),
+                        token_logprob(&row, id).0.to_bits(),
+                        "{seed} {id}"
+                    );
+                }
+                assert_eq!(lp.top[0].0, best);
+                if token == best {
+                    assert_eq!(lp.logprob.to_bits(), lp.top[0].1.to_bits(), "seed {seed}");
+                }
             }
         }
     }
