@@ -3,7 +3,8 @@
 # 0. cargo fmt --check and clippy with warnings as errors.
 # 1. Fetch the dev checkpoint if it is not there yet.
 # 2. Every test of the workspace, including those on the real checkpoint (marked #[ignore] so
-#    that a plain `cargo test` stays quick and says what it skipped).
+#    that a plain `cargo test` stays quick and says what it skipped) and the chat page in
+#    headless Chromium (scripts/setup-browser-test.sh installs what it needs).
 # 3. The dev checkpoint compiled into executables in five schemes, against transformers'
 #    logits (its own target dir, so the default tiny build is not rebuilt back and forth).
 set -euo pipefail
@@ -29,6 +30,11 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 bash scripts/fetch-dev-model.sh
+# The chat page's browser test (tests/chat_page_browser.rs, in the workspace tests below):
+# chromium, chromedriver and a venv with selenium, installed where missing. The test fails
+# rather than skips without them here.
+QWENC_BROWSER_PYTHON="$(bash scripts/setup-browser-test.sh | tail -n 1)"
+export QWENC_BROWSER_PYTHON QWENC_REQUIRE_BROWSER=1
 # load_external_server drives a server started by scripts/load-test.sh; it has nothing to test here.
 cargo test --workspace --locked -- --include-ignored --skip load_external_server
 

@@ -36,7 +36,8 @@ pub struct ServeArgs {
     /// one pass; it never changes greedy output).
     #[arg(long)]
     pub no_speculate: bool,
-    /// Require `Authorization: Bearer KEY` on every route but /health (401 otherwise).
+    /// Require `Authorization: Bearer KEY` on every route but /health and the chat page
+    /// (401 otherwise).
     #[arg(long, value_name = "KEY", env = "QWEN_API_KEY", hide_env_values = true, value_parser = parse_api_key)]
     pub api_key: Option<ApiKey>,
     /// On SIGTERM or SIGINT, how long running requests may finish (new ones get 503) before
@@ -91,7 +92,7 @@ pub(super) fn run(args: &ServeArgs, model: &dyn Model, io: &mut Io<'_>) -> Resul
     drain_on_signals(shutdown.clone())?;
     writeln!(
         io.stderr,
-        "serving {} on http://{addr} (POST /v1/completions, /v1/chat/completions; GET /v1/models, /health, /metrics){}",
+        "serving {} on http://{addr} (chat page at /; POST /v1/completions, /v1/chat/completions; GET /v1/models, /health, /metrics){}",
         model.info().name,
         if config.api_key.is_some() { "; API key required" } else { "" },
     )?;

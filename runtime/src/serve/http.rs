@@ -1,4 +1,4 @@
-//! HTTP routing: the OpenAI-compatible routes, body limits, and JSON errors for unknown
+//! HTTP routing: the OpenAI-compatible routes, the chat page ([`super::page`]), body limits, and JSON errors for unknown
 //! routes and wrong methods.
 
 use std::convert::Infallible;
@@ -31,6 +31,9 @@ use crate::structured::{Constraint, GrammarError};
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/", get(super::page::index))
+        .route("/chat.js", get(super::page::script))
+        .route("/chat.css", get(super::page::stylesheet))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/models", get(models))

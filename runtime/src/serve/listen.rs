@@ -302,8 +302,10 @@ impl Service<Request<Incoming>> for ConnService {
             let resp = done(resp, None, &gate);
             return Box::pin(async move { Ok(resp) });
         }
-        // `/health` stays open: load balancers and Kubernetes probes send no key.
-        if let (Some(key), false) = (&gate.api_key, route == "/health") {
+        // `/health` stays open: load balancers and Kubernetes probes send no key. So does the
+        // chat page: it is static, holds no secret, and asks for the key itself.
+        let open = route == "/health" || super::page::PATHS.contains(&route);
+        if let (Some(key), false) = (&gate.api_key, open) {
             if let Err(e) = key.check(req.headers()) {
                 let mut resp = e.into_response();
                 resp.headers_mut()

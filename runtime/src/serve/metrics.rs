@@ -118,6 +118,9 @@ impl Default for Metrics {
 
 /// The routes `qwen_requests_total` names; any other path counts as `other`.
 const ROUTES: &[&str] = &[
+    "/",
+    "/chat.js",
+    "/chat.css",
     "/health",
     "/metrics",
     "/v1/models",

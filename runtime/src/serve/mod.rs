@@ -2,6 +2,7 @@
 //!
 //! - [`http`]: the routes (`/v1/completions`, `/v1/chat/completions`, `/v1/models`,
 //!   `/health`, `/metrics`), body limits, JSON errors for unknown routes and wrong methods.
+//! - [`page`]: the chat page at `GET /` (static HTML, script and stylesheet, embedded).
 //! - [`listen`]: the accept loop: the API key, the drain, connection timeouts.
 //! - [`metrics`]: what `/metrics` reports, shared with the worker.
 //! - [`request`]: request parsing and validation, pure functions (fuzzed); [`fields`]: what
@@ -26,6 +27,7 @@ pub mod http;
 pub mod listen;
 pub mod metrics;
 pub mod output;
+pub mod page;
 pub mod prefix_cache;
 pub mod request;
 pub mod sse;
@@ -61,7 +63,7 @@ pub struct ServeConfig {
     pub prefix_cache_mb: usize,
     /// Speculative decoding by prompt lookup in every sequence (greedy output unchanged).
     pub speculate: bool,
-    /// Every route but `/health` requires `Authorization: Bearer KEY`.
+    /// Every route but `/health` and the chat page requires `Authorization: Bearer KEY`.
     pub api_key: Option<ApiKey>,
     /// How long running requests may go on once the drain starts.
     pub drain: Duration,
