@@ -30,17 +30,10 @@ for text in open(sys.argv[1]).read().split("\x1e"):
 json.dump(out, open(sys.argv[2], "w"))
 PY
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-log=$(mktemp)
-"$qwen" serve --port "$port" --parallel "$clients" --no-speculate --prefix-cache-mb 0 > "$log" 2>&1 &
-server=$!
-trap 'kill "$server" 2>/dev/null || true; rm -f "$log" "$ids" "$ids.txt"' EXIT
-for _ in $(seq 1 100); do
-  python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" \
-    "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
-  kill -0 "$server" 2>/dev/null || { cat "$log"; echo "error: qwen serve exited" >&2; exit 1; }
-  sleep 0.2
-done
+# shellcheck source=scripts/lib/serve.sh
+source scripts/lib/serve.sh
+start_qwen_serve "$qwen" --parallel "$clients" --no-speculate --prefix-cache-mb 0
+trap 'stop_qwen_serve; rm -f "$ids" "$ids.txt"' EXIT
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; $("$qwen" info | grep -i backend || true)"
 python3 bench/serve_batch.py --url "http://127.0.0.1:$port" --ids "$ids" --clients "$clients" ${JSON:+--json "$JSON"}
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
