@@ -7,6 +7,7 @@
 //! `logprobs`) are kept with the prefix, so that scoring requests reuse it too.
 
 use super::worker::TokenLogprob;
+use crate::generate::common_prefix;
 use crate::model::{KvCache, Model};
 
 /// A cached sequence.
@@ -57,10 +58,6 @@ pub struct PrefixCache {
     stats: PrefixStats,
 }
 
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
 impl PrefixCache {
     /// A cache of at most `limit_bytes` (0: nothing is kept, every lookup misses).
     pub fn new(limit_bytes: usize) -> PrefixCache {
@@ -95,13 +92,13 @@ impl PrefixCache {
     ) -> Hit {
         self.stats.lookups += 1;
         let usable = |e: &Entry| -> usize {
-            let common = common_prefix(&e.tokens, prompt).min(prompt.len().saturating_sub(1));
+            let shared = common_prefix(&e.tokens, prompt);
+            let common = shared.min(prompt.len().saturating_sub(1));
             match logprobs {
                 None => common,
                 Some(n) if e.top_n >= n => {
                     // Tokens 1..=r need logprobs, and token r + 1 must match for row r's.
-                    let limit = common_prefix(&e.tokens, prompt).saturating_sub(1);
-                    common.min(limit).min(e.logprobs.len())
+                    common.min(shared.saturating_sub(1)).min(e.logprobs.len())
                 }
                 Some(_) => 0,
             }
